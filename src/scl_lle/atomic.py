@@ -1,0 +1,95 @@
+"""Atomic file writes: a file appears complete under its final name, or not at all.
+
+Writers write to a hidden temporary file beside the target, flush it to disk, then move it into place with a
+single rename. An interrupted run can leave only temporary files behind (never a half-written output);
+:func:`remove_stale_temporaries` clears those of processes that are no longer running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["TEMP_SUFFIX", "atomic_write", "remove_stale_temporaries"]
+
+#: Suffix of every temporary file this package writes; the name also carries the writer's process id.
+TEMP_SUFFIX = ".scl-tmp"
+
+
+def _temporary_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}")
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str], *, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary path to write to; on success it becomes ``path`` in one step.
+
+    Args:
+        path: the final file name. Its folder is created if needed.
+        overwrite: when ``False`` an existing ``path`` is never replaced, even if another process creates it
+            while we write: :class:`FileExistsError` is raised and the temporary file removed.
+
+    On any exception (including ``KeyboardInterrupt``) the temporary file is removed and ``path`` is untouched.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temporary = _temporary_name(final)
+    try:
+        yield temporary
+        if not temporary.exists():
+            raise FileNotFoundError(f"the writer produced no file for {final}")
+        _fsync(temporary)
+        if overwrite:
+            os.replace(temporary, final)
+        else:
+            _move_no_clobber(temporary, final)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _move_no_clobber(temporary: Path, final: Path) -> None:
+    try:
+        os.link(temporary, final)  # atomic, and fails if ``final`` exists
+    except FileExistsError:
+        raise
+    except OSError:  # file systems without hard links
+        if final.exists():
+            raise FileExistsError(f"{final} exists") from None
+        os.replace(temporary, final)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str], *, recursive: bool = True) -> int:
+    """Delete temporary files left in ``folder`` by writers that are no longer running; return how many."""
+    root = Path(folder)
+    if not root.is_dir():
+        return 0
+    pattern = f"**/.*{TEMP_SUFFIX}" if recursive else f".*{TEMP_SUFFIX}"
+    removed = 0
+    for candidate in root.glob(pattern):
+        pid_part = candidate.name[: -len(TEMP_SUFFIX)].rsplit(".", 1)[-1].split("-", 1)[0]
+        if pid_part.isdigit() and _process_alive(int(pid_part)):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            candidate.unlink()
+            removed += 1
+    return removed

@@ -1,0 +1,256 @@
+"""Batch enhancement of files and folders: the engine behind ``scl-lle enhance``.
+
+Guarantees: the output tree mirrors the input tree; an input file is never written over; every output is
+written atomically; one bad file is reported with its reason and the rest of the batch still completes;
+``skip_existing`` resumes an interrupted batch.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .atomic import remove_stale_temporaries
+from .imageio import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
+    ImageReadError,
+    ImageWriteError,
+    read_image,
+    write_image,
+)
+from .inference import Enhancer
+
+__all__ = ["OUTPUT_FORMATS", "BatchResult", "Job", "collect_jobs", "enhance"]
+
+#: ``format`` choices: ``same`` keeps each input's file type where it can be written, else PNG.
+OUTPUT_FORMATS = {"same": None, "png": ".png", "jpg": ".jpg", "tiff": ".tiff"}
+_DeviceOutOfMemory = getattr(torch, "OutOfMemoryError", MemoryError)
+_SAME_KEEPS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".pgm", ".pnm", ".tga"}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input file and where its output goes."""
+
+    source: Path
+    destination: Path
+
+
+@dataclass
+class BatchResult:
+    """What a batch did: written and skipped outputs, failures with their reasons."""
+
+    written: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when no file failed."""
+        return not self.failed
+
+    def summary(self) -> str:
+        """One line for people: counts and time."""
+        total = len(self.written) + len(self.skipped) + len(self.failed)
+        return (
+            f"{len(self.written)} enhanced, {len(self.skipped)} skipped, {len(self.failed)} failed "
+            f"(of {total}) in {self.seconds:.1f} s"
+        )
+
+
+def _has_magic(pattern: str) -> bool:
+    return any(ch in pattern for ch in "*?[")
+
+
+def _glob_root(pattern: str) -> Path:
+    """The folder part of a glob pattern before its first wildcard."""
+    parts = Path(pattern).parts
+    fixed = []
+    for part in parts[:-1]:
+        if _has_magic(part):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path(".")
+
+
+def _walk(folder: Path, recursive: bool, exclude: Path | None) -> list[Path]:
+    found = []
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        here = Path(root)
+        dirs[:] = sorted(
+            d for d in dirs if not d.startswith(".") and (exclude is None or (here / d).resolve() != exclude)
+        )
+        if not recursive:
+            dirs[:] = []
+        for name in sorted(files):
+            path = here / name
+            if not name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS and not path.is_symlink():
+                found.append(path)
+    return found
+
+
+def _destination(relative: Path, output: Path, format: str) -> Path:
+    suffix = OUTPUT_FORMATS[format]
+    if suffix is None:
+        suffix = relative.suffix if relative.suffix.lower() in _SAME_KEEPS else ".png"
+    return output / relative.with_suffix(suffix)
+
+
+def collect_jobs(
+    inputs: Sequence[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    *,
+    recursive: bool = False,
+    format: str = "same",
+) -> tuple[list[Job], list[tuple[Path, str]]]:
+    """Expand files, folders and glob patterns into jobs; also return inputs that cannot be used, with reasons.
+
+    A folder contributes its image files (by file ending; hidden files and symlinks are skipped), with its
+    sub-folders when ``recursive``; each output keeps the file's path relative to that folder. A file given
+    directly goes to the top of ``output``. Glob patterns (``*``, ``?``, ``[...]``, ``**`` with ``recursive``)
+    keep paths relative to the folder before the first wildcard.
+    """
+    if format not in OUTPUT_FORMATS:
+        raise ValueError(f"format must be one of {', '.join(OUTPUT_FORMATS)}, got {format!r}")
+    output = Path(output)
+    output_resolved = output.resolve()
+    problems: list[tuple[Path, str]] = []
+    pairs: list[tuple[Path, Path]] = []  # (source, path relative to the output folder)
+    for item in inputs:
+        text = os.fspath(item)
+        path = Path(text)
+        if path.is_dir():
+            pairs += [(f, f.relative_to(path)) for f in _walk(path, recursive, output_resolved)]
+        elif path.is_file():
+            pairs.append((path, Path(path.name)))
+        elif _has_magic(text):
+            root = _glob_root(text)
+            matches = sorted(Path(m) for m in glob.glob(text, recursive=recursive) if Path(m).is_file())
+            if not matches:
+                problems.append((path, "no file matches this pattern"))
+            pairs += [(m, m.relative_to(root)) for m in matches]
+        else:
+            problems.append((path, "no such file or folder"))
+
+    sources = {source.resolve() for source, _ in pairs}
+    jobs: list[Job] = []
+    claimed: dict[Path, Path] = {}
+    seen: set[Path] = set()
+    for source, relative in pairs:
+        resolved = source.resolve()
+        if resolved in seen:
+            continue
+        seen.add(resolved)
+        destination = _destination(relative, output, format)
+        target = destination.resolve()
+        if not target.is_relative_to(output_resolved):
+            problems.append((source, f"its output {destination} would fall outside {output}"))
+        elif target in sources:
+            problems.append(
+                (source, f"its output {destination} would overwrite an input file; choose another --output")
+            )
+        elif target in claimed:
+            problems.append((source, f"its output {destination} is already the output of {claimed[target]}"))
+        else:
+            claimed[target] = source
+            jobs.append(Job(source, destination))
+    return jobs, problems
+
+
+def enhance(
+    inputs: Sequence[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    *,
+    weights: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    scale: int = 1,
+    recursive: bool = False,
+    format: str = "same",
+    quality: int = 95,
+    skip_existing: bool = False,
+    overwrite: bool = False,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    tile_size: int | None = 1024,
+    enhancer: Enhancer | None = None,
+    progress: bool = True,
+    report: Callable[[str], None] | None = None,
+) -> BatchResult:
+    """Enhance image files and folders into ``output``; the Python face of ``scl-lle enhance``.
+
+    Args:
+        inputs: files, folders and glob patterns.
+        output: the output folder (created if needed); it mirrors the input tree.
+        weights, device, scale, tile_size: as for :class:`~scl_lle.inference.Enhancer` (or pass ``enhancer``).
+        recursive: descend into sub-folders of folder inputs.
+        format: ``same``, ``png``, ``jpg`` or ``tiff``.
+        quality: JPEG / WebP quality, 1-100.
+        skip_existing: keep outputs that already exist (resume a batch); ``overwrite``: replace them.
+            With neither, an existing output is reported as a failure and left untouched.
+        max_pixels: refuse images with more pixels (decompression bombs); ``None`` or 0: no limit.
+        progress: show a progress bar on stderr.
+        report: called with one line per failed file (default: printed to stderr).
+
+    Returns:
+        A :class:`BatchResult`; ``result.ok`` is false when any file failed.
+    """
+    if skip_existing and overwrite:
+        raise ValueError("skip_existing and overwrite exclude each other")
+    if not 1 <= quality <= 100:
+        raise ValueError(f"quality must be within 1..100, got {quality}")
+    started = time.perf_counter()
+    result = BatchResult()
+
+    def fail(path: Path, reason: str) -> None:
+        result.failed.append((path, reason))
+        line = f"error: {path}: {reason}"
+        if report is not None:
+            report(line)
+        else:
+            tqdm.write(line, file=sys.stderr)
+
+    jobs, problems = collect_jobs(inputs, output, recursive=recursive, format=format)
+    for path, reason in problems:
+        fail(path, reason)
+    if jobs:
+        remove_stale_temporaries(output)
+        if enhancer is None:
+            enhancer = Enhancer(weights, device=device, scale=scale, tile_size=tile_size)
+    bar = tqdm(jobs, unit="img", desc="enhance", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    for job in bar:
+        if job.destination.exists():
+            if skip_existing:
+                result.skipped.append(job.destination)
+                continue
+            if not overwrite:
+                fail(job.source, f"{job.destination} exists (use --overwrite to replace it or --skip-existing)")
+                continue
+        try:
+            picture = read_image(job.source, max_pixels=max_pixels)
+            enhanced = enhancer.enhance_picture(picture)
+            write_image(job.destination, enhanced, quality=quality, overwrite=overwrite)
+        except (ImageReadError, ImageWriteError) as error:
+            fail(job.source, str(error))
+        except FileExistsError:
+            if skip_existing:  # another process finished it meanwhile
+                result.skipped.append(job.destination)
+            else:
+                fail(job.source, f"{job.destination} appeared while writing (another process?)")
+        except (MemoryError, _DeviceOutOfMemory):
+            fail(job.source, "out of memory (try a smaller tile size or a lower --max-pixels)")
+        except Exception as error:  # one file must not stop the batch
+            fail(job.source, f"unexpected error: {type(error).__name__}: {error}")
+        else:
+            result.written.append(job.destination)
+    bar.close()
+    result.seconds = time.perf_counter() - started
+    return result

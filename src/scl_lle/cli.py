@@ -1,0 +1,152 @@
+"""Command-line interface: ``scl-lle <command> ...`` (also ``python -m scl_lle``). Thin over the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+
+EXAMPLES = """\
+examples:
+  scl-lle enhance night.jpg --output bright/
+  scl-lle enhance photos/ --recursive --output bright/ --skip-existing
+  scl-lle enhance "scans/**/*.tif" --recursive --output out/ --weights my_model.safetensors --scale 4
+"""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
+    return value
+
+
+def _quality(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be within 1..100, got {text}")
+    return value
+
+
+def _add_enhance(commands: argparse._SubParsersAction) -> None:
+    from .batch import OUTPUT_FORMATS
+    from .imageio import DEFAULT_MAX_PIXELS
+
+    parser = commands.add_parser(
+        "enhance",
+        help="enhance photos (files, folders, glob patterns)",
+        description="Brighten low-light photos. The output folder mirrors the input tree; inputs are never "
+        "written over; each output is written atomically; a bad file is reported and the rest still complete.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    parser.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder (created if needed)")
+    parser.add_argument(
+        "-w",
+        "--weights",
+        metavar="PATH",
+        help="weights file (.safetensors or .pth) or pretrained name; default: the embedded model",
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps (default: auto)",
+    )
+    parser.add_argument(
+        "--scale",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="estimate the curves on the image shrunk N times: faster, slightly smoother (default: 1)",
+    )
+    parser.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders")
+    parser.add_argument(
+        "--format",
+        choices=list(OUTPUT_FORMATS),
+        default="same",
+        help="output file type; 'same' keeps each input's type where it can be written (default: same)",
+    )
+    parser.add_argument(
+        "--quality", type=_quality, default=95, metavar="Q", help="JPEG/WebP quality 1-100 (default: 95)"
+    )
+    existing = parser.add_mutually_exclusive_group()
+    existing.add_argument("--skip-existing", action="store_true", help="keep outputs that exist (resume a batch)")
+    existing.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        metavar="N",
+        help=f"refuse images with more pixels (decompression bombs); 0: no limit (default: {DEFAULT_MAX_PIXELS:,})",
+    )
+    parser.add_argument(
+        "--tile",
+        type=_positive_int,
+        default=1024,
+        metavar="PX",
+        help="process large images in tiles of PX x PX to bound memory; same result (default: 1024)",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=_run_enhance)
+
+
+def _run_enhance(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from .batch import enhance
+    from .weights import WeightsError
+
+    Image.MAX_IMAGE_PIXELS = None  # --max-pixels is the limit that applies
+    try:
+        result = enhance(
+            args.inputs,
+            args.output,
+            weights=args.weights,
+            device=args.device,
+            scale=args.scale,
+            recursive=args.recursive,
+            format=args.format,
+            quality=args.quality,
+            skip_existing=args.skip_existing,
+            overwrite=args.overwrite,
+            max_pixels=args.max_pixels or None,
+            tile_size=args.tile,
+            progress=not args.quiet,
+        )
+    except (WeightsError, ValueError, RuntimeError) as error:
+        print(f"scl-lle enhance: error: {error}", file=sys.stderr)
+        return 2
+    print(f"scl-lle: {result.summary()}; outputs in {args.output}", file=sys.stderr)
+    return 0 if result.ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``scl-lle`` argument parser with all sub-commands."""
+    parser = argparse.ArgumentParser(
+        prog="scl-lle",
+        description="Low-light image enhancement with Semantically Contrastive Learning (SCL-LLE).",
+    )
+    parser.add_argument("--version", action="version", version=f"scl-lle {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    _add_enhance(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 some files failed, 2 usage or setup error)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print(
+            "scl-lle: interrupted; outputs written so far are complete (resume with --skip-existing)",
+            file=sys.stderr,
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

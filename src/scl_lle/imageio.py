@@ -1,0 +1,427 @@
+"""Reading and writing photos with their fidelity intact.
+
+- EXIF orientation is applied on reading (and reset to "normal" in the EXIF that is written back);
+- EXIF and the ICC profile are carried to the output;
+- 16-bit PNG and TIFF (grey or colour) stay 16-bit; grey stays grey; alpha is passed through unchanged;
+- a pixel-count limit guards against decompression bombs;
+- every failure is an :class:`ImageReadError` / :class:`ImageWriteError` with a reason a person can act on.
+
+Pixels travel as numpy arrays: ``(H, W)`` grey or ``(H, W, 3)`` RGB, dtype ``uint8``, ``uint16`` or
+``float32`` (in [0, 1]); alpha, when present, is a separate ``(H, W)`` array of the same dtype.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import warnings
+import zlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .atomic import atomic_write
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "IMAGE_EXTENSIONS",
+    "ImageReadError",
+    "ImageTooLargeError",
+    "ImageWriteError",
+    "Picture",
+    "apply_orientation",
+    "picture_from_pil",
+    "picture_to_pil",
+    "read_image",
+    "write_image",
+]
+
+#: Default limit on width x height; larger images are refused before their pixels are decoded.
+DEFAULT_MAX_PIXELS = 150_000_000
+
+#: File endings picked up when a folder is given as input.
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm", ".tga"}
+)
+
+_EXIF_ORIENTATION = 0x0112
+# Modes whose pixels Pillow converts to RGB; an ICC profile describing the original space no longer applies.
+_FOREIGN_SPACES = {"CMYK", "LAB", "HSV", "YCbCr"}
+_WRITE_FORMATS = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".bmp": "BMP",
+    ".webp": "WEBP",
+    ".ppm": "PPM",
+    ".pgm": "PPM",
+    ".pnm": "PPM",
+    ".tga": "TGA",
+}
+_HIGH_DEPTH_FORMATS = {"PNG", "TIFF"}
+_ALPHA_FORMATS = {"PNG", "TIFF", "WEBP", "TGA", "BMP"}
+
+
+class ImageReadError(Exception):
+    """An input file could not be read as an image; the message says why."""
+
+
+class ImageTooLargeError(ImageReadError):
+    """The image has more pixels than the configured limit."""
+
+
+class ImageWriteError(Exception):
+    """An output file could not be written; the message says why."""
+
+
+@dataclass
+class Picture:
+    """Decoded pixels plus what must be carried to the output file.
+
+    Attributes:
+        pixels: ``(H, W)`` grey or ``(H, W, 3)`` RGB; ``uint8``, ``uint16`` or ``float32`` in [0, 1].
+        alpha: ``(H, W)`` of the same dtype, or ``None``.
+        format: the Pillow format name of the source (``"PNG"``, ``"JPEG"``, ...), or ``None``.
+        icc_profile: the embedded ICC profile, or ``None``.
+        exif: EXIF bytes with the orientation already applied (tag reset), or ``None``.
+    """
+
+    pixels: np.ndarray
+    alpha: np.ndarray | None = None
+    format: str | None = None
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(width, height)``."""
+        return self.pixels.shape[1], self.pixels.shape[0]
+
+
+def apply_orientation(array: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn an ``(H, W, ...)`` array the way EXIF orientation ``1``..``8`` says, so it displays upright."""
+    if orientation == 2:
+        return array[:, ::-1]
+    if orientation == 3:
+        return array[::-1, ::-1]
+    if orientation == 4:
+        return array[::-1]
+    if orientation == 5:
+        return array.swapaxes(0, 1)
+    if orientation == 6:
+        return np.rot90(array, k=-1)
+    if orientation == 7:
+        return np.rot90(array, k=1)[::-1]
+    if orientation == 8:
+        return np.rot90(array, k=1)
+    return array
+
+
+def _check_pixel_count(path: Path, width: int, height: int, max_pixels: int | None) -> None:
+    if max_pixels and width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"too large: {width}x{height} is {width * height / 1e6:.1f} megapixels, over the limit of "
+            f"{max_pixels / 1e6:.1f} (raise it with --max-pixels / max_pixels=)"
+        )
+
+
+def _png_bit_depth(path: Path) -> int:
+    with open(path, "rb") as handle:
+        header = handle.read(26)
+    return header[24] if len(header) >= 26 and header[12:16] == b"IHDR" else 8
+
+
+def _is_high_depth_colour(image: Image.Image, path: Path) -> bool:
+    """Pillow decodes 16-bit colour PNG/TIFF to 8 bits; detect them to decode with OpenCV instead."""
+    if image.mode not in ("RGB", "RGBA"):
+        return False
+    if image.format == "PNG":
+        return _png_bit_depth(path) == 16
+    if image.format == "TIFF":
+        bits = image.tag_v2.get(258, (8,))
+        bits = bits if isinstance(bits, tuple) else (bits,)
+        return max(bits) > 8
+    return False
+
+
+def _read_high_depth_colour(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    import cv2
+
+    data = np.fromfile(path, dtype=np.uint8)
+    decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if decoded is None or decoded.ndim != 3 or decoded.shape[2] not in (3, 4):
+        raise ImageReadError("truncated or corrupt 16-bit image data")
+    if decoded.dtype != np.uint16:
+        decoded = decoded.astype(np.uint16) * 257 if decoded.dtype == np.uint8 else decoded.astype(np.uint16)
+    rgb = decoded[..., 2::-1]
+    alpha = decoded[..., 3] if decoded.shape[2] == 4 else None
+    return np.ascontiguousarray(rgb), alpha
+
+
+def picture_from_pil(image: Image.Image) -> Picture:
+    """Convert a decoded Pillow image of any mode to a :class:`Picture` (orientation is not applied here).
+
+    Grey modes stay grey, 16-bit grey stays ``uint16``, ``F`` becomes ``float32`` clipped to [0, 1], palette
+    and other colour spaces become RGB(A).
+    """
+    mode = image.mode
+    icc = image.info.get("icc_profile") or None
+    if mode in _FOREIGN_SPACES:
+        icc = None
+    alpha = None
+    if mode in ("1", "L", "LA", "La", "PA", "P", "RGBa", "RGBX") or mode in _FOREIGN_SPACES:
+        if mode == "1":
+            image = image.convert("L")
+        elif mode == "La":
+            image = image.convert("LA")
+        elif mode in ("P", "PA"):
+            has_alpha = mode == "PA" or "transparency" in image.info
+            image = image.convert("RGBA" if has_alpha else "RGB")
+        elif mode == "RGBa":
+            image = image.convert("RGBA")
+        elif mode not in ("L", "LA"):
+            image = image.convert("RGB")
+        mode = image.mode
+    if mode in ("RGBA", "LA"):
+        array = np.asarray(image)
+        pixels, alpha = array[..., :-1], array[..., -1]
+        if mode == "LA":
+            pixels = pixels[..., 0]
+    elif mode.startswith("I;16"):
+        pixels = np.asarray(image).astype(np.uint16)
+    elif mode == "I":
+        pixels = np.clip(np.asarray(image), 0, 65535).astype(np.uint16)
+    elif mode == "F":
+        pixels = np.clip(np.nan_to_num(np.asarray(image, dtype=np.float32)), 0.0, 1.0)
+    elif mode in ("RGB", "L"):
+        pixels = np.asarray(image)
+    else:
+        pixels = np.asarray(image.convert("RGB"))
+    return Picture(pixels=np.ascontiguousarray(pixels), alpha=alpha, format=image.format, icc_profile=icc)
+
+
+def read_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Picture:
+    """Read an image file, upright, with its ICC profile and EXIF.
+
+    Raises:
+        ImageTooLargeError: more than ``max_pixels`` pixels (``None`` or 0: no limit).
+        ImageReadError: missing, empty, unreadable, not an image, truncated or corrupt.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise ImageReadError("empty file (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except ImageReadError:
+        raise
+    except FileNotFoundError:
+        raise ImageReadError("no such file") from None
+    except IsADirectoryError:
+        raise ImageReadError("is a folder, not a file") from None
+    except PermissionError:
+        raise ImageReadError("permission denied") from None
+    except UnidentifiedImageError:
+        raise ImageReadError("not an image (unrecognised file format)") from None
+    except Image.DecompressionBombError as error:
+        raise ImageTooLargeError(f"too large: {error}") from None
+    except OSError as error:
+        raise ImageReadError(f"cannot open: {error}") from None
+    with image:
+        width, height = image.size
+        _check_pixel_count(path, width, height, max_pixels)
+        try:
+            exif = image.getexif()
+        except Exception:  # malformed EXIF must not cost the picture
+            exif = Image.Exif()
+        orientation = exif.get(_EXIF_ORIENTATION, 1)
+        if _EXIF_ORIENTATION in exif:
+            del exif[_EXIF_ORIENTATION]
+        exif_bytes = exif.tobytes() if len(exif) else None
+        try:
+            if _is_high_depth_colour(image, path):
+                pixels, alpha = _read_high_depth_colour(path)
+                picture = Picture(pixels, alpha, image.format, image.info.get("icc_profile") or None)
+            else:
+                image.load()
+                picture = picture_from_pil(image)
+        except ImageReadError:
+            raise
+        except (OSError, SyntaxError, ValueError, struct.error, EOFError, zlib.error) as error:
+            raise ImageReadError(f"truncated or corrupt image data ({error})") from None
+        except MemoryError:
+            raise ImageReadError("out of memory while decoding") from None
+    if picture.pixels.shape[:2] != (height, width):
+        raise ImageReadError(f"decoded size {picture.pixels.shape[:2]} differs from the header's {width}x{height}")
+    picture.format = image.format
+    picture.exif = exif_bytes
+    if orientation in range(2, 9):
+        picture.pixels = np.ascontiguousarray(apply_orientation(picture.pixels, orientation))
+        if picture.alpha is not None:
+            picture.alpha = np.ascontiguousarray(apply_orientation(picture.alpha, orientation))
+    return picture
+
+
+def output_format(path: str | os.PathLike[str]) -> str:
+    """The Pillow format name used to write ``path``, from its ending."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in _WRITE_FORMATS:
+        raise ImageWriteError(f"cannot write '{suffix or 'no extension'}' files")
+    return _WRITE_FORMATS[suffix]
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.uint16:
+        return ((array.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    return np.round(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _to_uint16(array: np.ndarray) -> np.ndarray:
+    if array.dtype == np.uint16:
+        return array
+    if array.dtype == np.uint8:
+        return array.astype(np.uint16) * 257
+    return np.round(np.clip(array, 0.0, 1.0) * 65535.0).astype(np.uint16)
+
+
+def _fit_to_format(picture: Picture, fmt: str) -> Picture:
+    """Convert sample type and alpha to what ``fmt`` can store."""
+    pixels, alpha = picture.pixels, picture.alpha
+    if alpha is not None and fmt not in _ALPHA_FORMATS:
+        alpha = None  # e.g. JPEG has no alpha channel
+    if fmt in _HIGH_DEPTH_FORMATS:
+        if pixels.dtype == np.float32 and (fmt != "TIFF" or pixels.ndim == 3 or alpha is not None):
+            pixels = _to_uint16(pixels)
+    else:
+        pixels = _to_uint8(pixels)
+    if alpha is not None and alpha.dtype != pixels.dtype:
+        alpha = _to_uint16(alpha) if pixels.dtype == np.uint16 else _to_uint8(alpha)
+    return replace(picture, pixels=pixels, alpha=alpha)
+
+
+def picture_to_pil(picture: Picture) -> Image.Image:
+    """A Pillow image of the picture's pixels (8-bit grey/RGB(A), 16-bit grey ``I;16``, float grey ``F``).
+
+    16-bit colour cannot be held by Pillow; it is reduced to 8 bits here (files keep 16 bits: see
+    :func:`write_image`).
+    """
+    pixels, alpha = picture.pixels, picture.alpha
+    if pixels.ndim == 2 and alpha is None and pixels.dtype == np.uint16:
+        image = Image.frombytes("I;16", (pixels.shape[1], pixels.shape[0]), pixels.astype("<u2").tobytes())
+    elif pixels.ndim == 2 and alpha is None and pixels.dtype == np.float32:
+        image = Image.frombytes("F", (pixels.shape[1], pixels.shape[0]), pixels.astype("<f4").tobytes())
+    else:
+        pixels8 = _to_uint8(pixels)
+        if alpha is not None:
+            channels = pixels8[..., None] if pixels8.ndim == 2 else pixels8
+            image = Image.fromarray(np.dstack((channels, _to_uint8(alpha))), mode="LA" if pixels8.ndim == 2 else "RGBA")
+        else:
+            image = Image.fromarray(pixels8, mode="L" if pixels8.ndim == 2 else "RGB")
+    if picture.icc_profile:
+        image.info["icc_profile"] = picture.icc_profile
+    if picture.exif:
+        image.info["exif"] = picture.exif
+    return image
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def _encode_png16(picture: Picture) -> bytes:
+    """16-bit PNG (grey+alpha or colour) through OpenCV, with iCCP and eXIf chunks added after IHDR."""
+    import cv2
+
+    pixels = picture.pixels
+    if pixels.ndim == 2:  # grey + alpha: PNG has it, OpenCV does not write it; store as RGBA
+        pixels = np.repeat(pixels[..., None], 3, axis=2)
+    bgr = pixels[..., ::-1]
+    if picture.alpha is not None:
+        bgr = np.dstack((bgr, picture.alpha))
+    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(bgr))
+    if not ok:
+        raise ImageWriteError("the PNG encoder failed")
+    data = encoded.tobytes()
+    extra = b""
+    if picture.icc_profile:
+        extra += _png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(picture.icc_profile))
+    if picture.exif:
+        extra += _png_chunk(b"eXIf", picture.exif.removeprefix(b"Exif\x00\x00"))
+    ihdr_end = 8 + 8 + 13 + 4
+    return data[:ihdr_end] + extra + data[ihdr_end:]
+
+
+def _write_tiff16(picture: Picture, target: Path) -> None:
+    import tifffile
+
+    pixels = picture.pixels
+    if picture.alpha is not None:
+        pixels = np.dstack((pixels if pixels.ndim == 3 else pixels[..., None], picture.alpha))
+    photometric = "rgb" if picture.pixels.ndim == 3 else "minisblack"
+    tifffile.imwrite(
+        target,
+        pixels,
+        photometric=photometric,
+        planarconfig="contig",
+        extrasamples=["unassalpha"] if picture.alpha is not None else None,
+        compression="zlib",
+        iccprofile=picture.icc_profile,
+    )
+
+
+def write_image(
+    path: str | os.PathLike[str],
+    picture: Picture,
+    *,
+    quality: int = 95,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``picture`` atomically in the format given by the file ending of ``path``.
+
+    Samples are converted to what the format stores (JPEG, BMP, WebP: 8-bit; PNG and TIFF: 8 or 16-bit, TIFF
+    also float grey); alpha is kept where the format has it. ``quality`` (1-100) applies to JPEG and WebP.
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is false.
+        ImageWriteError: the format cannot be written or the encoder failed.
+    """
+    path = Path(path)
+    fmt = output_format(path)
+    fitted = _fit_to_format(picture, fmt)
+    high_depth = fitted.pixels.dtype == np.uint16 and (fitted.pixels.ndim == 3 or fitted.alpha is not None)
+    try:
+        with atomic_write(path, overwrite=overwrite) as temporary:
+            if high_depth and fmt == "PNG":
+                temporary.write_bytes(_encode_png16(fitted))
+            elif high_depth and fmt == "TIFF":
+                _write_tiff16(fitted, temporary)
+            else:
+                _save_with_pillow(fitted, temporary, fmt, quality)
+    except FileExistsError:
+        raise
+    except ImageWriteError:
+        raise
+    except (OSError, ValueError, KeyError) as error:
+        raise ImageWriteError(f"cannot write {path.name}: {error}") from None
+    return path
+
+
+def _save_with_pillow(picture: Picture, target: Path, fmt: str, quality: int) -> None:
+    image = picture_to_pil(picture)
+    options: dict[str, object] = {}
+    if picture.icc_profile and fmt in {"PNG", "JPEG", "TIFF", "WEBP"}:
+        options["icc_profile"] = picture.icc_profile
+    if picture.exif and fmt in {"PNG", "JPEG", "TIFF", "WEBP"}:
+        options["exif"] = picture.exif
+    if fmt in {"JPEG", "WEBP"}:
+        options["quality"] = int(quality)
+    if fmt == "TIFF":
+        options["compression"] = "tiff_deflate"
+    image.save(target, format=fmt, **options)
