@@ -24,3 +24,21 @@ def shared() -> Path:
     if path is None:
         pytest.skip("../shared is absent (set SCL_LLE_SHARED to the shared data folder)")
     return path
+
+
+@pytest.fixture(scope="session")
+def weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A seeded, randomly initialised DCE-Net saved in the project's safetensors format."""
+    import torch
+
+    from scl_lle import DCENet, save_weights
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "random.safetensors"
+    return save_weights(DCENet(), path, metadata={"note": "random test weights"})
+
+
+@pytest.fixture(scope="session")
+def official_weights(shared: Path) -> Path:
+    """The authors' released SCL-LLE enhancer (``../shared/weights/upstream``)."""
+    return shared / "weights" / "upstream" / "scl-lle_official.pth"

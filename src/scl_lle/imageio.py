@@ -115,7 +115,7 @@ def apply_orientation(array: np.ndarray, orientation: int) -> np.ndarray:
     if orientation == 6:
         return np.rot90(array, k=-1)
     if orientation == 7:
-        return np.rot90(array, k=1)[::-1]
+        return array[::-1, ::-1].swapaxes(0, 1)
     if orientation == 8:
         return np.rot90(array, k=1)
     return array
@@ -231,7 +231,7 @@ def read_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MA
     except Image.DecompressionBombError as error:
         raise ImageTooLargeError(f"too large: {error}") from None
     except OSError as error:
-        raise ImageReadError(f"cannot open: {error}") from None
+        raise ImageReadError(f"truncated or corrupt image header ({error})") from None
     with image:
         width, height = image.size
         _check_pixel_count(path, width, height, max_pixels)

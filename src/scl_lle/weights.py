@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_write
@@ -117,7 +116,7 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
             f"{path}: refused to load: it contains Python objects other than tensors, which could run code "
             f"when unpickled (weights_only=True). Details: {str(error).splitlines()[0]}"
         ) from None
-    except (SafetensorError, RuntimeError, EOFError, OSError, ValueError) as error:
+    except Exception as error:  # any other decoding failure: corrupt or not a weights file
         raise WeightsError(f"{path}: not a readable weights file ({error})") from None
     for key in ("state_dict", "model", "params_ema", "params"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):

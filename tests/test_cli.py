@@ -1,0 +1,194 @@
+"""``scl-lle enhance``: tree mirroring, per-file failures, never overwriting inputs, atomic resume."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import scl_lle.batch
+from scl_lle import enhance
+from scl_lle.atomic import TEMP_SUFFIX
+from scl_lle.cli import main
+
+
+def _photo(path: Path, size: tuple[int, int] = (24, 16), mode: str = "RGB", seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 60, (size[1], size[0], 3), dtype=np.uint8)).convert(mode).save(path)
+    return path
+
+
+def _tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    root = tmp_path / "photos"
+    _photo(root / "a.png")
+    _photo(root / "b.jpg", seed=1)
+    _photo(root / "trip" / "c.png", seed=2)
+    _photo(root / "trip" / "deep" / "d.tif", seed=3)
+    (root / "notes.txt").write_text("not an image, and not picked up from a folder")
+    return root
+
+
+def test_recursive_output_mirrors_the_tree(photos: Path, tmp_path: Path, weights_file: Path, capsys):
+    out = tmp_path / "out"
+    code = main(["enhance", str(photos), "-o", str(out), "--weights", str(weights_file), "--recursive", "-q"])
+    assert code == 0
+    assert _tree(out) == ["a.png", "b.jpg", "trip/c.png", "trip/deep/d.tif"]
+    assert "4 enhanced, 0 skipped, 0 failed (of 4)" in capsys.readouterr().err
+    flat = tmp_path / "flat"
+    assert main(["enhance", str(photos), "-o", str(flat), "-w", str(weights_file), "-q"]) == 0
+    assert _tree(flat) == ["a.png", "b.jpg"]
+
+
+def test_globs_files_and_format(photos: Path, tmp_path: Path, weights_file: Path):
+    out = tmp_path / "out"
+    args = ["enhance", str(photos / "**" / "*.png"), str(photos / "b.jpg"), "-o", str(out)]
+    assert main([*args, "-w", str(weights_file), "-r", "--format", "tiff", "-q"]) == 0
+    assert _tree(out) == ["a.tiff", "b.tiff", "trip/c.tiff"]
+    with Image.open(out / "a.tiff") as image:
+        assert image.format == "TIFF"
+
+
+def test_bad_files_fail_alone(tmp_path: Path, weights_file: Path, capsys):
+    src = tmp_path / "in"
+    good = [_photo(src / f"good{i}.png", seed=i) for i in range(3)]
+    (src / "empty.png").write_bytes(b"")
+    (src / "fake.jpg").write_text("plain text")
+    (src / "cut.png").write_bytes(good[0].read_bytes()[:200])
+    _photo(src / "huge.png", size=(400, 300))
+    out = tmp_path / "out"
+    code = main(
+        ["enhance", str(src), str(tmp_path / "missing.png"), "-o", str(out), "-w", str(weights_file)]
+        + ["--max-pixels", "100000", "-q"]
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    assert _tree(out) == ["good0.png", "good1.png", "good2.png"]
+    for name, reason in [
+        ("empty.png", "empty"),
+        ("fake.jpg", "not an image"),
+        ("cut.png", "truncated"),
+        ("huge.png", "too large"),
+        ("missing.png", "no such file"),
+    ]:
+        assert any(name in line and reason in line for line in err.splitlines()), (name, err)
+    assert "3 enhanced, 0 skipped, 5 failed (of 8)" in err
+
+
+def test_inputs_are_never_overwritten(photos: Path, weights_file: Path, capsys):
+    before = {p: p.read_bytes() for p in photos.rglob("*") if p.is_file()}
+    code = main(["enhance", str(photos), "-o", str(photos), "-w", str(weights_file), "--overwrite", "-q"])
+    assert code == 1
+    assert "would overwrite an input file" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in photos.rglob("*") if p.is_file()} == before
+
+
+def test_existing_outputs_skip_overwrite_or_fail(photos: Path, tmp_path: Path, weights_file: Path, capsys):
+    out = tmp_path / "out"
+    base = ["enhance", str(photos / "a.png"), "-o", str(out), "-w", str(weights_file), "-q"]
+    assert main(base) == 0
+    (out / "a.png").write_bytes(b"old")
+    assert main(base) == 1
+    assert "exists" in capsys.readouterr().err and (out / "a.png").read_bytes() == b"old"
+    assert main([*base, "--skip-existing"]) == 0
+    assert (out / "a.png").read_bytes() == b"old"
+    assert main([*base, "--overwrite"]) == 0
+    assert Image.open(out / "a.png").size == (24, 16)
+
+
+def test_output_inside_input_is_not_reenhanced(photos: Path, weights_file: Path):
+    out = photos / "enhanced"
+    assert main(["enhance", str(photos), "-o", str(out), "-w", str(weights_file), "-r", "-q"]) == 0
+    assert main(["enhance", str(photos), "-o", str(out), "-w", str(weights_file), "-r", "-q", "--skip-existing"]) == 0
+    assert _tree(out) == ["a.png", "b.jpg", "trip/c.png", "trip/deep/d.tif"]
+
+
+def test_interrupted_batch_resumes_exactly_once(tmp_path: Path, weights_file: Path, monkeypatch):
+    src = tmp_path / "in"
+    for i in range(6):
+        _photo(src / f"p{i}.png", seed=i)
+    out = tmp_path / "out"
+    writes: list[str] = []
+    real_write = scl_lle.batch.write_image
+
+    def counting_write(path, picture, **kwargs):
+        writes.append(Path(path).name)
+        return real_write(path, picture, **kwargs)
+
+    def dying_write(path, picture, **kwargs):
+        if len(writes) == 3:  # killed half-way through writing the fourth file
+            Path(path).with_name(f".{Path(path).name}.999999-dead{TEMP_SUFFIX}").write_bytes(b"half")
+            raise KeyboardInterrupt
+        return counting_write(path, picture, **kwargs)
+
+    monkeypatch.setattr(scl_lle.batch, "write_image", dying_write)
+    assert main(["enhance", str(src), "-o", str(out), "-w", str(weights_file), "-q"]) == 130
+    assert _tree(out) == [".p3.png.999999-dead.scl-tmp", "p0.png", "p1.png", "p2.png"]
+    monkeypatch.setattr(scl_lle.batch, "write_image", counting_write)
+    result = enhance([src], out, weights=weights_file, skip_existing=True, progress=False)
+    assert result.ok and len(result.skipped) == 3 and len(result.written) == 3
+    assert sorted(writes) == [f"p{i}.png" for i in range(6)]  # every output written exactly once
+    assert _tree(out) == [f"p{i}.png" for i in range(6)]  # stale temporary removed
+    for i in range(6):
+        Image.open(out / f"p{i}.png").load()
+
+
+def test_sixteen_bit_alpha_and_grey_through_the_cli(tmp_path: Path, weights_file: Path):
+    import cv2
+
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(4)
+    bgra16 = rng.integers(0, 20000, (12, 10, 4), dtype=np.uint16)
+    cv2.imwrite(str(src / "deep.png"), bgra16)
+    Image.fromarray(rng.integers(0, 80, (9, 7), dtype=np.uint8), "L").save(src / "grey.png")
+    rgba = Image.fromarray(rng.integers(0, 80, (9, 7, 4), dtype=np.uint8), "RGBA")
+    rgba.save(src / "alpha.png")
+    out = tmp_path / "out"
+    assert main(["enhance", str(src), "-o", str(out), "-w", str(weights_file), "-q"]) == 0
+    deep = cv2.imread(str(out / "deep.png"), cv2.IMREAD_UNCHANGED)
+    assert deep.dtype == np.uint16 and deep.shape == (12, 10, 4)
+    np.testing.assert_array_equal(deep[..., 3], bgra16[..., 3])
+    assert Image.open(out / "grey.png").mode == "L"
+    with Image.open(out / "alpha.png") as image:
+        assert image.mode == "RGBA"
+        assert image.getchannel("A").tobytes() == rgba.getchannel("A").tobytes()
+
+
+def test_help_and_missing_default_model(tmp_path: Path):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    run = subprocess.run(
+        [sys.executable, "-m", "scl_lle", "enhance", "--help"], capture_output=True, text=True, env=env
+    )
+    assert run.returncode == 0
+    for flag in (
+        "--output",
+        "--weights",
+        "--device",
+        "--scale",
+        "--recursive",
+        "--format",
+        "--quality",
+        "--skip-existing",
+        "--overwrite",
+        "--max-pixels",
+    ):
+        assert flag in run.stdout
+    _photo(tmp_path / "a.png")
+    run = subprocess.run(
+        [sys.executable, "-m", "scl_lle", "enhance", str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), "-q"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert run.returncode == 2 and "--weights" in run.stderr

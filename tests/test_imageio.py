@@ -1,0 +1,163 @@
+"""Image files: orientation, metadata, 16-bit, grey, alpha, limits and clear errors for bad input."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image, ImageCms, ImageOps
+
+from scl_lle.imageio import (
+    ImageReadError,
+    ImageTooLargeError,
+    Picture,
+    apply_orientation,
+    picture_from_pil,
+    read_image,
+    write_image,
+)
+
+RNG = np.random.default_rng(7)
+
+
+def _asymmetric_rgb(h: int = 6, w: int = 9) -> np.ndarray:
+    return RNG.integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_orientation_matches_pillow(tmp_path: Path, orientation: int):
+    pixels = _asymmetric_rgb()
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    exif[0x010F] = "TestCam"
+    path = tmp_path / "o.png"
+    Image.fromarray(pixels).save(path, exif=exif.tobytes())
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(path)))
+    picture = read_image(path)
+    np.testing.assert_array_equal(picture.pixels, expected)
+    kept = Image.Exif()
+    kept.load(picture.exif)
+    assert kept.get(0x0112) is None and kept[0x010F] == "TestCam"
+    assert apply_orientation(pixels, orientation).shape == expected.shape
+
+
+def test_sixteen_bit_colour_png_and_tiff_round_trip(tmp_path: Path):
+    pixels = RNG.integers(0, 65536, (9, 11, 3), dtype=np.uint16)
+    alpha = RNG.integers(0, 65536, (9, 11), dtype=np.uint16)
+    for name in ("c.png", "c.tiff"):
+        path = write_image(tmp_path / name, Picture(pixels, alpha, icc_profile=b"\0fake-icc"))
+        picture = read_image(path)
+        assert picture.pixels.dtype == np.uint16
+        np.testing.assert_array_equal(picture.pixels, pixels)
+        np.testing.assert_array_equal(picture.alpha, alpha)
+        assert picture.icc_profile == b"\0fake-icc"
+        decoded = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        assert decoded.dtype == np.uint16 and decoded.shape == (9, 11, 4)
+
+
+def test_sixteen_bit_grey_round_trip(tmp_path: Path):
+    grey = RNG.integers(0, 65536, (5, 8), dtype=np.uint16)
+    for name in ("g.png", "g.tif"):
+        path = write_image(tmp_path / name, Picture(grey))
+        picture = read_image(path)
+        assert picture.pixels.dtype == np.uint16 and picture.pixels.ndim == 2
+        np.testing.assert_array_equal(picture.pixels, grey)
+
+
+def test_icc_and_exif_carried_through_jpeg(tmp_path: Path):
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x010F] = "NightCam"
+    exif[0x0112] = 3
+    src = tmp_path / "in.jpg"
+    Image.fromarray(_asymmetric_rgb(20, 30)).save(src, icc_profile=icc, exif=exif.tobytes(), quality=95)
+    picture = read_image(src)
+    out = write_image(tmp_path / "out.jpg", picture)
+    with Image.open(out) as written:
+        assert written.info["icc_profile"] == icc
+        assert written.getexif()[0x010F] == "NightCam"
+        assert written.getexif().get(0x0112) is None
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "YCbCr", "I;16", "I", "F"])
+def test_every_pillow_mode_reads(tmp_path: Path, mode: str):
+    base = Image.fromarray(_asymmetric_rgb(8, 10))
+    image = base.convert("L").convert(mode) if mode in ("I;16", "I", "F") else base.convert(mode)
+    if mode == "PA":  # no file format stores PA: convert the decoded image directly
+        picture = picture_from_pil(base.convert("P").convert("PA"))
+    else:
+        suffix = {"CMYK": ".jpg", "YCbCr": ".jpg", "I": ".tif", "F": ".tif"}.get(mode, ".png")
+        path = tmp_path / f"m{suffix}"
+        image.save(path)
+        picture = read_image(path)
+    assert picture.pixels.shape[:2] == (8, 10)
+    assert picture.pixels.dtype in (np.uint8, np.uint16, np.float32)
+    grey = mode in ("1", "L", "LA", "I;16", "I", "F")
+    assert (picture.pixels.ndim == 2) == grey
+    assert (picture.alpha is not None) == (mode in ("LA", "PA", "RGBA"))
+
+
+def test_float_tiff_stays_float(tmp_path: Path):
+    grey = RNG.random((6, 7)).astype(np.float32)
+    path = write_image(tmp_path / "f.tif", Picture(grey))
+    np.testing.assert_allclose(read_image(path).pixels, grey)
+
+
+def _png_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(_asymmetric_rgb(64, 64)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _jpeg_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(_asymmetric_rgb(64, 64)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [
+        ("empty.png", b"", "empty"),
+        ("text.jpg", b"hello, I am not a picture\n" * 10, "not an image"),
+        ("random.png", bytes(RNG.integers(0, 256, 4096, dtype=np.uint8)), "not an image"),
+        ("truncated.png", _png_bytes()[:300], "truncated"),
+        ("truncated.jpg", _jpeg_bytes()[:400], "truncated"),
+    ],
+)
+def test_bad_files_give_clear_errors(tmp_path: Path, name: str, content: bytes, reason: str):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ImageReadError, match=reason):
+        read_image(path)
+
+
+def test_pixel_limit_refuses_before_decoding(tmp_path: Path):
+    path = tmp_path / "big.png"
+    Image.new("RGB", (300, 200)).save(path)
+    with pytest.raises(ImageTooLargeError, match="megapixels"):
+        read_image(path, max_pixels=50_000)
+    assert read_image(path, max_pixels=60_000).size == (300, 200)
+    assert read_image(path, max_pixels=None).size == (300, 200)
+
+
+def test_write_is_atomic_and_refuses_to_clobber(tmp_path: Path, monkeypatch):
+    target = tmp_path / "x.png"
+    picture = Picture(_asymmetric_rgb())
+    write_image(target, picture)
+    before = target.read_bytes()
+    with pytest.raises(FileExistsError):
+        write_image(target, Picture(_asymmetric_rgb()))
+    assert target.read_bytes() == before
+
+    def interrupted_save(self, fp, *args, **kwargs):
+        Path(fp).write_bytes(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Image.Image, "save", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        write_image(tmp_path / "y.png", picture)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.png"]

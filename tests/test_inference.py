@@ -1,0 +1,123 @@
+"""Enhancer: tiling is exact, dtypes and kinds round-trip, alpha passes through, no CUDA on the CPU path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from scl_lle import DCENet, Enhancer
+
+
+@pytest.fixture(scope="module")
+def enhancer(weights_file: Path) -> Enhancer:
+    return Enhancer(weights_file, device="cpu")
+
+
+@pytest.mark.parametrize("scale", [1, 3])
+def test_tiled_equals_untiled(weights_file: Path, scale: int):
+    torch.manual_seed(1)
+    x = torch.rand(2, 3, 101, 87) * 0.4
+    whole = Enhancer(weights_file, device="cpu", scale=scale, tile_size=None)(x)
+    tiled = Enhancer(weights_file, device="cpu", scale=scale, tile_size=32)(x)
+    assert (whole - tiled).abs().max().item() < 1e-5
+    assert not torch.equal(whole, x)
+
+
+def test_tiled_equals_untiled_on_a_real_photo(official_weights: Path, shared: Path):
+    image = Image.open(shared / "data" / "eval_noref_DICM" / "images" / "05.jpg").convert("RGB")
+    x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)[None]
+    whole = Enhancer(official_weights, device="cpu", tile_size=None)(x)
+    tiled = Enhancer(official_weights, device="cpu", tile_size=200)(x)
+    assert (whole - tiled).abs().max().item() < 1e-5
+
+
+def test_tensor_call_keeps_shape_dtype_and_device(enhancer: Enhancer):
+    x64 = torch.rand(3, 17, 9, dtype=torch.float64)
+    out = enhancer(x64)
+    assert out.shape == x64.shape and out.dtype == torch.float64
+    assert out.min() >= 0 and out.max() <= 1
+    with pytest.raises(TypeError):
+        enhancer(torch.zeros(1, 3, 4, 4, dtype=torch.uint8))
+    with pytest.raises(ValueError):
+        enhancer(torch.zeros(1, 4, 4, 4))
+
+
+def test_half_precision_compute_is_close(weights_file: Path):
+    x = torch.rand(1, 3, 24, 24)
+    full = Enhancer(weights_file, device="cpu")(x)
+    half = Enhancer(weights_file, device="cpu", dtype=torch.bfloat16)(x)
+    assert half.dtype == torch.float32
+    assert (full - half).abs().max() < 0.05
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64])
+def test_enhance_image_arrays_keep_their_kind(enhancer: Enhancer, dtype):
+    rng = np.random.default_rng(0)
+    top = {np.uint8: 255, np.uint16: 65535}.get(dtype, 1.0)
+    rgb = (rng.random((13, 19, 3)) * 0.3 * top).astype(dtype)
+    out = enhancer.enhance_image(rgb)
+    assert isinstance(out, np.ndarray) and out.dtype == dtype and out.shape == rgb.shape
+    as_float = enhancer(torch.from_numpy(rgb.astype(np.float64) / top).permute(2, 0, 1)).permute(1, 2, 0).numpy()
+    assert np.abs(out.astype(np.float64) / top - as_float).max() <= 0.5 / top + 1e-6
+
+
+def test_enhance_image_alpha_and_grey(enhancer: Enhancer):
+    rng = np.random.default_rng(1)
+    rgba = rng.integers(0, 80, (11, 7, 4), dtype=np.uint8)
+    out = enhancer.enhance_image(rgba)
+    assert out.shape == rgba.shape
+    np.testing.assert_array_equal(out[..., 3], rgba[..., 3])
+    np.testing.assert_array_equal(out[..., :3], enhancer.enhance_image(rgba[..., :3]))
+
+    grey = rng.integers(0, 60000, (11, 7), dtype=np.uint16)
+    out = enhancer.enhance_image(grey)
+    assert out.shape == grey.shape and out.dtype == np.uint16
+    rgb = enhancer(torch.from_numpy(grey / 65535.0).expand(3, -1, -1).float())
+    luma = (0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]).numpy()
+    assert np.abs(out / 65535.0 - luma).max() < 1e-4
+
+    grey_alpha = rng.integers(0, 80, (5, 6, 2), dtype=np.uint8)
+    out = enhancer.enhance_image(grey_alpha)
+    assert out.shape == grey_alpha.shape
+    np.testing.assert_array_equal(out[..., 1], grey_alpha[..., 1])
+    with pytest.raises(ValueError):
+        enhancer.enhance_image(np.zeros((4, 4, 5), np.uint8))
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "I;16", "P", "CMYK"])
+def test_enhance_image_pil_returns_pil(enhancer: Enhancer, mode: str):
+    base = Image.fromarray(np.random.default_rng(2).integers(0, 70, (10, 12, 3), dtype=np.uint8))
+    image = base.convert("I;16") if mode == "I;16" else base.convert(mode)
+    if mode in ("RGBA", "LA"):
+        image.putalpha(Image.linear_gradient("L").resize(image.size))
+    out = enhancer.enhance_image(image)
+    assert isinstance(out, Image.Image) and out.size == image.size
+    expected_mode = {"P": "RGB", "CMYK": "RGB"}.get(mode, mode)
+    assert out.mode == expected_mode
+    if mode in ("RGBA", "LA"):
+        assert out.getchannel("A").tobytes() == image.getchannel("A").tobytes()
+
+
+def test_cpu_path_never_touches_cuda(weights_file: Path, monkeypatch, tmp_path: Path):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("CUDA was touched on the CPU path")
+
+    for name in ("is_available", "device_count", "current_device", "synchronize", "init"):
+        monkeypatch.setattr(torch.cuda, name, forbidden)
+    from scl_lle import enhance
+
+    Image.fromarray(np.full((20, 30, 3), 30, np.uint8)).save(tmp_path / "a.png")
+    result = enhance([tmp_path / "a.png"], tmp_path / "out", weights=weights_file, device="cpu", progress=False)
+    assert result.ok and (tmp_path / "out" / "a.png").is_file()
+    assert Enhancer(DCENet(), device="cpu")(torch.rand(1, 3, 8, 8)).device.type == "cpu"
+
+
+def test_bad_settings_are_refused(weights_file: Path):
+    with pytest.raises(ValueError):
+        Enhancer(weights_file, scale=0)
+    with pytest.raises(ValueError):
+        Enhancer(weights_file, tile_size=0)

@@ -1,0 +1,115 @@
+"""DCE-Net: layout, curve equations, reduced-resolution curves, and agreement with the released checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from scl_lle import DCENet, Enhancer, apply_curves, load_dcenet
+from scl_lle.model import upsample_maps
+
+
+def reference_forward(state: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """DCE-Net written out from the published equations, independent of the package."""
+
+    def conv(name: str, inp: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(inp, state[f"{name}.weight"], state[f"{name}.bias"], padding=1)
+
+    x1 = torch.relu(conv("e_conv1", x))
+    x2 = torch.relu(conv("e_conv2", x1))
+    x3 = torch.relu(conv("e_conv3", x2))
+    x4 = torch.relu(conv("e_conv4", x3))
+    x5 = torch.relu(conv("e_conv5", torch.cat([x3, x4], 1)))
+    x6 = torch.relu(conv("e_conv6", torch.cat([x2, x5], 1)))
+    r = torch.tanh(conv("e_conv7", torch.cat([x1, x6], 1)))
+    for i in range(8):
+        ri = r[:, 3 * i : 3 * i + 3]
+        x = x + ri * (torch.pow(x, 2) - x)
+    return x
+
+
+def test_layout_matches_the_release():
+    model = DCENet()
+    assert sum(p.numel() for p in model.parameters()) == 79_416
+    assert sorted({k.split(".")[0] for k in model.state_dict()}) == [f"e_conv{i}" for i in range(1, 8)]
+    maps = model.curve_maps(torch.rand(2, 3, 20, 24))
+    assert maps.shape == (2, 24, 20, 24)
+    assert maps.abs().max() <= 1
+
+
+def test_apply_curves_values_by_hand():
+    x = torch.full((1, 3, 1, 1), 0.5)
+    one = torch.ones(1, 3, 1, 1)
+    # r = 1: 0.5 + (0.25 - 0.5) = 0.25; r = -1: 0.5 - (0.25 - 0.5) = 0.75; zero maps leave x as it is.
+    assert apply_curves(x, one).unique().item() == pytest.approx(0.25)
+    assert apply_curves(x, -one).unique().item() == pytest.approx(0.75)
+    assert apply_curves(x, torch.zeros(1, 24, 1, 1)).unique().item() == pytest.approx(0.5)
+    # two curves in turn: 0.5 -> 0.75 (r=-1) -> 0.75 + 0.5 * (0.5625 - 0.75) = 0.65625 (r=0.5)
+    maps = torch.cat([-one, 0.5 * one], 1)
+    assert apply_curves(x, maps).unique().item() == pytest.approx(0.65625)
+    with pytest.raises(ValueError):
+        apply_curves(x, torch.zeros(1, 4, 1, 1))
+
+
+def test_curves_keep_the_unit_range():
+    x = torch.rand(1, 3, 16, 16)
+    maps = torch.rand(1, 24, 16, 16) * 2 - 1
+    y = apply_curves(x, maps)
+    assert y.min() >= 0 and y.max() <= 1
+
+
+def test_scale_estimates_on_a_smaller_image():
+    torch.manual_seed(0)
+    model = DCENet()
+    x = torch.rand(1, 3, 30, 41)
+    out, maps = model.forward_with_maps(x, scale=4)
+    assert out.shape == x.shape and maps.shape == (1, 24, 30, 41)
+    small = F.interpolate(x, size=(8, 11), mode="area")
+    expected = F.interpolate(model.curve_maps(small), size=(30, 41), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(maps, expected)
+    with pytest.raises(ValueError):
+        model(x, scale=0)
+
+
+def test_upsample_maps_by_region_equals_whole():
+    maps = torch.rand(2, 6, 7, 9)
+    whole = upsample_maps(maps, (27, 35))
+    part = upsample_maps(maps, (27, 35), region=(5, 11, 19, 30))
+    torch.testing.assert_close(part, whole[..., 5:19, 11:30], atol=1e-6, rtol=0)
+
+
+def _real_images(shared: Path) -> list[Path]:
+    data = shared / "data"
+    return [
+        data / "eval_noref_LIME" / "images" / "3.bmp",
+        data / "eval_noref_DICM" / "images" / "01.jpg",
+        data / "eval_LOLv1_eval15_low" / "images_cut600x396_SGZ" / "1.png",
+    ]
+
+
+@pytest.mark.parametrize("checkpoint", ["scl-lle_official.pth", "zero-dce_official_epoch99.pth"])
+def test_released_checkpoints_match_the_reference_forward(shared: Path, checkpoint: str):
+    path = shared / "weights" / "upstream" / checkpoint
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    enhancer = Enhancer(path, device="cpu", tile_size=None)
+    for image_path in _real_images(shared):
+        rgb = np.asarray(Image.open(image_path).convert("RGB"), dtype=np.float32) / 255.0
+        x = torch.from_numpy(rgb).permute(2, 0, 1)[None]
+        expected = reference_forward(state, x)
+        got = enhancer(x)
+        assert got.shape == x.shape and got.dtype == torch.float32
+        assert (got - expected).abs().max().item() < 1e-5, image_path.name
+        # the released model does brighten these dark images
+        assert got.mean() > x.mean() + 0.05
+
+
+def test_load_dcenet_reads_release_unchanged(official_weights: Path):
+    model = load_dcenet(official_weights)
+    state = torch.load(official_weights, map_location="cpu", weights_only=True)
+    for key, value in state.items():
+        assert torch.equal(model.state_dict()[key], value)
