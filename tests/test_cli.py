@@ -67,10 +67,8 @@ def test_bad_files_fail_alone(tmp_path: Path, weights_file: Path, capsys):
     (src / "cut.png").write_bytes(good[0].read_bytes()[:200])
     _photo(src / "huge.png", size=(400, 300))
     out = tmp_path / "out"
-    code = main(
-        ["enhance", str(src), str(tmp_path / "missing.png"), "-o", str(out), "-w", str(weights_file)]
-        + ["--max-pixels", "100000", "-q"]
-    )
+    args = ["enhance", str(src), str(tmp_path / "missing.png"), "-o", str(out), "-w", str(weights_file)]
+    code = main([*args, "--max-pixels", "100000", "-q"])
     err = capsys.readouterr().err
     assert code == 1
     assert _tree(out) == ["good0.png", "good1.png", "good2.png"]

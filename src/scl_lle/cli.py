@@ -123,6 +123,47 @@ def _run_enhance(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def _add_assets(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "assets",
+        help="list or fetch external assets (pretrained VGG16 for training)",
+        description="External assets that scl-lle does not ship. 'fetch' downloads one from the package index, "
+        "checks its sha256 and converts it once into the cache folder.",
+    )
+    actions = parser.add_subparsers(metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="list known assets and where they are found")
+    listing.set_defaults(run=_run_assets_list)
+    fetch = actions.add_parser("fetch", help="download and convert an asset into the cache")
+    fetch.add_argument("name", help="asset name (see 'scl-lle assets list')")
+    fetch.add_argument("--force", action="store_true", help="fetch again even if the cache has it")
+    fetch.set_defaults(run=_run_assets_fetch)
+
+
+def _run_assets_list(args: argparse.Namespace) -> int:
+    from .assets import list_assets, locate_asset
+
+    for name, description in list_assets().items():
+        try:
+            path, source = locate_asset(name)
+            where = f"found ({source}): {path}"
+        except FileNotFoundError:
+            where = f"not found: run 'scl-lle assets fetch {name}'"
+        print(f"{name}: {description}\n    {where}")
+    return 0
+
+
+def _run_assets_fetch(args: argparse.Namespace) -> int:
+    from .assets import fetch_asset
+
+    try:
+        path = fetch_asset(args.name, force=args.force)
+    except (KeyError, RuntimeError, OSError) as error:
+        print(f"scl-lle assets fetch: error: {error}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``scl-lle`` argument parser with all sub-commands."""
     parser = argparse.ArgumentParser(
@@ -132,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"scl-lle {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     _add_enhance(commands)
+    _add_assets(commands)
     return parser
 
 
