@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import cv2
@@ -161,3 +162,21 @@ def test_write_is_atomic_and_refuses_to_clobber(tmp_path: Path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         write_image(tmp_path / "y.png", picture)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.png"]
+
+
+def test_unreadable_and_special_files(tmp_path: Path, monkeypatch):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(ImageReadError, match="not a regular file"):
+        read_image(fifo)  # must not block waiting for a writer
+    with pytest.raises(ImageReadError, match="folder"):
+        read_image(tmp_path)
+    locked = tmp_path / "locked.png"
+    Image.new("RGB", (4, 4)).save(locked)
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Image, "open", denied)
+    with pytest.raises(ImageReadError, match="permission denied"):
+        read_image(locked)

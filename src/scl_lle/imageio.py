@@ -13,6 +13,7 @@ Pixels travel as numpy arrays: ``(H, W)`` grey or ``(H, W, 3)`` RGB, dtype ``uin
 from __future__ import annotations
 
 import os
+import stat
 import struct
 import warnings
 import zlib
@@ -213,7 +214,12 @@ def read_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MA
     """
     path = Path(path)
     try:
-        if path.stat().st_size == 0:
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise ImageReadError("is a folder, not a file")
+        if not stat.S_ISREG(info.st_mode):  # a FIFO or device would block or never end
+            raise ImageReadError("not a regular file")
+        if info.st_size == 0:
             raise ImageReadError("empty file (0 bytes)")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
