@@ -123,6 +123,43 @@ def _run_enhance(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+TRAIN_EXAMPLES = """\
+examples:
+  SCL_LLE_SHARED=../shared scl-lle train --config configs/scl_lle.yaml
+  scl-lle train --config configs/scl_lle.yaml steps=5000 optim.lr=3e-4 name=lr3e-4
+  scl-lle train --config configs/scl_lle.yaml --resume
+  torchrun --nproc-per-node 2 -m scl_lle train --config configs/scl_lle.yaml
+"""
+
+
+def _add_train(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "train",
+        help="train an enhancer from a YAML experiment file",
+        description="Train DCE-Net with the SCL-LLE objective. Outputs (checkpoints, logs, pictures, final "
+        "weights) go to <output_root>/<name>/ (default runs/<name>/). Under torchrun it trains data-parallel.",
+        epilog=TRAIN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", required=True, metavar="YAML", help="experiment file (see configs/)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="settings to override, e.g. optim.lr=3e-4")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of the run")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from .config import ConfigError
+    from .training import train
+
+    try:
+        train(args.config, args.overrides, resume=args.resume, progress=not args.quiet)
+    except (ConfigError, FileNotFoundError, ValueError) as error:
+        print(f"scl-lle train: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _add_assets(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "assets",
@@ -173,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"scl-lle {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     _add_enhance(commands)
+    _add_train(commands)
     _add_assets(commands)
     return parser
 

@@ -1,0 +1,178 @@
+"""Experiment configuration: one YAML file describes a whole training run (BasicSR style).
+
+:data:`DEFAULTS` lists every key with its default; a config file only states what differs. ``key.sub=value``
+overrides (the value parsed as YAML) are applied last. Unknown keys are errors, so a typo never silently
+falls back to a default. Strings may use environment variables (``${SCL_LLE_SHARED}``), expanded where paths
+are used.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["DEFAULTS", "ConfigError", "apply_overrides", "expand_path", "load_config", "merge"]
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid."""
+
+
+#: Every configuration key with its default. ``data`` is described in :mod:`scl_lle.data`.
+DEFAULTS: dict[str, Any] = {
+    "name": "scl_lle",  # the run folder is <output_root>/<name>
+    "output_root": "runs",
+    "seed": 0,
+    "device": "auto",
+    "steps": 20000,
+    "batch_size": 8,
+    "deterministic": True,  # deterministic algorithms (exact on CPU; may be slower on GPUs)
+    "amp": "auto",  # auto: bf16 (or fp16) autocast on CUDA, fp32 elsewhere; or off | bf16 | fp16
+    "data": {},
+    "model": {"channels": 32, "iterations": 8, "init_std": 0.02, "init_weights": None},
+    "guides": {
+        "vgg16": {"weights": None, "allow_random_init": False},
+        "segmenter": {"name": "espnet-camvid", "weights": None},
+    },
+    "loss": {
+        "weights": {
+            "tv": 200.0,
+            "colour": 8.0,
+            "semantic": 1.0,
+            "contrastive": 10.0,
+            "texture": 5.0,
+            "feature": 1.0,
+            "segmentation": 1.0,
+            "exposure": 0.0,
+        },
+        "semantic_variant": "class",  # class (the paper's intent) | upstream (the released formula)
+        "segmentation_detach": False,  # true reproduces the release: no segmentation gradient
+        "contrastive_margin": 0.3,
+        "texture_margin": 0.04,
+        "exposure_patch": 16,
+        "exposure_target": 0.6,
+        "num_classes": None,  # classes of the label maps; default: the segmenter's, else void_index + 1
+        "pseudo_labels": False,  # label real unlabelled lows with the segmenter (else semantic terms skip them)
+    },
+    "optim": {
+        "lr": 1.0e-4,
+        "weight_decay": 1.0e-4,
+        "grad_clip": 0.1,
+        "schedule": "constant",  # constant | cosine
+        "warmup_steps": 0,
+        "min_lr_ratio": 0.1,  # cosine floor, as a fraction of lr
+    },
+    "max_bad_steps": 20,  # consecutive non-finite losses before training stops
+    "log_every": 10,
+    "checkpoint_every": 500,
+    "keep_checkpoints": 3,
+    "sample_every": 500,
+    "validation": {"folder": None, "every": 500, "max_images": 8, "max_side": 512},
+}
+
+# Sections whose keys are free-form (validated by their own modules).
+_OPEN_SECTIONS = {("data",), ("model", "init_weights")}
+
+
+# YAML 1.1 reads "3e-4" (no dot) as a string; people mean a number.
+_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+def _parse(text: str) -> Any:
+    """YAML-parse ``text``, also reading exponent floats without a dot (``3e-4``) as numbers."""
+    return _numbers(yaml.safe_load(text))
+
+
+def _numbers(value: Any) -> Any:
+    if isinstance(value, str) and _FLOAT.match(value):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    return value
+
+
+def merge(base: dict[str, Any], update: dict[str, Any], *, path: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Deep-merge ``update`` into a copy of ``base``; keys unknown to ``base`` raise :class:`ConfigError`."""
+    result = copy.deepcopy(base)
+    for key, value in update.items():
+        here = (*path, key)
+        if path in _OPEN_SECTIONS or here in _OPEN_SECTIONS:
+            result[key] = copy.deepcopy(value)
+            continue
+        if key not in base:
+            close = difflib.get_close_matches(key, list(base), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown setting '{'.'.join(here)}'{hint}")
+        if isinstance(base[key], dict) and isinstance(value, dict):
+            result[key] = merge(base[key], value, path=here)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def apply_overrides(config: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` strings (value parsed as YAML: ``3e-4``, ``true``, ``[1, 2]``)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key=value")
+        key, _, text = item.partition("=")
+        update: dict[str, Any] = {}
+        cursor = update
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            cursor = cursor.setdefault(part, {})
+        try:
+            cursor[parts[-1]] = _parse(text)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"override '{item}': cannot parse the value ({error})") from None
+        config = merge(config, update)
+    return config
+
+
+def load_config(path: str | os.PathLike[str] | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Read a YAML experiment file over :data:`DEFAULTS`, then apply overrides."""
+    config = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        try:
+            loaded = _parse(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML ({error})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+        config = merge(config, loaded)
+    return apply_overrides(config, overrides)
+
+
+_ENV_VAR = re.compile(r"\$(?:\{([^}]*)\}|(\w+))")
+
+
+def expand_path(
+    value: str | os.PathLike[str], *, root: str | os.PathLike[str] | None = None, key: str | None = None
+) -> Path:
+    """Expand ``${VAR}``, ``$VAR`` and ``~``; relative paths are taken from ``root`` (else the working folder).
+
+    Raises:
+        ConfigError: a variable is not set (the message names it, and the config ``key`` when given).
+    """
+    text = os.fspath(value)
+    for match in _ENV_VAR.finditer(text):
+        name = match.group(1) if match.group(1) is not None else match.group(2)
+        if name not in os.environ:
+            where = f" used in {key}" if key else ""
+            hint = " (export SCL_LLE_SHARED=/path/to/shared)" if name == "SCL_LLE_SHARED" else ""
+            raise ConfigError(f"environment variable {name}{where} ({text!r}) is not set{hint}")
+    path = Path(os.path.expanduser(os.path.expandvars(text)))
+    if root is not None and not path.is_absolute():
+        path = Path(root) / path
+    return path

@@ -1,0 +1,444 @@
+"""Training: the SCL-LLE objective on synthetic low-light street scenes, resumable and distributed.
+
+One call, :func:`train`, runs an experiment described by a config (see :mod:`scl_lle.config`):
+
+- data: :mod:`scl_lle.data` draws the batch for step ``s`` as a pure function of (seed, rank, s), so a resumed
+  run sees exactly the batches an uninterrupted one would;
+- objective: :class:`scl_lle.losses.SCLObjective` with the frozen guides (VGG16 features, ESPNet segmenter);
+- loop: Adam with gradient-norm clipping, optional warm-up and cosine schedule, AMP on CUDA, fp32 on CPU;
+  non-finite losses skip the step (and stop training after ``max_bad_steps`` in a row);
+- outputs under ``<output_root>/<name>/``: ``checkpoints/step_XXXXXXX.pt`` (atomic), ``log.jsonl``, TensorBoard
+  scalars (``tb/``, when the ``tensorboard`` package is installed), ``loss_curve.png``, before/after sample grids
+  (``samples/``), validation (NIQE and mean brightness on a folder) and the final ``model.safetensors``;
+- distributed: under ``torchrun`` (``WORLD_SIZE`` > 1) the enhancer is wrapped in DistributedDataParallel
+  (NCCL on CUDA, gloo on CPU); each rank draws its own data; rank 0 writes the outputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .atomic import atomic_write
+from .config import expand_path, load_config
+from .inference import resolve_device
+from .model import DCENet
+from .weights import load_dcenet, save_weights
+
+__all__ = ["Trainer", "train"]
+
+
+class _WithMaps(nn.Module):
+    """Makes ``forward`` return (enhanced, curve maps), so DistributedDataParallel hooks the right call."""
+
+    def __init__(self, model: DCENet) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.forward_with_maps(image)
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from the torchrun environment; (0, 1, 0) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    return int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
+    if setting == "off" or device.type != "cuda":
+        return None
+    if setting == "fp16":
+        return torch.float16
+    if setting == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def _learning_rate_factor(step: int, optim: dict[str, Any], total: int) -> float:
+    warmup = int(optim["warmup_steps"])
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if optim["schedule"] == "cosine":
+        progress = (step - warmup) / max(1, total - warmup)
+        floor = float(optim["min_lr_ratio"])
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    if optim["schedule"] != "constant":
+        raise ValueError(f"optim.schedule must be constant or cosine, got {optim['schedule']!r}")
+    return 1.0
+
+
+class Trainer:
+    """Holds the state of one training run; :meth:`run` trains to ``config['steps']``.
+
+    Args:
+        config: a full config (from :func:`scl_lle.config.load_config`).
+        resume: continue from the newest complete checkpoint in the run folder (error if there is none).
+        progress: show a progress bar (rank 0).
+    """
+
+    def __init__(self, config: dict[str, Any], *, resume: bool = False, progress: bool = True) -> None:
+        from .data import build_batches
+        from .losses import LossWeights, SCLObjective
+
+        self.config = config
+        self.rank, self.world, local_rank = _distributed()
+        device = resolve_device(config["device"])
+        if device.type == "cuda" and self.world > 1:
+            device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(device)
+        self.device = device
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        if config["deterministic"]:
+            torch.use_deterministic_algorithms(True, warn_only=device.type != "cpu")
+        self.progress = progress and self.rank == 0
+        self.run_dir = expand_path(config["output_root"]) / config["name"]
+        self.checkpoint_dir = self.run_dir / "checkpoints"
+
+        torch.manual_seed(int(config["seed"]))  # same initial weights on every rank
+        self.model = self._build_model().to(device)
+        self.net: nn.Module = _WithMaps(self.model)
+        if self.world > 1:
+            self.net = nn.parallel.DistributedDataParallel(
+                self.net, device_ids=[device] if device.type == "cuda" else None
+            )
+        optim = config["optim"]
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=optim["lr"], weight_decay=optim["weight_decay"])
+        self.amp_dtype = _amp_dtype(str(config["amp"]), device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+
+        loss_cfg = config["loss"]
+        known = {f.name for f in fields(LossWeights)}
+        unknown = set(loss_cfg["weights"]) - known
+        if unknown:
+            raise ValueError(f"unknown loss weights {sorted(unknown)}; known: {sorted(known)}")
+        weights = LossWeights(**loss_cfg["weights"])
+        self.segmenter = self._build_segmenter(weights)
+        vgg = self._build_vgg(weights)
+        self.batches = build_batches(
+            config["data"],
+            batch_size=int(config["batch_size"]),
+            device=device,
+            seed=int(config["seed"]),
+            rank=self.rank,
+        )
+        void = self.batches.labelled.void_index
+        num_classes = loss_cfg["num_classes"] or (self.segmenter.num_classes if self.segmenter else void + 1)
+        self.objective = SCLObjective(
+            weights,
+            vgg=vgg,
+            segmenter=self.segmenter,
+            num_classes=int(num_classes),
+            ignore_index=void,
+            semantic_variant=loss_cfg["semantic_variant"],
+            segmentation_detach=loss_cfg["segmentation_detach"],
+            contrastive_margin=loss_cfg["contrastive_margin"],
+            texture_margin=loss_cfg["texture_margin"],
+            exposure_patch=loss_cfg["exposure_patch"],
+            exposure_target=loss_cfg["exposure_target"],
+        ).to(device)
+        self.step = 0  # steps completed
+        self.history: list[dict[str, float]] = []
+        self.bad_steps = 0
+        self.writer = None
+        if resume:
+            self._resume()
+
+    # ------------------------------------------------------------------------------------------ building
+    def _build_model(self) -> DCENet:
+        cfg = self.config["model"]
+        if cfg["init_weights"]:
+            return load_dcenet(expand_path(cfg["init_weights"]))
+        model = DCENet(channels=int(cfg["channels"]), iterations=int(cfg["iterations"]))
+        for module in model.modules():  # the release's initialisation: conv weights ~ N(0, 0.02)
+            if isinstance(module, nn.Conv2d):
+                nn.init.normal_(module.weight, 0.0, float(cfg["init_std"]))
+        return model
+
+    def _build_vgg(self, weights: Any) -> nn.Module | None:
+        if not (weights.texture or weights.feature):
+            return None
+        from .perceptual import VGG16Features
+
+        cfg = self.config["guides"]["vgg16"]
+        path = expand_path(cfg["weights"]) if cfg["weights"] else None
+        layers = ("relu1_2", "relu2_2", "relu4_3") if weights.feature else ("relu1_2", "relu2_2")
+        return VGG16Features(path, layers=layers, allow_random_init=bool(cfg["allow_random_init"])).to(self.device)
+
+    def _build_segmenter(self, weights: Any) -> nn.Module | None:
+        cfg = self.config["guides"]["segmenter"]
+        needed = weights.segmentation or self.config["loss"]["pseudo_labels"]
+        if not needed and not cfg["weights"]:
+            return None
+        if not cfg["weights"]:
+            raise ValueError("the segmentation loss needs guides.segmenter.weights (a path to ESPNet weights)")
+        from .segmentation import load_segmenter
+
+        return load_segmenter(cfg["name"], expand_path(cfg["weights"]), device=self.device)
+
+    # ---------------------------------------------------------------------------------------- checkpoints
+    def _checkpoints(self) -> list[Path]:
+        return sorted(self.checkpoint_dir.glob("step_*.pt"))
+
+    def _resume(self) -> None:
+        candidates = self._checkpoints()
+        if not candidates:
+            raise FileNotFoundError(f"--resume: no checkpoint in {self.checkpoint_dir}")
+        state = torch.load(candidates[-1], map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        self.history = list(state["history"])
+        self.bad_steps = int(state.get("bad_steps", 0))
+        if self.rank == 0:
+            self._rewrite_log()
+            print(f"scl-lle train: resumed from {candidates[-1]} (step {self.step})", file=sys.stderr)
+
+    def save_checkpoint(self) -> Path | None:
+        """Write ``checkpoints/step_XXXXXXX.pt`` atomically (rank 0); keep the newest ``keep_checkpoints``."""
+        if self.rank != 0:
+            return None
+        state = {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "history": self.history,
+            "bad_steps": self.bad_steps,
+            "config": json.dumps(self.config, sort_keys=True, default=str),
+        }
+        path = self.checkpoint_dir / f"step_{self.step:07d}.pt"
+        with atomic_write(path) as temporary:
+            torch.save(state, temporary)
+        for old in self._checkpoints()[: -int(self.config["keep_checkpoints"])]:
+            old.unlink(missing_ok=True)
+        return path
+
+    # ----------------------------------------------------------------------------------------- logging
+    def _rewrite_log(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_write(self.run_dir / "log.jsonl") as temporary:
+            temporary.write_text("".join(json.dumps(row) + "\n" for row in self.history))
+
+    def _log(self, row: dict[str, float]) -> None:
+        self.history.append(row)
+        if self.rank != 0:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / "log.jsonl", "a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        if self.writer is None:
+            self.writer = _tensorboard(self.run_dir / "tb")
+        if self.writer:
+            for key, value in row.items():
+                if key != "step":
+                    self.writer.add_scalar(key, value, int(row["step"]))
+
+    # -------------------------------------------------------------------------------------------- loop
+    def _pseudo_labels(self, batch: Any) -> torch.Tensor:
+        labels = batch.labels
+        if self.config["loss"]["pseudo_labels"] and self.segmenter is not None and not bool(batch.labelled.all()):
+            with torch.no_grad():
+                predicted = self.segmenter.predict(batch.low)
+            labels = torch.where(batch.labelled[:, None, None], labels, predicted)
+        return labels
+
+    def train_step(self) -> dict[str, float] | None:
+        """One optimisation step on the batch of the current step; returns the logged values (or None)."""
+        batch = self.batches.batch(self.step)
+        labels = self._pseudo_labels(batch)
+        labelled = batch.labelled | bool(self.config["loss"]["pseudo_labels"])
+        factor = _learning_rate_factor(self.step, self.config["optim"], int(self.config["steps"]))
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config["optim"]["lr"] * factor
+        autocast = (
+            torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
+        )
+        with autocast:
+            enhanced, maps = self.net(batch.low)
+            total, terms = self.objective(
+                low=batch.low,
+                enhanced=enhanced.float(),
+                curve_maps=maps.float(),
+                positives=batch.positives,
+                negatives=batch.negatives,
+                labels=labels,
+                labelled=labelled,
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        finite = torch.isfinite(total.detach())
+        if self.world > 1:  # every rank must agree to skip, or DDP would hang
+            flag = finite.float().to(self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            finite = flag > 0
+        if not bool(finite):
+            self.bad_steps += 1
+            warnings.warn(f"step {self.step}: non-finite loss, step skipped ({self.bad_steps} in a row)", stacklevel=2)
+            if self.bad_steps >= int(self.config["max_bad_steps"]):
+                raise FloatingPointError(f"{self.bad_steps} non-finite losses in a row; stopping")
+            self.step += 1
+            return None
+        self.bad_steps = 0
+        self.scaler.scale(total).backward()
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(self.config["optim"]["grad_clip"]))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.step += 1
+        row = {"step": self.step, "loss": float(total.detach()), "lr": self.optimizer.param_groups[0]["lr"]}
+        row |= {f"loss/{k}": float(v) for k, v in terms.items()}
+        row["grad_norm"] = float(grad_norm)
+        row["brightness"] = float(enhanced.detach().float().mean())
+        return row
+
+    def run(self) -> Path:
+        """Train until ``steps``; returns the path of the exported ``model.safetensors`` (rank 0)."""
+        from tqdm import tqdm
+
+        total = int(self.config["steps"])
+        every = {k: int(self.config[k]) for k in ("log_every", "checkpoint_every", "sample_every")}
+        val_every = int(self.config["validation"]["every"])
+        started = time.perf_counter()
+        bar = tqdm(
+            total=total, initial=self.step, desc="train", unit="step", disable=not self.progress, file=sys.stderr
+        )
+        while self.step < total:
+            row = self.train_step()
+            bar.update(1)
+            if row is not None and (self.step % every["log_every"] == 0 or self.step == total):
+                row["seconds"] = time.perf_counter() - started
+                self._log(row)
+                bar.set_postfix(loss=f"{row['loss']:.3f}", bright=f"{row['brightness']:.2f}")
+            if self.step % every["sample_every"] == 0 or self.step == total:
+                self.write_samples()
+            if self.config["validation"]["folder"] and (self.step % val_every == 0 or self.step == total):
+                self.validate()
+            if self.step % every["checkpoint_every"] == 0 or self.step == total:
+                self.save_checkpoint()
+                self.plot_losses()
+        bar.close()
+        self._check_ranks_agree()
+        final = self.run_dir / "model.safetensors"
+        if self.rank == 0:
+            save_weights(self.model, final, config=self.config, metadata={"steps": str(self.step)})
+            print(f"scl-lle train: {self.step} steps; weights in {final}", file=sys.stderr)
+        if self.writer:
+            self.writer.close()
+        return final
+
+    # ------------------------------------------------------------------------------------- pictures etc.
+    def write_samples(self) -> Path | None:
+        """A before/after grid of the current batch's first images (``samples/step_XXXXXXX.png``)."""
+        if self.rank != 0:
+            return None
+        from .report import image_grid
+
+        batch = self.batches.batch(0)  # the same images every time, to compare across steps
+        with torch.no_grad():
+            enhanced = self.model(batch.low[:4])
+        path = self.run_dir / "samples" / f"step_{self.step:07d}.png"
+        image_grid([batch.low[:4], enhanced], ["input", f"step {self.step}"], path)
+        return path
+
+    def plot_losses(self) -> Path | None:
+        """Plot every logged loss term against the step (``loss_curve.png``)."""
+        if self.rank != 0 or not self.history:
+            return None
+        from .report import plot_curves
+
+        keys = list(dict.fromkeys(k for row in self.history for k in row if k != "step"))
+        keys = [k for k in keys if k.startswith("loss")] + [
+            k for k in keys if k == "brightness" or k.startswith("val/")
+        ]
+        return plot_curves(self.history, keys, self.run_dir / "loss_curve.png", title=self.config["name"])
+
+    def validate(self) -> dict[str, float] | None:
+        """NIQE and mean brightness of the enhanced validation folder, logged as ``val/*`` (rank 0)."""
+        if self.rank != 0:
+            return None
+        from .imageio import IMAGE_EXTENSIONS, read_image
+        from .metrics import mean_brightness, niqe
+
+        cfg = self.config["validation"]
+        folder = expand_path(cfg["folder"])
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)[: int(cfg["max_images"])]
+        scores, brightness = [], []
+        self.model.eval()
+        with torch.no_grad():
+            for path in files:
+                pixels = read_image(path).pixels
+                rgb = np.repeat(pixels[..., None], 3, 2) if pixels.ndim == 2 else pixels
+                x = torch.from_numpy(rgb.astype(np.float32) / np.iinfo(rgb.dtype).max).permute(2, 0, 1)[None]
+                side = max(x.shape[-2:])
+                if side > int(cfg["max_side"]):
+                    size = [round(s * int(cfg["max_side"]) / side) for s in x.shape[-2:]]
+                    x = nn.functional.interpolate(x, size=size, mode="area")
+                y = self.model(x.to(self.device)).float().cpu()
+                brightness.append(float(mean_brightness(y)[0]))
+                with contextlib.suppress(ValueError):  # too small for NIQE
+                    scores.append(float(niqe(y)[0]))
+        self.model.train()
+        row = {"step": self.step, "val/brightness": float(np.mean(brightness))}
+        if scores:
+            row["val/niqe"] = float(np.mean(scores))
+        self._log(row)
+        return row
+
+    def _check_ranks_agree(self) -> None:
+        """Under DDP, verify every rank ends with identical parameters (raises if not)."""
+        if self.world <= 1:
+            return
+        flat = torch.cat([p.detach().flatten().double() for p in self.model.parameters()])
+        gathered = [torch.empty_like(flat) for _ in range(self.world)]
+        dist.all_gather(gathered, flat)
+        if not all(torch.equal(gathered[0], other) for other in gathered[1:]):
+            raise RuntimeError("parameters differ across ranks after training")
+        if self.rank == 0:
+            print(f"scl-lle train: parameters identical across {self.world} ranks", file=sys.stderr)
+
+
+def _tensorboard(folder: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return False  # the tensorboard package is optional
+    return SummaryWriter(str(folder))
+
+
+def train(
+    config: dict[str, Any] | str | os.PathLike[str],
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    resume: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Run an experiment: ``config`` is a YAML path or a config dict; returns the final weights path."""
+    if not isinstance(config, dict):
+        config = load_config(config, overrides)
+    elif overrides:
+        from .config import apply_overrides
+
+        config = apply_overrides(config, overrides)
+    trainer = Trainer(config, resume=resume, progress=progress)
+    try:
+        return trainer.run()
+    finally:
+        if trainer.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()

@@ -1,0 +1,173 @@
+"""Training: the smoke recipe runs and its weights enhance; resume is exact; DDP ranks agree; bad losses skip."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from scl_lle import Enhancer
+from scl_lle.config import DEFAULTS, apply_overrides, load_config
+from scl_lle.training import Trainer, train
+from scl_lle.weights import load_dcenet
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _synthetic_data(root: Path) -> dict:
+    """Tiny labelled scenes and exposure pools, written as files (the 'folders' layout)."""
+    rng = np.random.default_rng(0)
+    for sub in ("images", "labels", "positives", "under", "over"):
+        (root / sub).mkdir(parents=True)
+    for i in range(6):
+        labels = np.zeros((48, 48), np.uint8)
+        labels[:, 24:] = 1
+        labels[30:, :] = 2
+        base = np.array([0.8, 0.5, 0.3])[labels] + rng.normal(0, 0.05, (48, 48))
+        rgb = np.clip(base[..., None] * np.array([1.0, 0.9, 0.8]), 0, 1)
+        Image.fromarray((rgb * 255).astype(np.uint8)).save(root / "images" / f"s{i}.png")
+        Image.fromarray(labels).save(root / "labels" / f"s{i}.png")
+    for folder, level in (("positives", 0.5), ("under", 0.05), ("over", 0.95)):
+        for i in range(3):
+            pixels = np.clip(level + rng.normal(0, 0.1, (48, 48, 3)), 0, 1)
+            Image.fromarray((pixels * 255).astype(np.uint8)).save(root / folder / f"p{i}.png")
+    return {
+        "labelled": {
+            "layout": "folders",
+            "images": str(root / "images"),
+            "labels": str(root / "labels"),
+            "void_index": 3,
+        },
+        "positives": [str(root / "positives")],
+        "positives_per_batch": 2,
+        "negatives": [{"path": str(root / "under"), "per_batch": 1}, {"path": str(root / "over"), "per_batch": 1}],
+        "crop_size": 32,
+    }
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path) -> dict:
+    config = copy.deepcopy(DEFAULTS)
+    config["data"] = _synthetic_data(tmp_path / "data")
+    return apply_overrides(
+        config,
+        [
+            f"output_root={tmp_path / 'runs'}",
+            "name=tiny",
+            "batch_size=2",
+            "steps=20",
+            "checkpoint_every=10",
+            "sample_every=10",
+            "log_every=5",
+            "guides.vgg16.allow_random_init=true",
+            "guides.vgg16.weights=null",
+            "loss.weights.segmentation=0",
+            "optim.lr=1e-3",
+        ],
+    )
+
+
+@pytest.fixture
+def random_vgg(monkeypatch, tmp_path: Path) -> None:
+    """No VGG16 weights anywhere: the config's explicit allow_random_init applies (deterministic via the seed)."""
+    monkeypatch.setenv("SCL_LLE_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch"))
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_dcenet(path).state_dict()
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_resume_gives_identical_weights(tiny_config: dict, random_vgg: None):
+    straight = train(apply_overrides(tiny_config, ["name=straight"]), progress=False)
+    half = apply_overrides(tiny_config, ["name=resumed", "steps=10"])
+    train(half, progress=False)
+    resumed = train(apply_overrides(half, ["steps=20"]), resume=True, progress=False)
+    a, b = _weights(straight), _weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    run = straight.parent
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_0000010.pt", "step_0000020.pt"]
+    assert (run / "loss_curve.png").is_file() and (run / "samples" / "step_0000020.png").is_file()
+    lines = (resumed.parent / "log.jsonl").read_text().splitlines()
+    assert [yaml.safe_load(line)["step"] for line in lines] == [5, 10, 15, 20]
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_resume_without_checkpoint_is_an_error(tiny_config: dict, random_vgg: None):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        Trainer(tiny_config, resume=True, progress=False)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_non_finite_losses_skip_then_stop(tiny_config: dict, random_vgg: None, monkeypatch):
+    trainer = Trainer(apply_overrides(tiny_config, ["max_bad_steps=3"]), progress=False)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    real = trainer.objective.forward
+
+    def poisoned(**kwargs):
+        total, terms = real(**kwargs)
+        return total * float("nan"), terms
+
+    monkeypatch.setattr(trainer.objective, "forward", poisoned)
+    with pytest.warns(UserWarning, match="non-finite loss"):
+        assert trainer.train_step() is None
+    assert all(torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+    with pytest.warns(UserWarning), pytest.raises(FloatingPointError, match="3 non-finite"):
+        trainer.train_step()
+        trainer.train_step()
+
+
+def test_torchrun_two_ranks_agree(tiny_config: dict, tmp_path: Path):
+    config_path = tmp_path / "ddp.yaml"
+    config_path.write_text(yaml.safe_dump(apply_overrides(tiny_config, ["steps=4", "name=ddp"])))
+    env = {
+        **os.environ,
+        "SCL_LLE_CACHE": str(tmp_path / "c"),
+        "TORCH_HOME": str(tmp_path / "t"),
+        "OMP_NUM_THREADS": "1",
+    }
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29531"]
+    command += ["-m", "scl_lle", "train", "--config", str(config_path), "-q"]
+    run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "parameters identical across 2 ranks" in run.stderr
+    assert (tmp_path / "runs" / "ddp" / "model.safetensors").is_file()
+
+
+@pytest.fixture(scope="session")
+def vgg16_available() -> None:
+    from scl_lle.assets import AssetFetchError, fetch_asset, locate_asset
+
+    try:
+        locate_asset("vgg16")
+    except FileNotFoundError:
+        try:
+            fetch_asset("vgg16", progress=False)
+        except AssetFetchError as error:
+            pytest.skip(f"VGG16 weights unavailable and cannot be fetched: {error}")
+
+
+def test_smoke_recipe_trains_on_the_cpu_and_enhances(shared: Path, vgg16_available: None, tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("SCL_LLE_SHARED", str(shared))
+    config = load_config(REPO / "configs" / "smoke.yaml", [f"output_root={tmp_path}"])
+    started = time.perf_counter()
+    weights = train(config, progress=False)
+    assert time.perf_counter() - started < 180
+    run = weights.parent
+    assert (run / "loss_curve.png").is_file() and list((run / "tb").iterdir())
+    assert any("val/niqe" in line for line in (run / "log.jsonl").read_text().splitlines())
+    dark = Image.open(shared / "data" / "eval_LOLv1_eval15_low" / "images_cut600x396_SGZ" / "1.png").convert("RGB")
+    x = torch.from_numpy(np.asarray(dark, np.float32) / 255).permute(2, 0, 1)[None]
+    y = Enhancer(weights, device="cpu")(x)
+    assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
+    assert y.mean() > x.mean()  # the smoke model already brightens a real dark photo
