@@ -45,7 +45,7 @@ def test_expand_path(monkeypatch):
     monkeypatch.setenv("SCL_LLE_SHARED", "/data/shared")
     assert expand_path("${SCL_LLE_SHARED}/weights/x.pth") == Path("/data/shared/weights/x.pth")
     monkeypatch.delenv("SCL_LLE_SHARED")
-    with pytest.raises(ConfigError, match="SCL_LLE_SHARED.*is not set"):
+    with pytest.raises(ConfigError, match=r"SCL_LLE_SHARED.*is not set"):
         expand_path("${SCL_LLE_SHARED}/weights/x.pth")
 
 
