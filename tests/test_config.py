@@ -53,3 +53,9 @@ def test_expand_path(monkeypatch):
 def test_shipped_configs_load(name: str):
     config = load_config(REPO / "configs" / name)
     assert config["name"] and config["data"]["labelled"]["layout"] == "camvid"
+
+
+def test_overrides_merge_into_the_data_section():
+    config = apply_overrides(DEFAULTS, ["data.crop_size=128", "data.labelled.layout=camvid"])
+    config = apply_overrides(config, ["data.labelled.split=test", "data.max_images=3"])
+    assert config["data"] == {"crop_size": 128, "labelled": {"layout": "camvid", "split": "test"}, "max_images": 3}

@@ -171,3 +171,42 @@ def test_smoke_recipe_trains_on_the_cpu_and_enhances(shared: Path, vgg16_availab
     y = Enhancer(weights, device="cpu")(x)
     assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
     assert y.mean() > x.mean()  # the smoke model already brightens a real dark photo
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_unlabelled_lows_get_pseudo_labels(tiny_config: dict, random_vgg: None, tmp_path: Path):
+    from scl_lle.segmentation import SEGMENTERS
+
+    torch.manual_seed(0)
+    segmenter_weights = tmp_path / "espnet.pth"
+    torch.save(SEGMENTERS["espnet-camvid"].build().state_dict(), segmenter_weights)
+    config = apply_overrides(
+        tiny_config,
+        [
+            f"data.unlabelled=[{tmp_path / 'data' / 'under'}]",
+            "data.unlabelled_per_batch=1",
+            "loss.pseudo_labels=true",
+            "loss.weights.segmentation=1",
+            f"guides.segmenter.weights={segmenter_weights}",
+        ],
+    )
+    trainer = Trainer(config, progress=False)
+    batch = trainer.batches.batch(0)
+    assert batch.low.shape[0] == 3 and batch.labelled.tolist() == [True, True, False]
+    labels = trainer._pseudo_labels(batch)
+    assert torch.equal(labels[:2], batch.labels[:2])
+    assert bool((labels[2] != batch.labels[2]).any())  # the real low image got predicted labels, not void
+    row = trainer.train_step()
+    assert row is not None and row["loss/segmentation"] > 0
+
+
+def test_smoke_recipe_resume_is_exact(shared: Path, vgg16_available: None, tmp_path: Path, monkeypatch):
+    """The acceptance check on the real recipe (VGG16, ESPNet, real data): 20 steps == 10 + resume + 10."""
+    monkeypatch.setenv("SCL_LLE_SHARED", str(shared))
+    base = [f"output_root={tmp_path}", "validation.folder=null", "sample_every=1000", "checkpoint_every=10"]
+    straight = train(load_config(REPO / "configs" / "smoke.yaml", [*base, "steps=20", "name=a"]), progress=False)
+    half = load_config(REPO / "configs" / "smoke.yaml", [*base, "steps=10", "name=b"])
+    train(half, progress=False)
+    resumed = train(apply_overrides(half, ["steps=20"]), resume=True, progress=False)
+    a, b = _weights(straight), _weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -106,7 +106,9 @@ def merge(base: dict[str, Any], update: dict[str, Any], *, path: tuple[str, ...]
     for key, value in update.items():
         here = (*path, key)
         if path in _OPEN_SECTIONS or here in _OPEN_SECTIONS:
-            result[key] = copy.deepcopy(value)
+            current = result.get(key)
+            both = isinstance(current, dict) and isinstance(value, dict)
+            result[key] = _merge_free(current, value) if both else copy.deepcopy(value)
             continue
         if key not in base:
             close = difflib.get_close_matches(key, list(base), n=1)
@@ -116,6 +118,15 @@ def merge(base: dict[str, Any], update: dict[str, Any], *, path: tuple[str, ...]
             result[key] = merge(base[key], value, path=here)
         else:
             result[key] = copy.deepcopy(value)
+    return result
+
+
+def _merge_free(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Deep merge without key checks (sections validated by their own modules)."""
+    result = copy.deepcopy(base)
+    for key, value in update.items():
+        both = isinstance(result.get(key), dict) and isinstance(value, dict)
+        result[key] = _merge_free(result[key], value) if both else copy.deepcopy(value)
     return result
 
 
