@@ -739,20 +739,6 @@ class TrainingBatches:
         if self.positives_per_batch and self.positives is None:
             raise ValueError("positives_per_batch > 0 needs a positives pool")
 
-    @classmethod
-    def from_config(
-        cls,
-        cfg: Mapping[str, Any],
-        *,
-        batch_size: int,
-        device: torch.device | str,
-        seed: int,
-        rank: int = 0,
-        root: Path | None = None,
-    ) -> TrainingBatches:
-        """Load every pool of a data config (schema: module docstring) onto ``device``."""
-        return build_batches(cfg, batch_size=batch_size, device=device, seed=seed, rank=rank, root=root)
-
     @property
     def device(self) -> torch.device:
         """The training device (where the pools live)."""
