@@ -211,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     _add_enhance(commands)
     _add_train(commands)
+    from .evaluation import register_cli
+
+    register_cli(commands)
     _add_assets(commands)
     return parser
 

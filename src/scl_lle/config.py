@@ -171,7 +171,8 @@ _ENV_VAR = re.compile(r"\$(?:\{([^}]*)\}|(\w+))")
 def expand_path(
     value: str | os.PathLike[str], *, root: str | os.PathLike[str] | None = None, key: str | None = None
 ) -> Path:
-    """Expand ``${VAR}``, ``$VAR`` and ``~``; relative paths are taken from ``root`` (else the working folder).
+    """Expand ``${VAR}``, ``$VAR`` and ``~``; relative paths are taken from ``root`` (else the working folder),
+    except those that start with a variable, which are taken from the working folder.
 
     Raises:
         ConfigError: a variable is not set (the message names it, and the config ``key`` when given).
@@ -184,6 +185,7 @@ def expand_path(
             hint = " (export SCL_LLE_SHARED=/path/to/shared)" if name == "SCL_LLE_SHARED" else ""
             raise ConfigError(f"environment variable {name}{where} ({text!r}) is not set{hint}")
     path = Path(os.path.expanduser(os.path.expandvars(text)))
-    if root is not None and not path.is_absolute():
+    # a relative folder held in a variable is meant from the working folder, as typed in the shell
+    if root is not None and not path.is_absolute() and not text.startswith("$"):
         path = Path(root) / path
     return path

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -13,50 +12,70 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .atomic import atomic_write
 
-__all__ = ["image_grid", "plot_curves"]
+__all__ = ["CELL", "plot_curves", "save_grid", "thumbnail"]
 
 
-def _to_uint8(image: torch.Tensor | np.ndarray) -> np.ndarray:
-    """``(3, H, W)`` tensor or ``(H, W, 3)`` array in [0, 1] (or uint8) → ``(H, W, 3)`` uint8."""
+#: Size of one grid cell, (width, height) in pixels.
+CELL = (224, 168)
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow < 10.1 or no FreeType
+        return ImageFont.load_default()
+
+
+def thumbnail(image: torch.Tensor | np.ndarray, cell: tuple[int, int] = CELL) -> Image.Image:
+    """A letterboxed grid cell of ``image``: a tensor ``(3, H, W)`` / ``(1, 3, H, W)`` in [0, 1] or an
+    ``(H, W, 3)`` uint8 array. Small images are enlarged with nearest neighbours, large ones shrunk smoothly."""
     if isinstance(image, torch.Tensor):
-        image = image.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy()
-    if image.dtype != np.uint8:
-        image = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
-    return image
+        tensor = image[0] if image.ndim == 4 else image
+        image = (tensor.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+    picture = Image.fromarray(image)
+    ratio = min(cell[0] / picture.width, cell[1] / picture.height)
+    size = (max(1, round(picture.width * ratio)), max(1, round(picture.height * ratio)))
+    picture = picture.resize(size, Image.Resampling.BILINEAR if ratio < 1 else Image.Resampling.NEAREST)
+    canvas = Image.new("RGB", cell, (40, 40, 40))
+    canvas.paste(picture, ((cell[0] - picture.width) // 2, (cell[1] - picture.height) // 2))
+    return canvas
 
 
-def image_grid(
-    columns: Sequence[torch.Tensor | Sequence[Any]],
-    titles: Sequence[str],
+def save_grid(
     path: str | os.PathLike[str],
-    *,
-    cell: int = 256,
-    row_titles: Sequence[str] | None = None,
+    columns: Sequence[str],
+    rows: Sequence[tuple[str, Sequence[Image.Image | None]]],
+    title: str,
 ) -> Path:
-    """Write a grid: one column per entry of ``columns`` (each ``(N, 3, H, W)`` in [0, 1], or a list of images),
-    one row per image, each cell fitted into ``cell`` x ``cell`` pixels, with ``titles`` above the columns."""
-    columns = [list(column) for column in columns]
-    rows = max(len(column) for column in columns)
-    font = ImageFont.load_default()
-    header, left = 18, (110 if row_titles else 0)
-    first = _to_uint8(columns[0][0])
-    aspect = first.shape[0] / first.shape[1]
-    width, height = cell, max(1, round(cell * aspect))
-    canvas = Image.new("RGB", (left + width * len(columns), header + height * rows), "white")
-    draw = ImageDraw.Draw(canvas)
-    for c, (title, column) in enumerate(zip(titles, columns, strict=True)):
-        draw.text((left + c * width + 4, 3), str(title)[:40], fill="black", font=font)
-        for r, image in enumerate(column):
-            tile = Image.fromarray(_to_uint8(image))
-            ratio = min(width / tile.width, height / tile.height)
-            size = (max(1, round(tile.width * ratio)), max(1, round(tile.height * ratio)))
-            tile = tile.resize(size, Image.Resampling.LANCZOS if ratio < 1 else Image.Resampling.NEAREST)
-            canvas.paste(tile, (left + c * width + (width - tile.width) // 2, header + r * height))
-    for r, title in enumerate(row_titles or []):
-        draw.text((4, header + r * height + 4), str(title)[:18], fill="black", font=font)
+    """Write a grid PNG atomically: a title line, column labels, then labelled rows of cells (``None`` = blank).
+
+    Cells are :func:`thumbnail` images, all of one size.
+    """
+    cells = [cell for _, row in rows for cell in row if cell is not None]
+    width_cell, height_cell = cells[0].size if cells else CELL
+    pad, head, title_h = 4, 26, 26
+    grid = Image.new(
+        "RGB",
+        (pad + len(columns) * (width_cell + pad), title_h + head + len(rows) * (height_cell + pad) + pad),
+        (255, 255, 255),
+    )
+    draw = ImageDraw.Draw(grid)
+    font, small = _font(16), _font(12)
+    draw.text((pad, 4), title, fill=(0, 0, 0), font=font)
+    for j, label in enumerate(columns):
+        draw.text((pad + j * (width_cell + pad) + 2, title_h + 4), label, fill=(0, 0, 0), font=font)
+    for i, (row_label, row) in enumerate(rows):
+        y = title_h + head + i * (height_cell + pad)
+        for j, cell in enumerate(row):
+            if cell is not None:
+                grid.paste(cell, (pad + j * (width_cell + pad), y))
+        if row_label:
+            box = draw.textbbox((pad + 3, y + 3), row_label, font=small)
+            draw.rectangle(box, fill=(0, 0, 0))
+            draw.text((pad + 3, y + 3), row_label, fill=(255, 255, 255), font=small)
     path = Path(path)
     with atomic_write(path) as temporary:
-        canvas.save(temporary, format="PNG")
+        grid.save(temporary, format="PNG")
     return path
 
 

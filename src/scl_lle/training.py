@@ -348,13 +348,14 @@ class Trainer:
         """A before/after grid of the current batch's first images (``samples/step_XXXXXXX.png``)."""
         if self.rank != 0:
             return None
-        from .report import image_grid
+        from .report import save_grid, thumbnail
 
         batch = self.batches.batch(0)  # the same images every time, to compare across steps
         with torch.no_grad():
             enhanced = self.model(batch.low[:4])
+        rows = [(f"#{i}", [thumbnail(batch.low[i]), thumbnail(enhanced[i])]) for i in range(len(enhanced))]
         path = self.run_dir / "samples" / f"step_{self.step:07d}.png"
-        image_grid([batch.low[:4], enhanced], ["input", f"step {self.step}"], path)
+        save_grid(path, ["input", f"step {self.step}"], rows, f"{self.config['name']}: synthetic low-light inputs")
         return path
 
     def plot_losses(self) -> Path | None:
