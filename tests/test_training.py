@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _synthetic_data(root: Path) -> dict:
     """Tiny labelled scenes and exposure pools, written as files (the 'folders' layout)."""
     rng = np.random.default_rng(0)
-    for sub in ("images", "labels", "positives", "under", "over"):
+    for sub in ("images", "labels", "positives", "under", "over", "validation"):
         (root / sub).mkdir(parents=True)
     for i in range(6):
         labels = np.zeros((48, 48), np.uint8)
@@ -36,7 +36,7 @@ def _synthetic_data(root: Path) -> dict:
         rgb = np.clip(base[..., None] * np.array([1.0, 0.9, 0.8]), 0, 1)
         Image.fromarray((rgb * 255).astype(np.uint8)).save(root / "images" / f"s{i}.png")
         Image.fromarray(labels).save(root / "labels" / f"s{i}.png")
-    for folder, level in (("positives", 0.5), ("under", 0.05), ("over", 0.95)):
+    for folder, level in (("positives", 0.5), ("under", 0.05), ("over", 0.95), ("validation", 0.08)):
         for i in range(3):
             pixels = np.clip(level + rng.normal(0, 0.1, (48, 48, 3)), 0, 1)
             Image.fromarray((pixels * 255).astype(np.uint8)).save(root / folder / f"p{i}.png")
@@ -72,6 +72,9 @@ def tiny_config(tmp_path: Path) -> dict:
             "guides.vgg16.weights=null",
             "loss.weights.segmentation=0",
             "optim.lr=1e-3",
+            "optim.ema_decay=0.9",
+            f"validation.folder={tmp_path / 'data' / 'validation'}",
+            "validation.every=10",
         ],
     )
 
@@ -98,8 +101,36 @@ def test_resume_gives_identical_weights(tiny_config: dict, random_vgg: None):
     run = straight.parent
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_0000010.pt", "step_0000020.pt"]
     assert (run / "loss_curve.png").is_file() and (run / "samples" / "step_0000020.png").is_file()
-    lines = (resumed.parent / "log.jsonl").read_text().splitlines()
-    assert [yaml.safe_load(line)["step"] for line in lines] == [5, 10, 15, 20]
+    rows = [yaml.safe_load(line) for line in (resumed.parent / "log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows if "loss" in row] == [5, 10, 15, 20]
+    assert [row["step"] for row in rows if "val/brightness" in row] == [10, 20]
+    assert (run / "best.safetensors").is_file() and (run / "best.json").is_file()
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_exported_weights_are_the_moving_average(tiny_config: dict, random_vgg: None):
+    trainer = Trainer(apply_overrides(tiny_config, ["steps=3", "validation.folder=null"]), progress=False)
+    final = trainer.run()
+    exported = _weights(final)
+    assert all(torch.equal(exported[k], v) for k, v in trainer.ema.state_dict().items())
+    assert not all(torch.equal(exported[k], v) for k, v in trainer.model.state_dict().items())
+
+
+def test_best_validation_is_brightness_aware(tiny_config: dict, random_vgg: None):
+    trainer = Trainer.__new__(Trainer)  # only the selection rule is exercised
+    trainer.config, trainer.best = tiny_config, None
+    dark_but_clean = {"val/brightness": 0.2, "val/niqe": 3.0}
+    in_range = {"val/brightness": 0.45, "val/niqe": 6.0}
+    in_range_better = {"val/brightness": 0.5, "val/niqe": 5.0}
+    too_bright = {"val/brightness": 0.8, "val/niqe": 2.0}
+    assert trainer._better(dark_but_clean)
+    trainer.best = dark_but_clean
+    assert trainer._better(in_range)  # inside the range beats any NIQE outside it
+    trainer.best = in_range
+    assert not trainer._better(too_bright) and not trainer._better(dark_but_clean)
+    assert trainer._better(in_range_better)
+    trainer.best = too_bright
+    assert trainer._better({"val/brightness": 0.6, "val/niqe": 9.0})  # closer to the range
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")

@@ -68,13 +68,20 @@ DEFAULTS: dict[str, Any] = {
         "schedule": "constant",  # constant | cosine
         "warmup_steps": 0,
         "min_lr_ratio": 0.1,  # cosine floor, as a fraction of lr
+        "ema_decay": 0.0,  # > 0: export, validate and show an exponential moving average of the weights
     },
     "max_bad_steps": 20,  # consecutive non-finite losses before training stops
     "log_every": 10,
     "checkpoint_every": 500,
     "keep_checkpoints": 3,
     "sample_every": 500,
-    "validation": {"folder": None, "every": 500, "max_images": 8, "max_side": 512},
+    "validation": {
+        "folder": None,  # real low-light photos; NIQE and mean brightness of the outputs are logged
+        "every": 500,
+        "max_images": 8,
+        "max_side": 512,
+        "brightness_range": [0.35, 0.55],  # best.safetensors: lowest NIQE among validations in this range
+    },
 }
 
 # Sections whose keys are free-form (validated by their own modules).

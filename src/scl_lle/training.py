@@ -17,6 +17,7 @@ One call, :func:`train`, runs an experiment described by a config (see :mod:`scl
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import os
@@ -120,6 +121,8 @@ class Trainer:
             )
         optim = config["optim"]
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=optim["lr"], weight_decay=optim["weight_decay"])
+        self.ema_decay = float(optim["ema_decay"])
+        self.ema = copy.deepcopy(self.model).requires_grad_(False) if self.ema_decay > 0 else None
         self.amp_dtype = _amp_dtype(str(config["amp"]), device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
@@ -154,11 +157,18 @@ class Trainer:
             exposure_target=loss_cfg["exposure_target"],
         ).to(device)
         self.step = 0  # steps completed
+        self.best: dict[str, float] | None = None  # the best validation so far (see _better)
+        self._validation_images: list[torch.Tensor] | None = None
         self.history: list[dict[str, float]] = []
         self.bad_steps = 0
         self.writer = None
         if resume:
             self._resume()
+
+    @property
+    def served(self) -> DCENet:
+        """The model that is exported, validated and shown: the weight average when ``optim.ema_decay`` > 0."""
+        return self.ema if self.ema is not None else self.model
 
     # ------------------------------------------------------------------------------------------ building
     def _build_model(self) -> DCENet:
@@ -207,6 +217,9 @@ class Trainer:
         self.step = int(state["step"])
         self.history = list(state["history"])
         self.bad_steps = int(state.get("bad_steps", 0))
+        self.best = state.get("best")
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"] if state.get("ema") is not None else state["model"])
         if self.rank == 0:
             self._rewrite_log()
             print(f"scl-lle train: resumed from {candidates[-1]} (step {self.step})", file=sys.stderr)
@@ -222,6 +235,8 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "history": self.history,
             "bad_steps": self.bad_steps,
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "best": self.best,
             "config": json.dumps(self.config, sort_keys=True, default=str),
         }
         path = self.checkpoint_dir / f"step_{self.step:07d}.pt"
@@ -301,6 +316,9 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(self.config["optim"]["grad_clip"]))
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.ema is not None:
+            decay = min(self.ema_decay, (1 + self.step) / (10 + self.step))  # short memory at the start
+            torch._foreach_lerp_(list(self.ema.parameters()), list(self.model.parameters()), 1 - decay)
         self.step += 1
         row = {"step": self.step, "loss": float(total.detach()), "lr": self.optimizer.param_groups[0]["lr"]}
         row |= {f"loss/{k}": float(v) for k, v in terms.items()}
@@ -337,7 +355,8 @@ class Trainer:
         self._check_ranks_agree()
         final = self.run_dir / "model.safetensors"
         if self.rank == 0:
-            save_weights(self.model, final, config=self.config, metadata={"steps": str(self.step)})
+            info = {"steps": str(self.step), "ema_decay": str(self.ema_decay)}
+            save_weights(self.served, final, config=self.config, metadata=info)
             print(f"scl-lle train: {self.step} steps; weights in {final}", file=sys.stderr)
         if self.writer:
             self.writer.close()
@@ -352,7 +371,7 @@ class Trainer:
 
         batch = self.batches.batch(0)  # the same images every time, to compare across steps
         with torch.no_grad():
-            enhanced = self.model(batch.low[:4])
+            enhanced = self.served(batch.low[:4])
         rows = [(f"#{i}", [thumbnail(batch.low[i]), thumbnail(enhanced[i])]) for i in range(len(enhanced))]
         path = self.run_dir / "samples" / f"step_{self.step:07d}.png"
         save_grid(path, ["input", f"step {self.step}"], rows, f"{self.config['name']}: synthetic low-light inputs")
@@ -370,37 +389,76 @@ class Trainer:
         ]
         return plot_curves(self.history, keys, self.run_dir / "loss_curve.png", title=self.config["name"])
 
-    def validate(self) -> dict[str, float] | None:
-        """NIQE and mean brightness of the enhanced validation folder, logged as ``val/*`` (rank 0)."""
-        if self.rank != 0:
-            return None
+    def _load_validation_images(self) -> list[torch.Tensor]:
+        """The validation folder's images, shrunk to ``max_side``, read once: ``(1, 3, H, W)`` in [0, 1]."""
         from .imageio import IMAGE_EXTENSIONS, read_image
-        from .metrics import mean_brightness, niqe
 
         cfg = self.config["validation"]
         folder = expand_path(cfg["folder"])
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)[: int(cfg["max_images"])]
+        if not files:
+            raise FileNotFoundError(f"validation.folder {folder} holds no images")
+        images = []
+        for path in files:
+            pixels = read_image(path).pixels
+            rgb = np.repeat(pixels[..., None], 3, 2) if pixels.ndim == 2 else pixels
+            x = torch.from_numpy(rgb.astype(np.float32) / np.iinfo(rgb.dtype).max).permute(2, 0, 1)[None]
+            side = max(x.shape[-2:])
+            if side > int(cfg["max_side"]):
+                size = [round(s * int(cfg["max_side"]) / side) for s in x.shape[-2:]]
+                x = nn.functional.interpolate(x, size=size, mode="area")
+            images.append(x)
+        return images
+
+    def validate(self) -> dict[str, float] | None:
+        """NIQE and mean brightness of the enhanced validation folder, logged as ``val/*`` (rank 0).
+
+        The served model is scored; the best so far (:meth:`_better`) is kept as ``best.safetensors``.
+        """
+        if self.rank != 0:
+            return None
+        from .metrics import mean_brightness, niqe
+
+        if self._validation_images is None:
+            self._validation_images = self._load_validation_images()
         scores, brightness = [], []
-        self.model.eval()
+        model = self.served
+        model.eval()
         with torch.no_grad():
-            for path in files:
-                pixels = read_image(path).pixels
-                rgb = np.repeat(pixels[..., None], 3, 2) if pixels.ndim == 2 else pixels
-                x = torch.from_numpy(rgb.astype(np.float32) / np.iinfo(rgb.dtype).max).permute(2, 0, 1)[None]
-                side = max(x.shape[-2:])
-                if side > int(cfg["max_side"]):
-                    size = [round(s * int(cfg["max_side"]) / side) for s in x.shape[-2:]]
-                    x = nn.functional.interpolate(x, size=size, mode="area")
-                y = self.model(x.to(self.device)).float().cpu()
+            for x in self._validation_images:
+                y = model(x.to(self.device)).float().cpu()
                 brightness.append(float(mean_brightness(y)[0]))
-                with contextlib.suppress(ValueError):  # too small for NIQE
+                try:
                     scores.append(float(niqe(y)[0]))
-        self.model.train()
+                except ValueError:  # too small for NIQE
+                    pass
+                except FileNotFoundError as error:  # no NIQE parameters: brightness only
+                    warnings.warn(f"validation without NIQE: {error}", stacklevel=2)
+                    break
+        model.train()
         row = {"step": self.step, "val/brightness": float(np.mean(brightness))}
         if scores:
             row["val/niqe"] = float(np.mean(scores))
         self._log(row)
+        if self._better(row):
+            self.best = dict(row)
+            with atomic_write(self.run_dir / "best.json") as temporary:
+                temporary.write_text(json.dumps(self.best, indent=1) + "\n")
+            save_weights(
+                model, self.run_dir / "best.safetensors", config=self.config, metadata={"steps": str(self.step)}
+            )
         return row
+
+    def _better(self, row: dict[str, float]) -> bool:
+        """Brightness-aware selection: a validation inside ``validation.brightness_range`` beats any outside it;
+        inside, lower NIQE wins; outside, the one closer to the range wins."""
+
+        def key(r: dict[str, float]) -> tuple[float, float]:
+            low, high = self.config["validation"]["brightness_range"]
+            distance = max(low - r["val/brightness"], r["val/brightness"] - high, 0.0)
+            return (distance, r.get("val/niqe", 0.0)) if distance == 0 else (1.0 + distance, 0.0)
+
+        return self.best is None or key(row) < key(self.best)
 
     def _check_ranks_agree(self) -> None:
         """Under DDP, verify every rank ends with identical parameters (raises if not)."""
