@@ -190,3 +190,33 @@ def test_help_and_missing_default_model(tmp_path: Path):
         env=env,
     )
     assert run.returncode == 2 and "--weights" in run.stderr
+
+
+def test_fast_preset_backend_and_threads(tmp_path: Path, weights_file: Path, monkeypatch, capsys):
+    from scl_lle.inference import FAST_SCALE
+
+    seen: list[dict] = []
+    real_enhance = scl_lle.batch.enhance
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs)
+        return real_enhance(*args, **kwargs)
+
+    monkeypatch.setattr(scl_lle.batch, "enhance", spy)
+    src = _photo(tmp_path / "a.png", size=(64, 48))
+    base = ["enhance", str(src), "-w", str(weights_file), "-q"]
+    assert main([*base, "-o", str(tmp_path / "fast"), "--fast", "--threads", str(torch_threads())]) == 0
+    assert seen[-1]["scale"] == FAST_SCALE and seen[-1]["backend"] == "torch"
+    assert main([*base, "-o", str(tmp_path / "plain")]) == 0
+    assert seen[-1]["scale"] == 1 and seen[-1]["threads"] is None and not seen[-1]["compile"]
+    with pytest.raises(SystemExit):
+        main([*base, "-o", str(tmp_path / "both"), "--fast", "--scale", "2"])
+    assert "not allowed with" in capsys.readouterr().err
+    with Image.open(tmp_path / "fast" / "a.png") as image:
+        assert image.size == (64, 48)
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()

@@ -121,3 +121,39 @@ def test_bad_settings_are_refused(weights_file: Path):
         Enhancer(weights_file, scale=0)
     with pytest.raises(ValueError):
         Enhancer(weights_file, tile_size=0)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_channels_last_and_threads_change_nothing(weights_file: Path, channels_last: bool):
+    torch.manual_seed(4)
+    x = torch.rand(1, 3, 45, 38) * 0.3
+    reference = Enhancer(weights_file, device="cpu", tile_size=None, channels_last=False)(x)
+    threads = torch.get_num_threads()
+    try:
+        enhancer = Enhancer(weights_file, device="cpu", tile_size=16, channels_last=channels_last, threads=1)
+        assert torch.get_num_threads() == 1 and enhancer.channels_last is channels_last
+        assert (enhancer(x) - reference).abs().max().item() < 1e-5
+    finally:
+        torch.set_num_threads(threads)
+    assert Enhancer(weights_file, device="cpu").channels_last  # the CPU default
+    with pytest.raises(ValueError):
+        Enhancer(weights_file, threads=0)
+
+
+def test_scale_path_never_builds_full_resolution_maps(weights_file: Path, monkeypatch):
+    """With scale > 1 the 24-channel maps exist only at low resolution (fused upsample + curves)."""
+    sizes: list[tuple[int, ...]] = []
+    real = torch.Tensor.index_select
+
+    def spy(self, dim, index):
+        out = real(self, dim, index)
+        sizes.append(tuple(out.shape))
+        return out
+
+    monkeypatch.setattr(torch.Tensor, "index_select", spy)
+    x = torch.rand(1, 3, 96, 80) * 0.3
+    out = Enhancer(weights_file, device="cpu", scale=4, tile_size=None)(x)
+    monkeypatch.undo()
+    assert out.shape == x.shape
+    full_res_maps = [s for s in sizes if s[-2:] == (96, 80) or (s[1] > 3 and s[-1] == 80)]
+    assert sizes and not full_res_maps, full_res_maps

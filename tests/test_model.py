@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from scl_lle import DCENet, Enhancer, apply_curves, load_dcenet
-from scl_lle.model import upsample_maps
+from scl_lle.model import apply_upsampled_curves, upsample_maps, upsampled_curves_band
 
 
 def reference_forward(state: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -81,6 +81,23 @@ def test_upsample_maps_by_region_equals_whole():
     whole = upsample_maps(maps, (27, 35))
     part = upsample_maps(maps, (27, 35), region=(5, 11, 19, 30))
     torch.testing.assert_close(part, whole[..., 5:19, 11:30], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("band", [1, 5, 64])
+def test_fused_upsampled_curves_equal_upsample_then_apply(band: int):
+    torch.manual_seed(3)
+    small = torch.rand(2, 24, 7, 9) * 2 - 1
+    x = torch.rand(2, 3, 27, 35)
+    expected = apply_curves(x, upsample_maps(small, (27, 35)))
+    whole = apply_upsampled_curves(x, small, (27, 35), band=band)
+    torch.testing.assert_close(whole, expected, atol=1e-5, rtol=0)
+    region = (5, 11, 19, 30)
+    part = apply_upsampled_curves(x[..., 5:19, 11:30], small, (27, 35), region, band=band)
+    assert torch.equal(part, whole[..., 5:19, 11:30])  # any region gives exactly its values in the whole
+    pure = apply_upsampled_curves(x, small, (27, 35), band=band, band_kernel=upsampled_curves_band)
+    torch.testing.assert_close(pure, whole, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError):
+        apply_upsampled_curves(x[..., :5, :], small, (27, 35))
 
 
 def _real_images(shared: Path) -> list[Path]:

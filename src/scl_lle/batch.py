@@ -3,6 +3,10 @@
 Guarantees: the output tree mirrors the input tree; an input file is never written over; every output is
 written atomically; one bad file is reported with its reason and the rest of the batch still completes;
 ``skip_existing`` resumes an interrupted batch.
+
+Scale-out: under ``torchrun`` (``RANK`` / ``WORLD_SIZE`` set) each process takes the jobs whose index in the
+sorted job list is its rank modulo the world size: disjoint shards that together cover every input, with the
+same guarantees per process and no communication between them.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from .imageio import (
 )
 from .inference import Enhancer
 
-__all__ = ["OUTPUT_FORMATS", "BatchResult", "Job", "collect_jobs", "enhance"]
+__all__ = ["OUTPUT_FORMATS", "BatchResult", "Job", "collect_jobs", "enhance", "shard_from_env"]
 
 #: ``format`` choices: ``same`` keeps each input's file type where it can be written, else PNG.
 OUTPUT_FORMATS = {"same": None, "png": ".png", "jpg": ".jpg", "tiff": ".tiff"}
@@ -53,6 +57,8 @@ class BatchResult:
     skipped: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
     seconds: float = 0.0
+    rank: int = 0
+    world_size: int = 1
 
     @property
     def ok(self) -> bool:
@@ -62,8 +68,9 @@ class BatchResult:
     def summary(self) -> str:
         """One line for people: counts and time."""
         total = len(self.written) + len(self.skipped) + len(self.failed)
+        shard = f"[rank {self.rank}/{self.world_size}] " if self.world_size > 1 else ""
         return (
-            f"{len(self.written)} enhanced, {len(self.skipped)} skipped, {len(self.failed)} failed "
+            f"{shard}{len(self.written)} enhanced, {len(self.skipped)} skipped, {len(self.failed)} failed "
             f"(of {total}) in {self.seconds:.1f} s"
         )
 
@@ -167,6 +174,23 @@ def collect_jobs(
     return jobs, problems
 
 
+def shard_from_env() -> tuple[int, int]:
+    """``(rank, world_size)`` from the ``RANK`` and ``WORLD_SIZE`` variables that ``torchrun`` sets; ``(0, 1)``."""
+    try:
+        rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError as error:
+        raise ValueError(f"RANK and WORLD_SIZE must be whole numbers: {error}") from None
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"need 0 <= RANK < WORLD_SIZE, got RANK={rank}, WORLD_SIZE={world}")
+    return rank, world
+
+
+def _single_host(world_size: int) -> bool:
+    """Whether all ranks run on this machine (process ids are then comparable across ranks)."""
+    local = os.environ.get("LOCAL_WORLD_SIZE")
+    return world_size == 1 or (local is not None and local.isdigit() and int(local) == world_size)
+
+
 def enhance(
     inputs: Sequence[str | os.PathLike[str]],
     output: str | os.PathLike[str],
@@ -184,6 +208,11 @@ def enhance(
     enhancer: Enhancer | None = None,
     progress: bool = True,
     report: Callable[[str], None] | None = None,
+    backend: str = "torch",
+    threads: int | None = None,
+    compile: bool = False,
+    rank: int | None = None,
+    world_size: int | None = None,
 ) -> BatchResult:
     """Enhance image files and folders into ``output``; the Python face of ``scl-lle enhance``.
 
@@ -199,6 +228,10 @@ def enhance(
         max_pixels: refuse images with more pixels (decompression bombs); ``None`` or 0: no limit.
         progress: show a progress bar on stderr.
         report: called with one line per failed file (default: printed to stderr).
+        backend, threads, compile: as for :class:`~scl_lle.inference.Enhancer`.
+        rank, world_size: process this shard only: the jobs whose index in the sorted job list (sorted by
+            output path) is ``rank`` modulo ``world_size``. ``None``: from ``RANK`` / ``WORLD_SIZE``
+            (``torchrun``), else the whole list. Inputs that cannot be used are reported by rank 0 only.
 
     Returns:
         A :class:`BatchResult`; ``result.ok`` is false when any file failed.
@@ -207,8 +240,14 @@ def enhance(
         raise ValueError("skip_existing and overwrite exclude each other")
     if not 1 <= quality <= 100:
         raise ValueError(f"quality must be within 1..100, got {quality}")
+    if rank is None or world_size is None:
+        env_rank, env_world = shard_from_env()
+        rank = env_rank if rank is None else rank
+        world_size = env_world if world_size is None else world_size
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
     started = time.perf_counter()
-    result = BatchResult()
+    result = BatchResult(rank=rank, world_size=world_size)
 
     def fail(path: Path, reason: str) -> None:
         result.failed.append((path, reason))
@@ -219,13 +258,26 @@ def enhance(
             tqdm.write(line, file=sys.stderr)
 
     jobs, problems = collect_jobs(inputs, output, recursive=recursive, format=format)
+    if world_size > 1:
+        jobs = sorted(jobs, key=lambda job: job.destination.as_posix())[rank::world_size]
+        problems = problems if rank == 0 else []
     for path, reason in problems:
         fail(path, reason)
     if jobs:
-        remove_stale_temporaries(output)
+        if _single_host(world_size):  # other hosts' process ids cannot be checked from here
+            remove_stale_temporaries(output)
         if enhancer is None:
-            enhancer = Enhancer(weights, device=device, scale=scale, tile_size=tile_size)
-    bar = tqdm(jobs, unit="img", desc="enhance", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+            enhancer = Enhancer(
+                weights,
+                device=device,
+                scale=scale,
+                tile_size=tile_size,
+                backend=backend,
+                threads=threads,
+                compile=compile,
+            )
+    desc = f"enhance [{rank}/{world_size}]" if world_size > 1 else "enhance"
+    bar = tqdm(jobs, unit="img", desc=desc, disable=not progress, file=sys.stderr, dynamic_ncols=True)
     for job in bar:
         if job.destination.exists():
             if skip_existing:

@@ -13,6 +13,8 @@ examples:
   scl-lle enhance night.jpg --output bright/
   scl-lle enhance photos/ --recursive --output bright/ --skip-existing
   scl-lle enhance "scans/**/*.tif" --recursive --output out/ --weights my_model.safetensors --scale 4
+  scl-lle enhance big_photos/ --output out/ --weights my_model.safetensors --fast --backend onnxruntime
+  torchrun --nproc-per-node 4 -m scl_lle enhance photos/ --output out/ --weights my_model.safetensors
 """
 
 
@@ -48,19 +50,49 @@ def _add_enhance(commands: argparse._SubParsersAction) -> None:
         "-w",
         "--weights",
         metavar="PATH",
-        help="weights file (.safetensors or .pth) or pretrained name; default: the embedded model",
+        help="weights file (.safetensors or .pth; .onnx with --backend onnxruntime) or pretrained name; "
+        "default: the embedded model",
     )
     parser.add_argument(
         "--device",
         default="auto",
         help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps (default: auto)",
     )
-    parser.add_argument(
+    from .inference import BACKENDS, FAST_SCALE
+
+    speed = parser.add_mutually_exclusive_group()
+    speed.add_argument(
         "--scale",
         type=_positive_int,
-        default=1,
+        default=None,
         metavar="N",
         help="estimate the curves on the image shrunk N times: faster, slightly smoother (default: 1)",
+    )
+    speed.add_argument(
+        "--fast",
+        action="store_true",
+        help=f"speed preset: --scale {FAST_SCALE}; much faster on large photos, smoother result (time and "
+        "quality measured in docs/PERFORMANCE.md)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=list(BACKENDS),
+        default="torch",
+        help="where the curve-estimation network runs; onnxruntime needs 'pip install onnx onnxruntime' "
+        "(default: torch)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="CPU threads (default: PyTorch's, i.e. the cores or OMP_NUM_THREADS; torchrun sets 1 per process)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the network and the fused curve pass: faster per image after a one-time "
+        "compilation (tens of seconds; needs a C++ compiler on the CPU)",
     )
     parser.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders")
     parser.add_argument(
@@ -97,6 +129,7 @@ def _run_enhance(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from .batch import enhance
+    from .inference import FAST_SCALE
     from .weights import WeightsError
 
     Image.MAX_IMAGE_PIXELS = None  # --max-pixels is the limit that applies
@@ -106,7 +139,7 @@ def _run_enhance(args: argparse.Namespace) -> int:
             args.output,
             weights=args.weights,
             device=args.device,
-            scale=args.scale,
+            scale=FAST_SCALE if args.fast else (args.scale or 1),
             recursive=args.recursive,
             format=args.format,
             quality=args.quality,
@@ -115,12 +148,58 @@ def _run_enhance(args: argparse.Namespace) -> int:
             max_pixels=args.max_pixels or None,
             tile_size=args.tile,
             progress=not args.quiet,
+            backend=args.backend,
+            threads=args.threads,
+            compile=args.compile,
         )
+    except ImportError as error:
+        print(f"scl-lle enhance: error: {error}", file=sys.stderr)
+        return 2
     except (WeightsError, ValueError, RuntimeError) as error:
         print(f"scl-lle enhance: error: {error}", file=sys.stderr)
         return 2
     print(f"scl-lle: {result.summary()}; outputs in {args.output}", file=sys.stderr)
     return 0 if result.ok else 1
+
+
+def _add_export(commands: argparse._SubParsersAction) -> None:
+    from .export import DEFAULT_OPSET, MIN_OPSET
+
+    parser = commands.add_parser(
+        "export",
+        help="export the enhancer network to ONNX",
+        description="Write DCE-Net as ONNX with dynamic batch, height and width. By default the network alone "
+        "(image -> 24 curve maps), which 'scl-lle enhance --backend onnxruntime --weights FILE.onnx' runs with "
+        "tiling and --scale; --with-curves writes network + curves (image -> enhanced image, full resolution). "
+        "Needs the 'onnx' package.",
+    )
+    parser.add_argument("--onnx", required=True, metavar="PATH", help="the .onnx file to write")
+    parser.add_argument(
+        "-w",
+        "--weights",
+        metavar="PATH",
+        help="weights file (.safetensors or .pth) or pretrained name; default: the embedded model",
+    )
+    parser.add_argument(
+        "--opset", type=int, default=DEFAULT_OPSET, metavar="N", help=f"ONNX opset, >= {MIN_OPSET} (default: 17)"
+    )
+    parser.add_argument(
+        "--with-curves", action="store_true", help="include the curves: output the enhanced image, not the maps"
+    )
+    parser.set_defaults(run=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from .export import export_onnx
+    from .weights import WeightsError
+
+    try:
+        path = export_onnx(args.weights, args.onnx, opset=args.opset, include_curves=args.with_curves)
+    except (ImportError, WeightsError, ValueError, OSError) as error:
+        print(f"scl-lle export: error: {error}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
 
 
 TRAIN_EXAMPLES = """\
@@ -210,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"scl-lle {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     _add_enhance(commands)
+    _add_export(commands)
     _add_train(commands)
     from .evaluation import register_cli
 

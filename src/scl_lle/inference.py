@@ -3,40 +3,59 @@
 Large images are processed in tiles. Each tile is given a margin of :data:`~scl_lle.model.RECEPTIVE_RADIUS`
 pixels of real context for curve estimation, so the tiled result equals the untiled one. With ``scale > 1`` the
 curve maps are estimated on the image shrunk by ``scale`` and upsampled bilinearly, tile by tile, to full
-resolution (Zero-DCE++ style).
+resolution (Zero-DCE++ style); upsampling and the eight curves are fused
+(:func:`~scl_lle.model.apply_upsampled_curves`), so no full-resolution 24-channel maps are materialised.
+
+Curve estimation (the network) runs in PyTorch (``backend="torch"``, channels-last on the CPU, optionally
+``torch.compile``-d) or in ONNX Runtime (``backend="onnxruntime"``); everything else is the same for both.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
 from .imageio import Picture, picture_from_pil, picture_to_pil
-from .model import RECEPTIVE_RADIUS, DCENet, apply_curves, downsample, upsample_maps
+from .model import RECEPTIVE_RADIUS, DCENet, apply_upsampled_curves, downsample, upsampled_curves_band
 from .weights import load_dcenet
 
-__all__ = ["Enhancer", "enhance_tensor", "resolve_device"]
+__all__ = ["BACKENDS", "FAST_SCALE", "Enhancer", "enhance_tensor", "resolve_device"]
 
 Region = tuple[int, int, int, int]  # top, left, bottom, right
+CurveEstimator = Callable[[torch.Tensor], torch.Tensor]
+
+#: Where the curve-estimation network runs.
+BACKENDS = ("torch", "onnxruntime")
+
+#: The ``--fast`` preset's scale: curves estimated at 1/8 of the size in each direction. The trade-off (time,
+#: PSNR against full resolution) for scales 1-8 is measured in docs/PERFORMANCE.md.
+FAST_SCALE = 8
 
 # ITU-R BT.601 luma weights (Pillow's RGB -> L): grey pictures are enhanced as RGB and turned back to grey.
 _LUMA = (0.299, 0.587, 0.114)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks CUDA, then Apple MPS, then the CPU; anything else is passed to :class:`torch.device`."""
-    if str(device) != "auto":
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    """``"auto"`` picks CUDA, then Apple MPS, then the CPU; anything else is passed to :class:`torch.device`.
+
+    Under ``torchrun`` (``LOCAL_RANK`` set) a CUDA device without an index becomes ``cuda:LOCAL_RANK``.
+    """
+    if str(device) == "auto":
+        if torch.cuda.is_available():
+            device = "cuda"
+        else:
+            mps = getattr(torch.backends, "mps", None)
+            device = "mps" if mps is not None and mps.is_available() else "cpu"
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and resolved.index is None and "LOCAL_RANK" in os.environ:
+        resolved = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return resolved
 
 
 def _regions(height: int, width: int, tile: int | None) -> Iterator[Region]:
@@ -48,45 +67,117 @@ def _regions(height: int, width: int, tile: int | None) -> Iterator[Region]:
             yield top, left, min(top + tile, height), min(left + tile, width)
 
 
-def _estimated_maps(model: DCENet, image: torch.Tensor, tile: int | None) -> Iterator[tuple[Region, torch.Tensor]]:
+def _as_estimator(model: DCENet | CurveEstimator) -> CurveEstimator:
+    return model.curve_maps if isinstance(model, DCENet) else model
+
+
+def _estimated_maps(
+    estimate: CurveEstimator, image: torch.Tensor, tile: int | None
+) -> Iterator[tuple[Region, torch.Tensor]]:
     """Curve maps of ``image`` ``(B, 3, H, W)`` region by region, each computed with full context."""
     height, width = image.shape[-2:]
     margin = RECEPTIVE_RADIUS
     for top, left, bottom, right in _regions(height, width, tile):
         y0, x0 = max(top - margin, 0), max(left - margin, 0)
         y1, x1 = min(bottom + margin, height), min(right + margin, width)
-        maps = model.curve_maps(image[..., y0:y1, x0:x1])
+        maps = estimate(image[..., y0:y1, x0:x1])
         yield (top, left, bottom, right), maps[..., top - y0 : bottom - y0, left - x0 : right - x0]
 
 
-def enhance_tensor(model: DCENet, image: torch.Tensor, scale: int = 1, tile_size: int | None = 1024) -> torch.Tensor:
+def _apply_curves_into(out: torch.Tensor, image: torch.Tensor, maps: torch.Tensor) -> None:
+    """``out[:] = apply_curves(image, maps)`` with in-place updates (one 3-channel temporary)."""
+    out.copy_(image)
+    for i in range(maps.shape[1] // 3):
+        out.add_(torch.mul(out, out).sub_(out).mul_(maps[:, 3 * i : 3 * i + 3]))
+
+
+def enhance_tensor(
+    model: DCENet | CurveEstimator,
+    image: torch.Tensor,
+    scale: int = 1,
+    tile_size: int | None = 1024,
+    *,
+    band_kernel: Callable[..., torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Enhance ``(B, 3, H, W)`` in [0, 1] with ``model``, in tiles of ``tile_size`` (``None``: one piece).
 
-    With ``scale > 1`` the maps are estimated on the image shrunk ``scale`` times. Returns ``(B, 3, H, W)``.
+    ``model`` is a :class:`~scl_lle.model.DCENet` or any function from an image tile to its curve maps (another
+    runtime, a compiled network). With ``scale > 1`` the maps are estimated on the image shrunk ``scale`` times
+    and applied with the fused upsample-and-curves pass (``band_kernel``: a compiled
+    :func:`~scl_lle.model.upsampled_curves_band`, or ``None`` for eager). Returns ``(B, 3, H, W)``.
     """
     if int(scale) != scale or scale < 1:
         raise ValueError(f"scale must be an integer >= 1, got {scale}")
     scale = int(scale)
+    estimate = _as_estimator(model)
     height, width = image.shape[-2:]
+    out = torch.empty(image.shape, dtype=image.dtype, device=image.device)
     if scale == 1:
-        if len(list(_regions(height, width, tile_size))) == 1:
-            return apply_curves(image, model.curve_maps(image)).clamp_(0.0, 1.0)
-        out = torch.empty_like(image)
-        for (top, left, bottom, right), maps in _estimated_maps(model, image, tile_size):
-            out[..., top:bottom, left:right] = apply_curves(image[..., top:bottom, left:right], maps)
+        for (top, left, bottom, right), maps in _estimated_maps(estimate, image, tile_size):
+            region = (..., slice(top, bottom), slice(left, right))
+            _apply_curves_into(out[region], image[region], maps)
         return out.clamp_(0.0, 1.0)
     small = downsample(image, scale)
-    small_maps = torch.empty(
-        (image.shape[0], 3 * model.iterations, *small.shape[-2:]), dtype=image.dtype, device=image.device
-    )
-    for (top, left, bottom, right), maps in _estimated_maps(model, small, tile_size):
+    small_maps: torch.Tensor | None = None
+    for (top, left, bottom, right), maps in _estimated_maps(estimate, small, tile_size):
+        if small_maps is None:
+            small_maps = torch.empty((*maps.shape[:2], *small.shape[-2:]), dtype=image.dtype, device=image.device)
         small_maps[..., top:bottom, left:right] = maps
-    out = torch.empty_like(image)
-    for region in _regions(height, width, tile_size):
-        top, left, bottom, right = region
-        maps = upsample_maps(small_maps, (height, width), region)
-        out[..., top:bottom, left:right] = apply_curves(image[..., top:bottom, left:right], maps)
-    return out.clamp_(0.0, 1.0)
+    assert small_maps is not None
+    # Full-width strips: the fused pass holds only 3-channel full-resolution data, so memory stays bounded by
+    # the strip height while long rows keep the per-operation overhead low.
+    strip = tile_size or height
+    for top in range(0, height, strip):
+        bottom = min(top + strip, height)
+        apply_upsampled_curves(
+            image[..., top:bottom, :],
+            small_maps,
+            (height, width),
+            (top, 0, bottom, width),
+            band_kernel=band_kernel,
+            out=out[..., top:bottom, :],
+            clamp=True,
+        )
+    return out
+
+
+_COMPILED_BAND: Callable[..., torch.Tensor] | None = None
+
+
+def _compiled_band_kernel() -> Callable[..., torch.Tensor]:
+    global _COMPILED_BAND
+    if _COMPILED_BAND is None:
+        _COMPILED_BAND = torch.compile(upsampled_curves_band, dynamic=True)
+    return _COMPILED_BAND
+
+
+class _TorchEstimator:
+    """Curve estimation in PyTorch: channels-last input where it pays, optionally ``torch.compile``-d."""
+
+    def __init__(self, model: DCENet, channels_last: bool, compiled: bool) -> None:
+        self.model = model
+        self.channels_last = channels_last
+        self.forward: CurveEstimator = model.curve_maps
+        if compiled:
+            self.forward = torch.compile(model.curve_maps, options={"freezing": True})
+
+    def __call__(self, tile: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            tile = tile.contiguous(memory_format=torch.channels_last)
+        return self.forward(tile)
+
+
+class _OnnxEstimator:
+    """Curve estimation in ONNX Runtime (the network exported by :func:`scl_lle.export.build_onnx`)."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.input_name = session.get_inputs()[0].name
+
+    def __call__(self, tile: torch.Tensor) -> torch.Tensor:
+        array = np.ascontiguousarray(tile.detach().to("cpu", torch.float32).numpy())
+        (maps,) = self.session.run(None, {self.input_name: array})
+        return torch.from_numpy(maps).to(device=tile.device, dtype=tile.dtype)
 
 
 def _to_unit_float(array: np.ndarray) -> np.ndarray:
@@ -112,12 +203,23 @@ class Enhancer:
 
     Args:
         weights: ``None`` for the embedded default model, a pretrained name, a path to a ``.safetensors`` or
-            ``.pth`` file, or a :class:`~scl_lle.model.DCENet` instance.
+            ``.pth`` file, or a :class:`~scl_lle.model.DCENet` instance. With ``backend="onnxruntime"`` also a
+            ``.onnx`` file written by :func:`scl_lle.export.export_onnx` (the network alone).
         device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
         scale: estimate the curves on the image shrunk by this integer factor (faster, slightly smoother).
         tile_size: process images larger than this many pixels per side in tiles (bounded memory, same result);
             ``None`` processes every image in one piece.
-        dtype: the compute dtype (``torch.float32``; ``float16`` / ``bfloat16`` on GPUs).
+        dtype: the compute dtype (``torch.float32``; ``float16`` / ``bfloat16`` on GPUs; torch backend only).
+        backend: ``"torch"`` or ``"onnxruntime"`` (needs the ``onnx`` and ``onnxruntime`` packages): where the
+            curve-estimation network runs. Tiling, ``scale`` and the curves are the same for both.
+        threads: CPU threads for the network (``torch.set_num_threads``, which is process-wide, and ONNX
+            Runtime's intra-op threads); ``None`` keeps PyTorch's setting (its default, or ``OMP_NUM_THREADS``,
+            which ``torchrun`` sets to 1 per process).
+        channels_last: run the network on channels-last tensors; ``None``: on the CPU (measured faster) and on
+            CUDA in half precision.
+        compile: ``torch.compile`` the network (torch backend) and the fused upsample-and-curves pass
+            (``scale > 1``). Faster per image after a one-time compilation of tens of seconds (cached on disk
+            by PyTorch); needs a C++ compiler on the CPU. Falls back to eager with a warning if it fails.
 
     Calling the enhancer on a float tensor ``(B, 3, H, W)`` (or ``(3, H, W)``) in [0, 1] returns the enhanced
     tensor with the same shape, dtype and device.
@@ -130,20 +232,61 @@ class Enhancer:
         scale: int = 1,
         tile_size: int | None = 1024,
         dtype: torch.dtype = torch.float32,
+        *,
+        backend: str = "torch",
+        threads: int | None = None,
+        channels_last: bool | None = None,
+        compile: bool = False,
     ) -> None:
         if int(scale) != scale or scale < 1:
             raise ValueError(f"scale must be an integer >= 1, got {scale}")
         if tile_size is not None and tile_size < 1:
             raise ValueError(f"tile_size must be positive or None, got {tile_size}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1 or None, got {threads}")
+        if threads is not None:
+            torch.set_num_threads(threads)
         self.device = resolve_device(device)
         self.dtype = dtype
         self.scale = int(scale)
         self.tile_size = tile_size
-        model = weights if isinstance(weights, DCENet) else load_dcenet(weights)
-        self.model = model.to(device=self.device, dtype=dtype).eval().requires_grad_(False)
+        self.backend = backend
+        self.threads = threads
+        self.compile = bool(compile)
+        if channels_last is None:
+            half = dtype in (torch.float16, torch.bfloat16)
+            channels_last = self.device.type == "cpu" or (self.device.type == "cuda" and half)
+        self.channels_last = bool(channels_last)
+        self._band_kernel: Callable[..., torch.Tensor] | None = None
+        self.model: DCENet | None = None
+        self._estimate: CurveEstimator
+        if backend == "onnxruntime":
+            if dtype != torch.float32:
+                raise ValueError("the onnxruntime backend computes in float32; use dtype=torch.float32")
+            from .export import onnxruntime_session
+
+            self._session = onnxruntime_session(weights, device=self.device, threads=threads)
+            self._estimate = _OnnxEstimator(self._session)
+        else:
+            model = weights if isinstance(weights, DCENet) else load_dcenet(weights)
+            model = model.to(device=self.device, dtype=dtype).eval().requires_grad_(False)
+            if self.channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            self.model = model
+            self._estimate = _TorchEstimator(model, self.channels_last, self.compile)
+        if self.compile:
+            self._band_kernel = _compiled_band_kernel()
 
     def __repr__(self) -> str:
-        return f"Enhancer(device={self.device}, dtype={self.dtype}, scale={self.scale}, tile_size={self.tile_size})"
+        return (
+            f"Enhancer(backend={self.backend}, device={self.device}, dtype={self.dtype}, scale={self.scale}, "
+            f"tile_size={self.tile_size}, channels_last={self.channels_last}, compile={self.compile})"
+        )
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        return enhance_tensor(self._estimate, x, self.scale, self.tile_size, band_kernel=self._band_kernel)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """Enhance ``(B, 3, H, W)`` or ``(3, H, W)`` float in [0, 1]; same shape, dtype and device back."""
@@ -152,10 +295,23 @@ class Enhancer:
         if images.ndim not in (3, 4) or images.shape[-3] != 3:
             raise ValueError(f"expected shape (B, 3, H, W) or (3, H, W), got {tuple(images.shape)}")
         batch = images if images.ndim == 4 else images.unsqueeze(0)
-        with torch.inference_mode():
-            x = batch.to(device=self.device, dtype=self.dtype)
-            out = enhance_tensor(self.model, x, self.scale, self.tile_size)
-            out = out.to(device=images.device, dtype=images.dtype)
+        x = batch.to(device=self.device, dtype=self.dtype)
+        if self.compile:
+            try:
+                with torch.no_grad():  # compiled graphs are built for no_grad, not inference_mode
+                    out = self._run(x)
+            except Exception as error:  # no C++ compiler, unsupported platform: eager is always there
+                warnings.warn(f"torch.compile failed ({type(error).__name__}: {error}); running eager", stacklevel=2)
+                self.compile = False
+                self._band_kernel = None
+                if self.model is not None:
+                    self._estimate = _TorchEstimator(self.model, self.channels_last, False)
+                with torch.inference_mode():
+                    out = self._run(x)
+        else:
+            with torch.inference_mode():
+                out = self._run(x)
+        out = out.to(device=images.device, dtype=images.dtype)
         return out if images.ndim == 4 else out.squeeze(0)
 
     def enhance_array(self, pixels: np.ndarray) -> np.ndarray:

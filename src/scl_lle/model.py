@@ -6,16 +6,23 @@ turn as the quadratic light-enhancement curve ``x <- x + r * (x^2 - x)``, which 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
     "RECEPTIVE_RADIUS",
+    "CurveTaps",
     "DCENet",
     "apply_curves",
+    "apply_upsampled_curves",
+    "curve_taps",
     "downsample",
     "upsample_maps",
+    "upsampled_curves_band",
 ]
 
 #: Pixels of context on each side that one output pixel depends on (7 stacked 3x3 convs: a 15x15 field).
@@ -38,6 +45,142 @@ def apply_curves(image: torch.Tensor, curve_maps: torch.Tensor) -> torch.Tensor:
         )
     x = image
     for r in torch.split(curve_maps, 3, dim=1):
+        x = x + r * (x * x - x)
+    return x
+
+
+def _bilinear_taps(
+    start: int, stop: int, out_size: int, in_size: int, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Source indices and weights of bilinear upsampling ``in_size -> out_size`` for outputs ``start:stop``.
+
+    The same positions as ``F.interpolate(mode="bilinear", align_corners=False)``: source = (i + 0.5) * in / out
+    - 0.5, clamped at 0; the upper neighbour is clamped at the last index. Computed in float64 from absolute
+    indices, so any region of the output gets exactly the values it has in the whole.
+    """
+    pos = ((torch.arange(start, stop, dtype=torch.float64) + 0.5) * (in_size / out_size) - 0.5).clamp_(min=0)
+    low = pos.floor().clamp_(max=in_size - 1)
+    frac = pos - low
+    low = low.long()
+    high = (low + 1).clamp_(max=in_size - 1)
+    return (
+        low.to(device),
+        high.to(device),
+        (1 - frac).to(device=device, dtype=dtype),
+        frac.to(device=device, dtype=dtype),
+    )
+
+
+def apply_upsampled_curves(
+    image: torch.Tensor,
+    small_maps: torch.Tensor,
+    size: tuple[int, int],
+    region: tuple[int, int, int, int] | None = None,
+    band: int = 64,
+    band_kernel: Callable[..., torch.Tensor] | None = None,
+    *,
+    out: torch.Tensor | None = None,
+    clamp: bool = False,
+) -> torch.Tensor:
+    """Upsample low-resolution curve maps bilinearly and apply them, fused: the fast path of ``scale > 1``.
+
+    Equal (to float rounding) to ``apply_curves(image, upsample_maps(small_maps, size, region))``, without
+    materialising the full-resolution ``3 * n``-channel maps: the rows are interpolated once at low width, then
+    the image is processed in bands of ``band`` rows, each curve map widened and applied in turn while the band
+    stays in cache. Peak extra memory is a few band-sized buffers instead of ``3 * n`` full-resolution planes.
+
+    Args:
+        image: ``(B, 3, h, w)``, the pixels of ``region`` (or of the whole image) in [0, 1].
+        small_maps: ``(B, 3 * n, sh, sw)``, curve maps estimated on the image shrunk to ``(sh, sw)``.
+        size: ``(H, W)``, the full resolution the maps are upsampled to.
+        region: ``(top, left, bottom, right)`` of the full image that ``image`` holds; ``None``: all of it.
+        band: rows per band (a cache-sized working set; any value gives the same result).
+        band_kernel: ``None`` (eager, in place), or a compiled :func:`upsampled_curves_band`.
+        out: write the result here (the shape of ``image``) instead of a new tensor.
+        clamp: clamp the result to [0, 1] band by band (while it is in cache).
+
+    Returns:
+        ``(B, 3, h, w)``, the enhanced pixels (``out`` if given; clamped only with ``clamp``).
+    """
+    height, width = size
+    top, left, bottom, right = region if region is not None else (0, 0, height, width)
+    if small_maps.shape[1] % 3 or image.shape[-2:] != (bottom - top, right - left):
+        raise ValueError(
+            f"curve maps of shape {tuple(small_maps.shape)} and an image of shape {tuple(image.shape)} "
+            f"do not fit the region {(top, left, bottom, right)} of {size}"
+        )
+    taps = curve_taps(small_maps, size, region, device=image.device, dtype=image.dtype)
+    if out is None:
+        out = torch.empty(image.shape, dtype=image.dtype, device=image.device)
+    band = max(int(band), 1)
+    for b0 in range(0, image.shape[-2], band):
+        b1 = min(b0 + band, image.shape[-2])
+        if band_kernel is None:
+            x = out[..., b0:b1, :]
+            x.copy_(image[..., b0:b1, :])
+            _apply_band_in_place(x, taps.rows[..., b0:b1, :], taps)
+        else:
+            out[..., b0:b1, :] = band_kernel(
+                image[..., b0:b1, :], taps.rows[..., b0:b1, :], taps.low, taps.high, taps.w_low, taps.w_high
+            )
+        if clamp:
+            out[..., b0:b1, :].clamp_(0.0, 1.0)
+    return out
+
+
+class CurveTaps(NamedTuple):
+    """Curve maps interpolated along rows for one region, and the column taps that finish the upsampling."""
+
+    rows: torch.Tensor  # (B, 3n, h, sw): the maps at the region's rows, still at low width
+    low: torch.Tensor  # (w,) left source column of each output column
+    high: torch.Tensor  # (w,) right source column
+    w_low: torch.Tensor  # (w,) weight of the left column
+    w_high: torch.Tensor  # (w,) weight of the right column
+
+
+def curve_taps(
+    small_maps: torch.Tensor,
+    size: tuple[int, int],
+    region: tuple[int, int, int, int] | None = None,
+    *,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> CurveTaps:
+    """Row-interpolated low-resolution maps and column taps for the bilinear upsampling of ``region``."""
+    height, width = size
+    top, left, bottom, right = region if region is not None else (0, 0, height, width)
+    device = small_maps.device if device is None else device
+    dtype = small_maps.dtype if dtype is None else dtype
+    small = small_maps.to(device=device, dtype=dtype).contiguous()
+    sh, sw = small.shape[-2:]
+    y_low, y_high, y_w0, y_w1 = _bilinear_taps(top, bottom, height, sh, device, dtype)
+    x_low, x_high, x_w0, x_w1 = _bilinear_taps(left, right, width, sw, device, dtype)
+    rows = small.index_select(2, y_low).mul_(y_w0[:, None]).add_(small.index_select(2, y_high).mul_(y_w1[:, None]))
+    return CurveTaps(rows, x_low, x_high, x_w0, x_w1)
+
+
+def _apply_band_in_place(x: torch.Tensor, rows: torch.Tensor, taps: CurveTaps) -> None:
+    for i in range(rows.shape[1] // 3):
+        rows_i = rows[:, 3 * i : 3 * i + 3]
+        r = rows_i.index_select(3, taps.low).mul_(taps.w_low).add_(rows_i.index_select(3, taps.high).mul_(taps.w_high))
+        x.add_(torch.mul(x, x).sub_(x).mul_(r))  # x <- x + r * (x^2 - x), in place
+
+
+def upsampled_curves_band(
+    x: torch.Tensor,
+    rows: torch.Tensor,
+    low: torch.Tensor,
+    high: torch.Tensor,
+    w_low: torch.Tensor,
+    w_high: torch.Tensor,
+) -> torch.Tensor:
+    """Pure (out-of-place) form of one band of :func:`apply_upsampled_curves`, written for ``torch.compile``.
+
+    Compiled, the column gathers and the eight curve updates fuse into one loop over the band's pixels.
+    """
+    for i in range(rows.shape[1] // 3):
+        rows_i = rows[:, 3 * i : 3 * i + 3]
+        r = rows_i[..., low] * w_low + rows_i[..., high] * w_high
         x = x + r * (x * x - x)
     return x
 

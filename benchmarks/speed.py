@@ -1,0 +1,417 @@
+"""Speed benchmark: scl-lle's engine against an eager float32 reference DCE-Net, measured in the same run.
+
+The reference is written here from the published equations (7 convs of 32 channels with the skip concatenations
+of DCE-Net, ReLU, tanh for the 24 curve maps, then x <- x + r * (x^2 - x) eight times), run eagerly in float32
+on the whole image: the way the released code runs it. Every mode is timed on the same input after warm-up; the
+table gives the median of ``--repeats`` runs, the ratio to the reference, the peak memory of one run (CPU: peak
+RSS above the RSS before the run; CUDA: ``max_memory_allocated`` above what was allocated before) and, for each
+mode, the quality cost: PSNR against the full-resolution output (the reference's) and NIQE (lower is better;
+needs the NIQE parameters: ``SCL_LLE_SHARED`` or ``SCL_LLE_NIQE_PARAMS``).
+
+Modes (``--modes``, comma-separated): ``BACKEND[:compile][@SCALE]``, e.g. ``torch``, ``torch:compile``,
+``onnxruntime``, ``torch@8``, ``onnxruntime@8``, ``fast`` (= the ``--fast`` preset: ``torch@FAST_SCALE``).
+
+    python benchmarks/speed.py                                   # CPU: 1080p and 12 MP
+    python benchmarks/speed.py --device cuda --half --channels-last   # GPU: 1080p and 4K
+    python benchmarks/speed.py --sizes 1080p --modes torch,onnxruntime,torch@4,torch@8 --repeats 5
+
+This is a script, not a test: timings depend on the machine and its load (printed with the results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO / "src") not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, str(REPO / "src"))
+
+from scl_lle import DCENet, Enhancer, load_dcenet  # noqa: E402
+from scl_lle.inference import FAST_SCALE  # noqa: E402
+
+SIZES = {"720p": (720, 1280), "1080p": (1080, 1920), "4k": (2160, 3840), "12mp": (3000, 4000)}
+DEFAULT_SIZES = {"cpu": "1080p,12mp", "cuda": "1080p,4k"}
+DEFAULT_MODES = "torch,torch:compile,onnxruntime,fast,onnxruntime@8,torch:compile@8"
+
+
+# ----------------------------------------------------------------------------------------------- reference
+
+
+def reference_forward(state: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """DCE-Net from the published equations, eager, whole image; returns the enhanced image (not clamped)."""
+
+    def conv(name: str, inp: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(inp, state[f"{name}.weight"], state[f"{name}.bias"], padding=1)
+
+    x1 = torch.relu(conv("e_conv1", x))
+    x2 = torch.relu(conv("e_conv2", x1))
+    x3 = torch.relu(conv("e_conv3", x2))
+    x4 = torch.relu(conv("e_conv4", x3))
+    x5 = torch.relu(conv("e_conv5", torch.cat([x3, x4], 1)))
+    x6 = torch.relu(conv("e_conv6", torch.cat([x2, x5], 1)))
+    r = torch.tanh(conv("e_conv7", torch.cat([x1, x6], 1)))
+    for i in range(8):
+        ri = r[:, 3 * i : 3 * i + 3]
+        x = x + ri * (torch.pow(x, 2) - x)
+    return x
+
+
+# ------------------------------------------------------------------------------------------------- memory
+
+
+class PeakMemory:
+    """Peak memory of a block above the level before it: CUDA allocator statistics, or the process's RSS.
+
+    On Linux the RSS high-water mark is reset through ``/proc/self/clear_refs`` and read from ``VmHWM``; where
+    that is not possible a thread samples ``VmRSS`` every millisecond.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.peak_bytes = 0
+
+    @staticmethod
+    def _status(field: str) -> int:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+        raise KeyError(field)
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+            return self
+        self._base = self._status("VmRSS")
+        self._sampler = None
+        try:
+            with open("/proc/self/clear_refs", "w") as handle:
+                handle.write("5")  # reset VmHWM to the current RSS
+        except OSError:
+            self._samples = [self._base]
+            self._stop = threading.Event()
+
+            def sample() -> None:
+                while not self._stop.wait(0.001):
+                    self._samples.append(self._status("VmRSS"))
+
+            self._sampler = threading.Thread(target=sample, daemon=True)
+            self._sampler.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak_bytes = torch.cuda.max_memory_allocated(self.device) - self._base
+        elif self._sampler is not None:
+            self._stop.set()
+            self._sampler.join()
+            self.peak_bytes = max(self._samples) - self._base
+        else:
+            self.peak_bytes = self._status("VmHWM") - self._base
+
+
+# -------------------------------------------------------------------------------------------------- modes
+
+
+@dataclass
+class Mode:
+    label: str
+    backend: str  # "reference", "torch", "onnxruntime"
+    scale: int = 1
+    compile: bool = False
+
+
+def parse_modes(text: str) -> list[Mode]:
+    modes = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        spec = f"torch@{FAST_SCALE}" if item == "fast" else item
+        head, _, scale = spec.partition("@")
+        backend, _, option = head.partition(":")
+        if backend not in ("torch", "onnxruntime") or option not in ("", "compile"):
+            raise SystemExit(f"unknown mode {item!r}: use BACKEND[:compile][@SCALE] with torch or onnxruntime")
+        label = f"fast (scale {FAST_SCALE}, torch)" if item == "fast" else item
+        modes.append(Mode(label, backend, int(scale or 1), option == "compile"))
+    return modes
+
+
+@dataclass
+class Row:
+    size: str
+    mode: str
+    median_s: float
+    min_s: float
+    ratio: float  # reference median / this median: > 1 is faster
+    peak_mib: float
+    psnr_db: float | None
+    niqe: float | None
+    setup_s: float  # building the enhancer + warm-up (includes compilation)
+    note: str = ""
+
+
+def timed(run: Callable[[], torch.Tensor], device: torch.device, repeats: int) -> tuple[list[float], float]:
+    """Seconds of each of ``repeats`` runs after the warm-up run, and the peak memory of the last run."""
+    times = []
+    peak = 0
+    for _ in range(repeats):
+        with PeakMemory(device) as memory:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            out = run()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - start)
+            del out
+        peak = max(peak, memory.peak_bytes)
+    return times, peak
+
+
+# ------------------------------------------------------------------------------------------------- inputs
+
+
+def find_shared() -> Path | None:
+    env = os.environ.get("SCL_LLE_SHARED")
+    candidate = Path(env) if env else REPO.parent / "shared"
+    return candidate if candidate.is_dir() else None
+
+
+def load_input(path: Path | None, size: tuple[int, int]) -> tuple[torch.Tensor, str]:
+    height, width = size
+    if path is not None:
+        from PIL import Image
+
+        with Image.open(path) as image:
+            rgb = image.convert("RGB").resize((width, height), Image.Resampling.BICUBIC)
+        x = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1)[None].contiguous()
+        return x, f"{path.name} resized to {width}x{height}"
+    generator = torch.Generator().manual_seed(0)
+    ys = torch.linspace(0, 1, height)[:, None]
+    xs = torch.linspace(0, 1, width)[None, :]
+    base = 0.05 + 0.15 * (0.5 + 0.5 * torch.sin(6 * xs + 4 * ys)) * torch.stack([ys * 0 + 1, 0.8 + 0 * xs, 0.6 + ys])
+    x = (base + 0.02 * torch.randn(3, height, width, generator=generator)).clamp(0, 1)[None].contiguous()
+    return x, f"synthetic dark gradient {width}x{height}"
+
+
+def niqe_or_none(image: torch.Tensor) -> float | None:
+    from scl_lle.metrics import niqe
+
+    try:
+        return float(niqe(image.cpu())[0])
+    except FileNotFoundError:
+        return None
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = (a.cpu().double() - b.cpu().double()).pow(2).mean().item()
+    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
+
+
+# --------------------------------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
+    parser.add_argument("--sizes", help="comma-separated: 720p, 1080p, 4k, 12mp or HxW (default: per device)")
+    parser.add_argument("--modes", default=DEFAULT_MODES, help=f"engine modes (default: {DEFAULT_MODES})")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per mode after one warm-up (default 3)")
+    parser.add_argument("--weights", help="weights file (default: the released checkpoint in the shared folder)")
+    parser.add_argument("--image", help="input photo, resized to each size (default: a DICM photo, or synthetic)")
+    parser.add_argument("--threads", type=int, help="torch / onnxruntime CPU threads (default: torch's)")
+    parser.add_argument("--tile", type=int, default=1024, help="engine tile size (default 1024)")
+    parser.add_argument("--half", action="store_true", help="engine in float16 (CUDA); the reference stays fp32")
+    parser.add_argument("--channels-last", action="store_true", help="force channels-last in the engine (CUDA)")
+    parser.add_argument("--no-niqe", action="store_true", help="skip NIQE")
+    parser.add_argument("--json", help="also write the rows as JSON to this file")
+    args = parser.parse_args(argv)
+
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    notes: list[str] = []
+    shared = find_shared()
+    if shared is not None and "SCL_LLE_SHARED" not in os.environ:
+        os.environ["SCL_LLE_SHARED"] = str(shared)  # for the NIQE parameters
+    weights_path = Path(args.weights) if args.weights else None
+    if weights_path is None and shared is not None:
+        candidate = shared / "weights" / "upstream" / "scl-lle_official.pth"
+        weights_path = candidate if candidate.is_file() else None
+    if weights_path is not None:
+        model = load_dcenet(weights_path)
+        weights_note = str(weights_path.name)
+    else:
+        torch.manual_seed(0)
+        model = DCENet()
+        weights_note = "random weights (seed 0)"
+        notes.append("no weights given and no shared folder: random weights, so NIQE/PSNR say little")
+    state = {k: v.detach().clone().to(device) for k, v in model.state_dict().items()}
+    image_path = Path(args.image) if args.image else None
+    if image_path is None and shared is not None:
+        candidate = shared / "data" / "eval_noref_DICM" / "images" / "01.jpg"
+        image_path = candidate if candidate.is_file() else None
+    sizes = []
+    for name in (args.sizes or DEFAULT_SIZES.get(device.type, "1080p")).split(","):
+        name = name.strip().lower()
+        if name in SIZES:
+            sizes.append((name, SIZES[name]))
+        else:
+            h, _, w = name.partition("x")
+            sizes.append((name, (int(h), int(w))))
+    modes = parse_modes(args.modes)
+    dtype = torch.float16 if args.half else torch.float32
+
+    with contextlib.suppress(OSError):
+        notes.append(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print(f"device: {device_description(device)}; torch {torch.__version__}; threads {torch.get_num_threads()}")
+    print(f"weights: {weights_note}; repeats: {args.repeats} after 1 warm-up; engine tile {args.tile}")
+
+    rows: list[Row] = []
+    for size_name, size in sizes:
+        rows += run_size(size_name, size, image_path, state, model, modes, device, dtype, args, notes)
+    with contextlib.suppress(OSError):
+        notes.append(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print()
+    print(markdown_table(rows))
+    for note in notes:
+        print(f"note: {note}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": [asdict(r) for r in rows], "notes": notes}, indent=2))
+    return 0
+
+
+def run_size(
+    size_name: str,
+    size: tuple[int, int],
+    image_path: Path | None,
+    state: dict[str, torch.Tensor],
+    model: DCENet,
+    modes: list[Mode],
+    device: torch.device,
+    dtype: torch.dtype,
+    args: argparse.Namespace,
+    notes: list[str],
+) -> list[Row]:
+    x, input_note = load_input(image_path, size)
+    print(f"\n{size_name}: {input_note}", flush=True)
+    x = x.to(device)
+
+    def reference() -> torch.Tensor:
+        return reference_forward(state, x)
+
+    with torch.inference_mode():
+        start = time.perf_counter()
+        full = reference().clamp(0, 1)
+        setup = time.perf_counter() - start
+        times, peak = timed(reference, device, args.repeats)
+    ref_median = statistics.median(times)
+    quality = None if args.no_niqe else niqe_or_none(full)
+    if quality is None and not args.no_niqe and not any("NIQE" in n for n in notes):
+        notes.append("NIQE skipped: set SCL_LLE_SHARED or SCL_LLE_NIQE_PARAMS to the NIQE parameters")
+    rows = [Row(size_name, "reference (eager fp32)", ref_median, min(times), 1.0, peak / 2**20, None, quality, setup)]
+    print_row(rows[-1])
+    for mode in modes:
+        rows.append(run_mode(mode, model, x, full, device, dtype, args, size_name, ref_median))
+        print_row(rows[-1])
+    return rows
+
+
+def run_mode(
+    mode: Mode,
+    model: DCENet,
+    x: torch.Tensor,
+    full: torch.Tensor,
+    device: torch.device,
+    dtype: torch.dtype,
+    args: argparse.Namespace,
+    size_name: str,
+    ref_median: float,
+) -> Row:
+    start = time.perf_counter()
+    try:
+        enhancer = Enhancer(
+            copy.deepcopy(model),  # the enhancer moves and converts its model in place
+            device=device,
+            scale=mode.scale,
+            tile_size=args.tile,
+            dtype=dtype if mode.backend == "torch" else torch.float32,
+            backend=mode.backend,
+            threads=args.threads,
+            channels_last=True if args.channels_last else None,
+            compile=mode.compile,
+        )
+        out = enhancer(x)  # warm-up (and compilation)
+    except (ImportError, RuntimeError, ValueError) as error:
+        return Row(size_name, mode.label, float("nan"), float("nan"), float("nan"), 0, None, None, 0, str(error))
+    setup = time.perf_counter() - start
+    times, peak = timed(lambda: enhancer(x), device, args.repeats)
+    median = statistics.median(times)
+    quality = None if args.no_niqe else niqe_or_none(out)
+    note = "compiled in warm-up" if mode.compile else ""
+    if mode.compile and not enhancer.compile:
+        note = "compile failed: eager"
+    return Row(size_name, mode.label, median, min(times), ref_median / median, peak / 2**20, psnr(out, full),
+               quality, setup, note)  # fmt: skip
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    name = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:
+        for line in handle:
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    return f"CPU {name}, {os.cpu_count()} logical cores"
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    if value is None or value != value:
+        return "–"
+    return "inf" if value == float("inf") else format(value, spec)
+
+
+def print_row(row: Row) -> None:
+    print(
+        f"  {row.mode:28s} median {_fmt(row.median_s, '.3f')} s  x{_fmt(row.ratio, '.2f')}  "
+        f"peak {row.peak_mib:.0f} MiB  PSNR {_fmt(row.psnr_db, '.2f')}  NIQE {_fmt(row.niqe, '.3f')}  "
+        f"setup {row.setup_s:.1f} s {row.note}",
+        flush=True,
+    )
+
+
+def markdown_table(rows: list[Row]) -> str:
+    lines = [
+        "| size | mode | median s | min s | speed-up vs reference | peak memory MiB | PSNR vs full-res dB | NIQE |"
+        " warm-up s | note |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.size} | {r.mode} | {_fmt(r.median_s, '.3f')} | {_fmt(r.min_s, '.3f')} | {_fmt(r.ratio, '.2f')}x"
+            f" | {r.peak_mib:.0f} | {_fmt(r.psnr_db, '.2f')} | {_fmt(r.niqe, '.3f')} | {r.setup_s:.1f} | {r.note} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
