@@ -34,6 +34,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .atomic import atomic_write
+from .batch import shard_from_env
 from .config import expand_path, load_config
 from .inference import resolve_device
 from .model import DCENet
@@ -51,14 +52,6 @@ class _WithMaps(nn.Module):
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.model.forward_with_maps(image)
-
-
-def _distributed() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from the torchrun environment; (0, 1, 0) otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, 0
-    return int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def _amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
@@ -98,10 +91,9 @@ class Trainer:
         from .losses import LossWeights, SCLObjective
 
         self.config = config
-        self.rank, self.world, local_rank = _distributed()
-        device = resolve_device(config["device"])
+        self.rank, self.world = shard_from_env()
+        device = resolve_device(config["device"])  # cuda:LOCAL_RANK under torchrun
         if device.type == "cuda" and self.world > 1:
-            device = torch.device("cuda", local_rank)
             torch.cuda.set_device(device)
         self.device = device
         if self.world > 1 and not dist.is_initialized():
