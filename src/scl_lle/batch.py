@@ -26,6 +26,7 @@ from .atomic import remove_stale_temporaries
 from .imageio import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
+    WRITABLE_EXTENSIONS,
     ImageReadError,
     ImageWriteError,
     read_image,
@@ -38,7 +39,6 @@ __all__ = ["OUTPUT_FORMATS", "BatchResult", "Job", "collect_jobs", "enhance", "s
 #: ``format`` choices: ``same`` keeps each input's file type where it can be written, else PNG.
 OUTPUT_FORMATS = {"same": None, "png": ".png", "jpg": ".jpg", "tiff": ".tiff"}
 _DeviceOutOfMemory = getattr(torch, "OutOfMemoryError", MemoryError)
-_SAME_KEEPS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".pgm", ".pnm", ".tga"}
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def _walk(folder: Path, recursive: bool, exclude: Path | None) -> list[Path]:
 def _destination(relative: Path, output: Path, format: str) -> Path:
     suffix = OUTPUT_FORMATS[format]
     if suffix is None:
-        suffix = relative.suffix if relative.suffix.lower() in _SAME_KEEPS else ".png"
+        suffix = relative.suffix if relative.suffix.lower() in WRITABLE_EXTENSIONS else ".png"
     return output / relative.with_suffix(suffix)
 
 

@@ -28,6 +28,7 @@ from .atomic import atomic_write
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "IMAGE_EXTENSIONS",
+    "WRITABLE_EXTENSIONS",
     "ImageReadError",
     "ImageTooLargeError",
     "ImageWriteError",
@@ -63,6 +64,8 @@ _WRITE_FORMATS = {
     ".pnm": "PPM",
     ".tga": "TGA",
 }
+#: File endings that :func:`write_image` can write.
+WRITABLE_EXTENSIONS = frozenset(_WRITE_FORMATS)
 _HIGH_DEPTH_FORMATS = {"PNG", "TIFF"}
 _ALPHA_FORMATS = {"PNG", "TIFF", "WEBP", "TGA", "BMP"}
 

@@ -383,13 +383,11 @@ class Trainer:
 
     def _load_validation_images(self) -> list[torch.Tensor]:
         """The validation folder's images, shrunk to ``max_side``, read once: ``(1, 3, H, W)`` in [0, 1]."""
-        from .imageio import IMAGE_EXTENSIONS, read_image
+        from .data import image_files
+        from .imageio import read_image
 
         cfg = self.config["validation"]
-        folder = expand_path(cfg["folder"])
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)[: int(cfg["max_images"])]
-        if not files:
-            raise FileNotFoundError(f"validation.folder {folder} holds no images")
+        files = image_files(expand_path(cfg["folder"]))[: int(cfg["max_images"])]
         images = []
         for path in files:
             pixels = read_image(path).pixels
