@@ -59,3 +59,29 @@ def test_overrides_merge_into_the_data_section():
     config = apply_overrides(DEFAULTS, ["data.crop_size=128", "data.labelled.layout=camvid"])
     config = apply_overrides(config, ["data.labelled.split=test", "data.max_images=3"])
     assert config["data"] == {"crop_size": 128, "labelled": {"layout": "camvid", "split": "test"}, "max_images": 3}
+
+
+def test_base_files_apply_first_and_cycles_are_errors(tmp_path: Path):
+    (tmp_path / "main.yaml").write_text("name: main\nsteps: 100\noptim: {lr: 0.001, ema_decay: 0.9}\n")
+    (tmp_path / "ablations").mkdir()
+    child = tmp_path / "ablations" / "child.yaml"
+    child.write_text("base: ../main.yaml\nname: child\noptim: {lr: 0.002}\n")
+    config = load_config(child, ["steps=7"])
+    assert config["name"] == "child" and config["steps"] == 7
+    assert config["optim"]["lr"] == pytest.approx(0.002) and config["optim"]["ema_decay"] == pytest.approx(0.9)
+    assert "base" not in config
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_ablation_configs_change_only_what_they_name():
+    main = load_config(REPO / "configs" / "scl_lle_cpu.yaml")
+    ablations = sorted((REPO / "configs" / "ablations").glob("*.yaml"))
+    assert len(ablations) >= 4
+    for path in ablations:
+        config = load_config(path)
+        assert config["name"] != main["name"], path
+        assert config["data"] == main["data"] and config["optim"] == main["optim"], path
+        assert config["steps"] == main["steps"] and config["seed"] == main["seed"], path

@@ -187,6 +187,14 @@ def test_evaluate_end_to_end(tiny_registry: Path, tmp_path: Path, monkeypatch: p
         assert text in report
     assert "date:" in report and "torch" in report
 
+    summary = (out / "summary.md").read_text().splitlines()
+    assert summary[0] == "| data set | metric | identity | gamma | clahe | flaky |"
+    niqe_row = next(line for line in summary if line.startswith("| dark | NIQE"))
+    bright = next(line for line in summary if line.startswith("| dark | brightness")).split("|")[3:7]
+    assert float(bright[1]) == pytest.approx(dark["methods"]["gamma"]["brightness"], abs=1e-3)
+    assert float(bright[0]) < float(bright[1]) and len(niqe_row.split("|")) == 8
+    assert any(line.startswith("| pairs | PSNR") for line in summary)
+
 
 def test_evaluate_max_images(tiny_registry: Path, tmp_path: Path) -> None:
     results = E.evaluate(
@@ -241,3 +249,19 @@ def test_segmentation_shared(shared: Path, tmp_path: Path, monkeypatch: pytest.M
     r = results["datasets"]["camvid-dusk"]["subsets"]["camvid-dusk"]
     assert len(r["classes"]) == 11 and r["classes"][0] == "sky"
     assert 0.4 < r["methods"]["identity"]["miou"] <= 1
+
+
+def test_methods_can_be_labelled(tiny_registry: Path, tmp_path: Path) -> None:
+    results = E.evaluate(
+        ["raw=identity", "bright=gamma:2.2"],
+        ["dark"],
+        tmp_path / "o",
+        device="cpu",
+        registry=tiny_registry,
+        max_images=1,
+        progress=False,
+    )
+    methods = results["datasets"]["dark"]["subsets"]["dark"]["methods"]
+    assert set(methods) == {"raw", "bright"} and methods["bright"]["brightness"] > methods["raw"]["brightness"]
+    assert "2.2" in results["methods"]["bright"]["description"]
+    assert (tmp_path / "o" / "summary.md").read_text().startswith("| data set | metric | raw | bright |")

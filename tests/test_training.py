@@ -241,3 +241,24 @@ def test_smoke_recipe_resume_is_exact(shared: Path, vgg16_available: None, tmp_p
     resumed = train(apply_overrides(half, ["steps=20"]), resume=True, progress=False)
     a, b = _weights(straight), _weights(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_stop_after_is_the_first_part_of_the_long_run(tiny_config: dict, random_vgg: None):
+    config = apply_overrides(
+        tiny_config, ["validation.folder=null", "steps=8", "checkpoint_every=4", "log_every=2", "optim.schedule=cosine"]
+    )
+    long_run = Trainer(apply_overrides(config, ["name=long"]), progress=False)
+    long_run.run()
+    short = train(apply_overrides(config, ["name=short", "stop_after=4"]), progress=False)
+    assert sorted(p.name for p in (short.parent / "checkpoints").iterdir()) == ["step_0000004.pt"]
+    state = torch.load(long_run.checkpoint_dir / "step_0000004.pt", weights_only=True)
+    short_state = torch.load(short.parent / "checkpoints" / "step_0000004.pt", weights_only=True)
+    assert all(torch.equal(state["ema"][k], short_state["ema"][k]) for k in state["ema"])
+    assert all(torch.equal(state["ema"][k], v) for k, v in _weights(short).items())
+
+    def rates(run: Path) -> list[float]:
+        return [row["lr"] for row in map(yaml.safe_load, (run / "log.jsonl").read_text().splitlines())]
+
+    assert rates(short.parent) == rates(long_run.run_dir)[:2]  # the cosine schedule of the full 8 steps
+    assert rates(short.parent)[-1] < 1e-3

@@ -32,6 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "device": "auto",
     "steps": 20000,
+    "stop_after": None,  # stop (and export) at this step; the schedule still runs to `steps` (cheap ablations)
     "batch_size": 8,
     "deterministic": True,  # deterministic algorithms (exact on CPU; may be slower on GPUs)
     "amp": "auto",  # auto: bf16 (or fp16) autocast on CUDA, fp32 elsewhere; or off | bf16 | fp16
@@ -157,19 +158,34 @@ def apply_overrides(config: dict[str, Any], overrides: Sequence[str]) -> dict[st
 
 
 def load_config(path: str | os.PathLike[str] | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Read a YAML experiment file over :data:`DEFAULTS`, then apply overrides."""
+    """Read a YAML experiment file over :data:`DEFAULTS`, then apply overrides.
+
+    A file may start from another with ``base: other.yaml`` (relative to the file's folder); its settings are
+    applied first, then the file's own, so an ablation states only what it changes.
+    """
     config = copy.deepcopy(DEFAULTS)
     if path is not None:
-        try:
-            loaded = _parse(Path(path).read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such config file") from None
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML ({error})") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping of settings at the top level")
-        config = merge(config, loaded)
+        for layer in _read_with_bases(Path(path), ()):
+            config = merge(config, layer)
     return apply_overrides(config, overrides)
+
+
+def _read_with_bases(path: Path, seen: tuple[Path, ...]) -> list[dict[str, Any]]:
+    """The mappings of ``path`` and its ``base`` chain, the most basic first."""
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: 'base' settings form a cycle ({' -> '.join(map(str, (*seen, path)))})")
+    try:
+        loaded = _parse(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({error})") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    base = loaded.pop("base", None)
+    if base is None:
+        return [loaded]
+    return [*_read_with_bases(path.parent / str(base), (*seen, path.resolve())), loaded]
 
 
 _ENV_VAR = re.compile(r"\$(?:\{([^}]*)\}|(\w+))")

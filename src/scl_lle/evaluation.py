@@ -190,6 +190,14 @@ def list_methods(registry: str | os.PathLike[str] | None = None) -> list[str]:
     return names
 
 
+def _label_and_spec(method: str) -> tuple[str, str]:
+    """``"LABEL=SPEC"`` -> ``(LABEL, SPEC)`` (a short column name for a long spec); ``"SPEC"`` -> ``(SPEC, SPEC)``."""
+    label, sep, spec = method.strip().partition("=")
+    if sep and label.strip() and spec.strip() and "/" not in label and ":" not in label:
+        return label.strip(), spec.strip()
+    return method.strip(), method.strip()
+
+
 def _describe_method(name: str, registry: dict[str, Any] | None) -> str:
     if name in _BUILTIN_HELP:
         return _BUILTIN_HELP[name]
@@ -733,6 +741,39 @@ def _write_report(path: Path, results: dict[str, Any], methods: list[str]) -> No
     path.write_text("\n".join(lines), encoding="utf-8")
 
 
+#: The headline metrics of :func:`summary_table` per kind of subset.
+_SUMMARY_KEYS = {
+    "noref": ("niqe", "brightness"),
+    "paired": ("psnr", "ssim"),
+    "segmentation": ("miou",),
+}
+
+
+def summary_table(results: dict[str, Any]) -> str:
+    """A compact Markdown table of the headline metrics (rows: subset and metric; columns: methods).
+
+    Args:
+        results: what :func:`evaluate` returns (or its ``results.json``).
+
+    Returns:
+        Markdown text (also written as ``summary.md``), with the command that produced it.
+    """
+    methods = list(results["meta"]["methods"])
+    lines = [
+        "| data set | metric | " + " | ".join(methods) + " |",
+        "|---|---" + "|---" * len(methods) + "|",
+    ]
+    digits = {"niqe": 2, "psnr": 2}
+    for d in results["datasets"].values():
+        for sub, r in d["subsets"].items():
+            for key in _SUMMARY_KEYS.get(r["kind"], ()):
+                cells = [_fmt(r["methods"].get(m, {}).get(key), digits.get(key, 3)) for m in methods]
+                lines.append(f"| {sub} | {_METRIC_TITLES[key]} | " + " | ".join(cells) + " |")
+    meta = results["meta"]
+    lines += ["", f"Produced by `{meta['command']}` on {meta['device_name']} ({meta['date'][:10]}).", ""]
+    return "\n".join(lines)
+
+
 def _json_safe(obj: Any) -> Any:
     if isinstance(obj, float):
         return None if math.isnan(obj) or math.isinf(obj) else obj
@@ -818,7 +859,8 @@ def evaluate(
         raise ValueError("no methods given")
     if not datasets:
         raise ValueError("no data sets given")
-    methods = list(dict.fromkeys(m.strip() for m in methods))
+    specs = dict(_label_and_spec(m) for m in methods)  # label -> method spec
+    methods = list(specs)
     dev = resolve_device(device)
     reg = load_registry(registry)
     base = Path(reg["path"]).parent
@@ -836,7 +878,7 @@ def evaluate(
         use_niqe = False
         notes.append("NIQE not computed: the pristine model niqe_pris_params.npz was not found (see metrics.py).")
 
-    fns = {m: get_method(m, dev, reg) for m in methods}
+    fns = {m: get_method(specs[m], dev, reg) for m in methods}
     subsets: list[_Subset] = []
     for d in datasets:
         subsets += _subsets(d, reg["datasets"][d], base, max_images)
@@ -1008,7 +1050,7 @@ def evaluate(
     for m in methods:
         s = stats[m]
         results["methods"][m] = {
-            "description": _describe_method(m, reg),
+            "description": _describe_method(specs[m], reg),
             "seconds": s.seconds,
             "megapixels": s.megapixels,
             "seconds_per_megapixel": s.seconds / s.megapixels if s.megapixels else float("nan"),
@@ -1039,6 +1081,7 @@ def evaluate(
         results["chart"] = "metrics.png"
     results["meta"]["wall_seconds"] = time.perf_counter() - start_wall
     _write_report(out_dir / "report.md", results, methods)
+    (out_dir / "summary.md").write_text(summary_table(results), encoding="utf-8")
     safe = _json_safe(results)
     (out_dir / "results.json").write_text(json.dumps(safe, indent=1), encoding="utf-8")
     return results
@@ -1053,10 +1096,11 @@ examples:
       --datasets lime,dicm,lol15,npe,fivek,camvid-dark,camvid-dusk --output eval/ --device cpu
   scl-lle evaluate --methods identity,dcenet:runs/exp/model.safetensors --datasets lol15 --output eval/ \\
       --max-images 5
+  scl-lle evaluate --methods mine=runs/exp/model.safetensors,zero-dce --datasets lime --output eval/
 
 methods: identity, gamma, histeq, clahe, lime; gamma:G (fixed x^(1/G)); clahe:CLIP; dcenet:PATH or a
 .pth/.safetensors path; names under 'methods:' of the registry (scl-lle-release, zero-dce); scl-lle (the
-packaged default model, once one ships).
+packaged default model). LABEL=METHOD names a method's column in the report.
 data sets: the names under 'datasets:' of the registry (configs/datasets.yaml: lime, dicm, lol15, npe,
 fivek, camvid-dark, camvid-dusk).
 """

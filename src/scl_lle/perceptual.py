@@ -39,9 +39,10 @@ class VGG16Features(nn.Module):
     """Frozen VGG16 trunk returning the requested ReLU feature maps of an RGB image in [0, 1].
 
     Args:
-        weights: a weights file (torchvision ``vgg16-397923af.pth`` or a converted ``.safetensors``), or
+        weights: a weights file (torchvision ``vgg16-397923af.pth`` or a converted ``.safetensors``),
             ``None`` to use :func:`scl_lle.assets.locate_asset` (torch hub cache, then the converted HED
-            weights in the user cache).
+            weights in the user cache), or ``"random"`` for a seeded-by-the-caller random initialisation (the
+            "no pretrained features" ablation).
         layers: names among :data:`RELU_LAYERS`; the network is only built up to the deepest one.
         allow_random_init: when ``weights`` is ``None`` and no weights are found, initialise randomly (with
             a ``RuntimeWarning``) instead of raising :class:`~scl_lle.assets.AssetNotFoundError`. Meant for
@@ -89,26 +90,29 @@ class VGG16Features(nn.Module):
             self.add_module(conv, nn.Conv2d(cin, cout, kernel_size=3, padding=1))
 
         self.weights_path: Path | None = None
-        try:
-            path, source = locate_asset("vgg16", weights)
-        except AssetNotFoundError:
-            if weights is not None or not allow_random_init:
-                raise
-            source = "random"
-            warnings.warn(
-                "VGG16Features: no VGG16 weights found, using RANDOM initialisation "
-                "(allow_random_init=True); features are meaningless for perceptual losses. "
-                "Run `scl-lle assets fetch vgg16`.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+        source = "random"
+        if weights == "random":
             self._random_init()
         else:
-            self.weights_path = path
-            self._load(
-                load_vgg16_state_dict(path, source),
-                bias_scale=1.0 / HED_FEATURE_SCALE if source == "hed" else 1.0,
-            )
+            try:
+                path, source = locate_asset("vgg16", weights)
+            except AssetNotFoundError:
+                if weights is not None or not allow_random_init:
+                    raise
+                warnings.warn(
+                    "VGG16Features: no VGG16 weights found, using RANDOM initialisation "
+                    "(allow_random_init=True); features are meaningless for perceptual losses. "
+                    "Run `scl-lle assets fetch vgg16`.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                self._random_init()
+            else:
+                self.weights_path = path
+                self._load(
+                    load_vgg16_state_dict(path, source),
+                    bias_scale=1.0 / HED_FEATURE_SCALE if source == "hed" else 1.0,
+                )
         self.source: str = source
 
         if source == "hed":

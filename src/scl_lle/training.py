@@ -179,7 +179,7 @@ class Trainer:
         from .perceptual import VGG16Features
 
         cfg = self.config["guides"]["vgg16"]
-        path = expand_path(cfg["weights"]) if cfg["weights"] else None
+        path = cfg["weights"] if cfg["weights"] in (None, "random") else expand_path(cfg["weights"])
         layers = ("relu1_2", "relu2_2", "relu4_3") if weights.feature else ("relu1_2", "relu2_2")
         return VGG16Features(path, layers=layers, allow_random_init=bool(cfg["allow_random_init"])).to(self.device)
 
@@ -319,10 +319,16 @@ class Trainer:
         return row
 
     def run(self) -> Path:
-        """Train until ``steps``; returns the path of the exported ``model.safetensors`` (rank 0)."""
+        """Train until ``steps`` (or ``stop_after``); returns the path of the exported ``model.safetensors``.
+
+        ``stop_after`` ends the run early on the schedule of the full ``steps`` (learning rate, warm-up), so a
+        short run equals the first part of the long one; it can be resumed later with a larger ``stop_after``.
+        """
         from tqdm import tqdm
 
         total = int(self.config["steps"])
+        if self.config.get("stop_after") is not None:
+            total = min(total, int(self.config["stop_after"]))
         every = {k: int(self.config[k]) for k in ("log_every", "checkpoint_every", "sample_every")}
         val_every = int(self.config["validation"]["every"])
         started = time.perf_counter()
