@@ -85,8 +85,26 @@ def test_hostile_pickle_is_refused_without_running(tmp_path: Path):
     assert not marker.exists()
 
 
-def test_default_weights_explain_what_to_do():
+def test_missing_packaged_weights_explain_what_to_do(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    import scl_lle.weights as W
+
+    monkeypatch.setattr(W, "_packaged", lambda filename: tmp_path / filename)
+    assert W.list_pretrained() == []
     with pytest.raises(WeightsError, match="--weights"):
         resolve_weights(None)
     with pytest.raises(WeightsError, match="--weights"):
         Enhancer(device="cpu")
+
+
+def test_the_default_model_ships_and_brightens_dark_photos():
+    """The embedded model: under 1 MB, safetensors with its training config, loaded with no argument."""
+    path = resolve_weights(None)
+    assert path.suffix == ".safetensors" and path.stat().st_size < 1_000_000
+    meta = read_metadata(path)
+    assert json.loads(meta["config"])["name"]
+    generator = torch.Generator().manual_seed(0)
+    smooth = torch.nn.functional.interpolate(torch.rand(1, 3, 12, 16, generator=generator), size=(96, 128))
+    dark = (smooth * 0.12).clamp(0, 1)  # mean about 0.06, like LOL eval15 low
+    out = Enhancer(device="cpu")(dark)
+    assert 0.25 < out.mean().item() < 0.7
+    assert out.min() >= 0 and out.max() <= 1
