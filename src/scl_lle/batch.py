@@ -2,7 +2,8 @@
 
 Guarantees: the output tree mirrors the input tree; an input file is never written over; every output is
 written atomically; one bad file is reported with its reason and the rest of the batch still completes;
-``skip_existing`` resumes an interrupted batch.
+``skip_existing`` resumes an interrupted batch. Video files (by ending, :data:`~scl_lle.video.VIDEO_EXTENSIONS`)
+are enhanced frame by frame into a video of the same kind by :func:`scl_lle.video.enhance_video`.
 
 Scale-out: under ``torchrun`` (``RANK`` / ``WORLD_SIZE`` set) each process takes the jobs whose index in the
 sorted job list is its rank modulo the world size: disjoint shards that together cover every input, with the
@@ -33,6 +34,7 @@ from .imageio import (
     write_image,
 )
 from .inference import Enhancer
+from .video import DEFAULT_SMOOTHING, VIDEO_EXTENSIONS, VideoError, enhance_video
 
 __all__ = ["OUTPUT_FORMATS", "BatchResult", "Job", "collect_jobs", "enhance", "shard_from_env"]
 
@@ -101,12 +103,21 @@ def _walk(folder: Path, recursive: bool, exclude: Path | None) -> list[Path]:
             dirs[:] = []
         for name in sorted(files):
             path = here / name
-            if not name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS and not path.is_symlink():
+            if not name.startswith(".") and _is_media(path.suffix) and not path.is_symlink():
                 found.append(path)
     return found
 
 
+def _is_media(suffix: str) -> bool:
+    return suffix.lower() in IMAGE_EXTENSIONS or suffix.lower() in VIDEO_EXTENSIONS
+
+
 def _destination(relative: Path, output: Path, format: str) -> Path:
+    # A glob match may hold '..' ("a/*/../b.png"): fold it, so the output is the plain path inside ``output``
+    # (no stray folders); a path that still climbs out is refused by collect_jobs.
+    relative = Path(os.path.normpath(relative))
+    if relative.suffix.lower() in VIDEO_EXTENSIONS:  # videos stay videos, in their own container
+        return output / relative
     suffix = OUTPUT_FORMATS[format]
     if suffix is None:
         suffix = relative.suffix if relative.suffix.lower() in WRITABLE_EXTENSIONS else ".png"
@@ -213,6 +224,8 @@ def enhance(
     compile: bool = False,
     rank: int | None = None,
     world_size: int | None = None,
+    temporal_smoothing: float = DEFAULT_SMOOTHING,
+    video_batch: int = 8,
 ) -> BatchResult:
     """Enhance image files and folders into ``output``; the Python face of ``scl-lle enhance``.
 
@@ -232,6 +245,8 @@ def enhance(
         rank, world_size: process this shard only: the jobs whose index in the sorted job list (sorted by
             output path) is ``rank`` modulo ``world_size``. ``None``: from ``RANK`` / ``WORLD_SIZE``
             (``torchrun``), else the whole list. Inputs that cannot be used are reported by rank 0 only.
+        temporal_smoothing, video_batch: for video inputs (see :func:`scl_lle.video.enhance_video`): curve
+            smoothing across frames (0: off) and frames per batch on the device.
 
     Returns:
         A :class:`BatchResult`; ``result.ok`` is false when any file failed.
@@ -287,10 +302,23 @@ def enhance(
                 fail(job.source, f"{job.destination} exists (use --overwrite to replace it or --skip-existing)")
                 continue
         try:
+            if job.source.suffix.lower() in VIDEO_EXTENSIONS:
+                enhance_video(
+                    job.source,
+                    job.destination,
+                    enhancer=enhancer,
+                    smoothing=temporal_smoothing,
+                    batch_size=video_batch,
+                    max_pixels=max_pixels,
+                    overwrite=overwrite,
+                    progress=progress,
+                )
+                result.written.append(job.destination)
+                continue
             picture = read_image(job.source, max_pixels=max_pixels)
             enhanced = enhancer.enhance_picture(picture)
             write_image(job.destination, enhanced, quality=quality, overwrite=overwrite)
-        except (ImageReadError, ImageWriteError) as error:
+        except (ImageReadError, ImageWriteError, VideoError, ImportError) as error:
             fail(job.source, str(error))
         except FileExistsError:
             if skip_existing:  # another process finished it meanwhile

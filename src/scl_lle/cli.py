@@ -14,6 +14,7 @@ examples:
   scl-lle enhance photos/ --recursive --output bright/ --skip-existing
   scl-lle enhance "scans/**/*.tif" --recursive --output out/ --weights my_model.safetensors --scale 4
   scl-lle enhance big_photos/ --output out/ --weights my_model.safetensors --fast --backend onnxruntime
+  scl-lle enhance clip.mp4 --output out/ --fast        (video: needs pip install 'scl-lle[video]')
   torchrun --nproc-per-node 4 -m scl_lle enhance photos/ --output out/ --weights my_model.safetensors
 """
 
@@ -32,6 +33,13 @@ def _quality(text: str) -> int:
     return value
 
 
+def _smoothing(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be within [0, 1), got {text}")
+    return value
+
+
 def _add_enhance(commands: argparse._SubParsersAction) -> None:
     from .batch import OUTPUT_FORMATS
     from .imageio import DEFAULT_MAX_PIXELS
@@ -44,7 +52,7 @@ def _add_enhance(commands: argparse._SubParsersAction) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image or video files, folders or glob patterns")
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder (created if needed)")
     parser.add_argument(
         "-w",
@@ -121,6 +129,23 @@ def _add_enhance(commands: argparse._SubParsersAction) -> None:
         metavar="PX",
         help="process large images in tiles of PX x PX to bound memory; same result (default: 1024)",
     )
+    from .video import DEFAULT_SMOOTHING
+
+    parser.add_argument(
+        "--temporal-smoothing",
+        type=_smoothing,
+        default=DEFAULT_SMOOTHING,
+        metavar="S",
+        help="videos: keep this share of the previous frames' curves where the picture did not change, so the "
+        f"brightness does not flicker; 0 turns it off (default: {DEFAULT_SMOOTHING})",
+    )
+    parser.add_argument(
+        "--video-batch",
+        type=_positive_int,
+        default=8,
+        metavar="N",
+        help="videos: frames enhanced together on the device (default: 8)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=_run_enhance)
 
@@ -151,6 +176,8 @@ def _run_enhance(args: argparse.Namespace) -> int:
             backend=args.backend,
             threads=args.threads,
             compile=args.compile,
+            temporal_smoothing=args.temporal_smoothing,
+            video_batch=args.video_batch,
         )
     except ImportError as error:
         print(f"scl-lle enhance: error: {error}", file=sys.stderr)
@@ -160,6 +187,66 @@ def _run_enhance(args: argparse.Namespace) -> int:
         return 2
     print(f"scl-lle: {result.summary()}; outputs in {args.output}", file=sys.stderr)
     return 0 if result.ok else 1
+
+
+def _add_serve(commands: argparse._SubParsersAction) -> None:
+    from .serve import ServeLimits
+
+    defaults = ServeLimits()
+    parser = commands.add_parser(
+        "serve",
+        help="a local web page to enhance photos and short videos",
+        description="Serve a page where photos (and short videos) can be dropped, enhanced, compared before/after "
+        "with a slider and downloaded. Listens on 127.0.0.1 (this computer only) unless --host says otherwise. "
+        "Uploads live in a temporary folder and are deleted once answered.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default: 7860; 0: any free port)")
+    parser.add_argument(
+        "-w", "--weights", metavar="PATH", help="weights file or pretrained name; default: the embedded model"
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    parser.add_argument(
+        "--max-upload-mb",
+        type=_positive_int,
+        default=defaults.max_upload_bytes // 2**20,
+        metavar="MB",
+        help=f"largest upload accepted (default: {defaults.max_upload_bytes // 2**20})",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=_positive_int,
+        default=defaults.max_pixels,
+        metavar="N",
+        help=f"largest image accepted, in pixels (default: {defaults.max_pixels:,})",
+    )
+    parser.add_argument(
+        "--max-video-seconds",
+        type=float,
+        default=defaults.max_video_seconds,
+        metavar="S",
+        help=f"longest video accepted (default: {defaults.max_video_seconds:g})",
+    )
+    parser.set_defaults(run=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from .serve import ServeLimits, serve
+    from .weights import WeightsError
+
+    limits = ServeLimits(
+        max_upload_bytes=args.max_upload_mb * 2**20,
+        max_pixels=args.max_pixels,
+        max_video_seconds=args.max_video_seconds,
+    )
+    try:
+        serve(args.host, args.port, weights=args.weights, device=args.device, limits=limits)
+    except KeyboardInterrupt:
+        print("scl-lle serve: stopped", file=sys.stderr)
+    except (WeightsError, ValueError, RuntimeError, OSError) as error:
+        print(f"scl-lle serve: error: {error}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _add_export(commands: argparse._SubParsersAction) -> None:
@@ -289,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"scl-lle {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     _add_enhance(commands)
+    _add_serve(commands)
     _add_export(commands)
     _add_train(commands)
     from .evaluation import register_cli

@@ -25,7 +25,15 @@ from .imageio import Picture, picture_from_pil, picture_to_pil
 from .model import RECEPTIVE_RADIUS, DCENet, apply_upsampled_curves, downsample, upsampled_curves_band
 from .weights import load_dcenet
 
-__all__ = ["BACKENDS", "FAST_SCALE", "Enhancer", "enhance_tensor", "resolve_device"]
+__all__ = [
+    "BACKENDS",
+    "FAST_SCALE",
+    "Enhancer",
+    "apply_curve_maps",
+    "enhance_tensor",
+    "estimate_curve_maps",
+    "resolve_device",
+]
 
 Region = tuple[int, int, int, int]  # top, left, bottom, right
 CurveEstimator = Callable[[torch.Tensor], torch.Tensor]
@@ -110,20 +118,50 @@ def enhance_tensor(
         raise ValueError(f"scale must be an integer >= 1, got {scale}")
     scale = int(scale)
     estimate = _as_estimator(model)
-    height, width = image.shape[-2:]
-    out = torch.empty(image.shape, dtype=image.dtype, device=image.device)
     if scale == 1:
+        out = torch.empty(image.shape, dtype=image.dtype, device=image.device)
         for (top, left, bottom, right), maps in _estimated_maps(estimate, image, tile_size):
             region = (..., slice(top, bottom), slice(left, right))
             _apply_curves_into(out[region], image[region], maps)
         return out.clamp_(0.0, 1.0)
-    small = downsample(image, scale)
+    small_maps = estimate_curve_maps(estimate, image, scale, tile_size)
+    return apply_curve_maps(image, small_maps, tile_size, band_kernel=band_kernel)
+
+
+def estimate_curve_maps(
+    model: DCENet | CurveEstimator, image: torch.Tensor, scale: int = 1, tile_size: int | None = 1024
+) -> torch.Tensor:
+    """Curve maps of ``(B, 3, H, W)`` estimated on the image shrunk ``scale`` times, in tiles of ``tile_size``.
+
+    Returns ``(B, 3 * n, ceil(H / scale), ceil(W / scale))`` in [-1, 1], for :func:`apply_curve_maps`.
+    """
+    small = downsample(image, int(scale))
     small_maps: torch.Tensor | None = None
-    for (top, left, bottom, right), maps in _estimated_maps(estimate, small, tile_size):
+    for (top, left, bottom, right), maps in _estimated_maps(_as_estimator(model), small, tile_size):
         if small_maps is None:
             small_maps = torch.empty((*maps.shape[:2], *small.shape[-2:]), dtype=image.dtype, device=image.device)
         small_maps[..., top:bottom, left:right] = maps
     assert small_maps is not None
+    return small_maps
+
+
+def apply_curve_maps(
+    image: torch.Tensor,
+    small_maps: torch.Tensor,
+    tile_size: int | None = 1024,
+    *,
+    band_kernel: Callable[..., torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Apply curve maps ``(B, 3 * n, h, w)`` (full or lower resolution) to ``(B, 3, H, W)``; clamped to [0, 1].
+
+    Lower-resolution maps are upsampled bilinearly on the fly (the fused pass), in full-width strips of
+    ``tile_size`` rows. Returns ``(B, 3, H, W)``.
+    """
+    height, width = image.shape[-2:]
+    out = torch.empty(image.shape, dtype=image.dtype, device=image.device)
+    if small_maps.shape[-2:] == image.shape[-2:]:
+        _apply_curves_into(out, image, small_maps.to(image.dtype))
+        return out.clamp_(0.0, 1.0)
     # Full-width strips: the fused pass holds only 3-channel full-resolution data, so memory stays bounded by
     # the strip height while long rows keep the per-operation overhead low.
     strip = tile_size or height
@@ -178,6 +216,11 @@ class _OnnxEstimator:
         array = np.ascontiguousarray(tile.detach().to("cpu", torch.float32).numpy())
         (maps,) = self.session.run(None, {self.input_name: array})
         return torch.from_numpy(maps).to(device=tile.device, dtype=tile.dtype)
+
+
+def _check_strength(strength: float) -> None:
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"strength must be within 0..1, got {strength}")
 
 
 def _to_unit_float(array: np.ndarray) -> np.ndarray:
@@ -285,40 +328,76 @@ class Enhancer:
             f"tile_size={self.tile_size}, channels_last={self.channels_last}, compile={self.compile})"
         )
 
-    def _run(self, x: torch.Tensor) -> torch.Tensor:
-        return enhance_tensor(self._estimate, x, self.scale, self.tile_size, band_kernel=self._band_kernel)
+    def _run(self, x: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+        estimate = self._estimate
+        if strength != 1.0:  # weaker curves, tile by tile: memory stays bounded as for full strength
+            base = self._estimate
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """Enhance ``(B, 3, H, W)`` or ``(3, H, W)`` float in [0, 1]; same shape, dtype and device back."""
+            def estimate(tile: torch.Tensor) -> torch.Tensor:
+                return base(tile) * strength
+
+        return enhance_tensor(estimate, x, self.scale, self.tile_size, band_kernel=self._band_kernel)
+
+    def __call__(self, images: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+        """Enhance ``(B, 3, H, W)`` or ``(3, H, W)`` float in [0, 1]; same shape, dtype and device back.
+
+        ``strength`` in [0, 1] scales the curve maps (see :meth:`apply_curve_maps`); 1 is the full enhancement.
+        """
+        _check_strength(strength)
         if not isinstance(images, torch.Tensor) or not images.is_floating_point():
             raise TypeError("expected a floating-point torch.Tensor in [0, 1]")
         if images.ndim not in (3, 4) or images.shape[-3] != 3:
             raise ValueError(f"expected shape (B, 3, H, W) or (3, H, W), got {tuple(images.shape)}")
         batch = images if images.ndim == 4 else images.unsqueeze(0)
         x = batch.to(device=self.device, dtype=self.dtype)
+        out = self._guarded(self._run, x, float(strength))
+        out = out.to(device=images.device, dtype=images.dtype)
+        return out if images.ndim == 4 else out.squeeze(0)
+
+    def _guarded(self, function: Callable[..., torch.Tensor], *args: Any) -> torch.Tensor:
+        """Run ``function`` without autograd; if ``torch.compile`` fails, warn and fall back to eager."""
         if self.compile:
             try:
                 with torch.no_grad():  # compiled graphs are built for no_grad, not inference_mode
-                    out = self._run(x)
+                    return function(*args)
             except Exception as error:  # no C++ compiler, unsupported platform: eager is always there
-                warnings.warn(f"torch.compile failed ({type(error).__name__}: {error}); running eager", stacklevel=2)
+                warnings.warn(f"torch.compile failed ({type(error).__name__}: {error}); running eager", stacklevel=3)
                 self.compile = False
                 self._band_kernel = None
                 if self.model is not None:
                     self._estimate = _TorchEstimator(self.model, self.channels_last, False)
-                with torch.inference_mode():
-                    out = self._run(x)
-        else:
-            with torch.inference_mode():
-                out = self._run(x)
-        out = out.to(device=images.device, dtype=images.dtype)
-        return out if images.ndim == 4 else out.squeeze(0)
+        with torch.inference_mode():
+            return function(*args)
 
-    def enhance_array(self, pixels: np.ndarray) -> np.ndarray:
+    def curve_maps(self, images: torch.Tensor) -> torch.Tensor:
+        """Estimate the curve maps of ``(B, 3, H, W)`` in [0, 1] at this enhancer's ``scale``.
+
+        Returns ``(B, 3 * n, ceil(H / scale), ceil(W / scale))`` in [-1, 1] on the enhancer's device and dtype,
+        to be edited (smoothed across video frames, weakened) and applied with :meth:`apply_curve_maps`.
+        """
+        x = images.to(device=self.device, dtype=self.dtype)
+        return self._guarded(lambda t: estimate_curve_maps(self._estimate, t, self.scale, self.tile_size), x)
+
+    def apply_curve_maps(self, images: torch.Tensor, maps: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+        """Apply maps from :meth:`curve_maps` to ``(B, 3, H, W)`` in [0, 1]; same shape back, enhancer's device.
+
+        ``strength`` in [0, 1] multiplies the maps: 0 leaves the image unchanged, 1 is the full enhancement, and
+        every value in between is still a monotone curve from [0, 1] onto [0, 1].
+        """
+        _check_strength(strength)
+        x = images.to(device=self.device, dtype=self.dtype)
+        maps = maps.to(device=self.device, dtype=self.dtype)
+        if strength != 1.0:
+            maps = maps * strength
+        return self._guarded(
+            lambda t, m: apply_curve_maps(t, m, self.tile_size, band_kernel=self._band_kernel), x, maps
+        )
+
+    def enhance_array(self, pixels: np.ndarray, strength: float = 1.0) -> np.ndarray:
         """Enhance ``(H, W)`` grey or ``(H, W, 3)`` RGB pixels (uint8, uint16 or float in [0, 1]).
 
         Grey images are enhanced as RGB and turned back into grey (BT.601 luma). Returns the same shape and
-        dtype.
+        dtype. ``strength``: as for calling the enhancer.
         """
         pixels = np.asarray(pixels)
         grey = pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[2] == 1)
@@ -327,15 +406,15 @@ class Enhancer:
         unit = _to_unit_float(pixels)
         rgb = np.repeat(unit.reshape(*unit.shape[:2], 1), 3, axis=2) if grey else unit
         tensor = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).unsqueeze(0)
-        out = self(tensor)[0].permute(1, 2, 0).numpy()
+        out = self(tensor, strength)[0].permute(1, 2, 0).numpy()
         if grey:
             out = (out @ np.asarray(_LUMA, dtype=np.float32)).reshape(pixels.shape)
         return _from_unit_float(out, pixels.dtype)
 
-    def enhance_picture(self, picture: Picture) -> Picture:
+    def enhance_picture(self, picture: Picture, strength: float = 1.0) -> Picture:
         """Enhance a decoded :class:`~scl_lle.imageio.Picture`; alpha and metadata pass through unchanged."""
         return Picture(
-            pixels=self.enhance_array(picture.pixels),
+            pixels=self.enhance_array(picture.pixels, strength),
             alpha=picture.alpha,
             format=picture.format,
             icc_profile=picture.icc_profile,

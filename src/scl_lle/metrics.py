@@ -48,6 +48,7 @@ __all__ = [
     "NIQEParamsNotFoundError",
     "colourfulness",
     "exposure_error",
+    "flicker",
     "load_niqe_params",
     "loe",
     "matlab_imresize",
@@ -466,6 +467,27 @@ def mean_brightness(x: torch.Tensor) -> torch.Tensor:
     """Mean intensity of ``x`` ``(B, C, H, W)`` over channels and pixels -> ``(B,)`` (in ``x``'s range)."""
     x = _check_image(x)
     return x.flatten(1).mean(dim=1)
+
+
+def flicker(frames: torch.Tensor, relative: bool = False) -> torch.Tensor:
+    """Mean absolute frame-to-frame change of the mean brightness of a clip (a scalar tensor).
+
+    Args:
+        frames: ``(T, C, H, W)`` frames in order (or ``(T,)`` per-frame mean brightness), ``T >= 2``.
+        relative: divide by the clip's mean brightness, so clips of different brightness (a video and its
+            enhanced version) compare on the same scale.
+    """
+    if frames.ndim == 4:
+        means = mean_brightness(frames)
+    elif frames.ndim == 1:
+        means = frames
+    else:
+        raise ValueError(f"expected (T, C, H, W) frames or (T,) brightness values, got shape {tuple(frames.shape)}")
+    if means.shape[0] < 2:
+        raise ValueError("flicker needs at least two frames")
+    means = means.double()
+    value = (means[1:] - means[:-1]).abs().mean()
+    return value / means.mean().clamp_min(1e-12) if relative else value
 
 
 def exposure_error(x: torch.Tensor, target: float = 0.5, patch_size: int | None = None) -> torch.Tensor:

@@ -1,0 +1,558 @@
+"""Video enhancement: ``scl-lle enhance clip.mp4 --output out/`` (needs PyAV: ``pip install 'scl-lle[video]'``).
+
+Frames are decoded with PyAV (anything FFmpeg reads), enhanced in batches on the enhancer's device and encoded
+again at the same resolution, with the same timestamps (so the same frame rate and duration), the same codec
+family and pixel format where an encoder for them exists, and colour tags; audio streams are copied packet for
+packet (no re-encoding). The file is written atomically like images.
+
+Temporal stability: each frame's curve maps are estimated as for a photo, then blended with the running
+(smoothed) maps of the previous frames by :class:`CurveSmoother`. Where a region of the picture has not
+changed, the blend keeps most of the running maps, so the brightness of a static background no longer pumps
+when a light blinks or a bright object moves nearby; where the picture changed (motion, a scene cut, a lamp
+switched on) the new maps take over at once, so real brightness changes are followed in the same frame.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .atomic import atomic_write
+from .imageio import DEFAULT_MAX_PIXELS
+from .inference import Enhancer
+from .model import downsample
+
+__all__ = [
+    "DEFAULT_SMOOTHING",
+    "VIDEO_EXTENSIONS",
+    "CurveSmoother",
+    "VideoError",
+    "VideoReadError",
+    "VideoResult",
+    "VideoWriteError",
+    "enhance_frames",
+    "enhance_video",
+    "frame_luma",
+    "read_video_frames",
+]
+
+#: File endings treated as video (``scl-lle enhance`` sends them here instead of to the image reader).
+VIDEO_EXTENSIONS = frozenset(
+    {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts", ".wmv", ".flv"}
+    | {".ogv", ".3gp"}
+)
+
+#: Default weight of the running curve maps in :class:`CurveSmoother` (0 turns smoothing off).
+DEFAULT_SMOOTHING = 0.9
+
+# Output container (FFmpeg muxer name) by file ending: the temporary file's name cannot tell FFmpeg.
+_MUXERS = {
+    ".mp4": "mp4",
+    ".m4v": "mp4",
+    ".mov": "mov",
+    ".mkv": "matroska",
+    ".webm": "webm",
+    ".avi": "avi",
+    ".mpg": "mpeg",
+    ".mpeg": "mpeg",
+    ".ts": "mpegts",
+    ".mts": "mpegts",
+    ".m2ts": "mpegts",
+    ".wmv": "asf",
+    ".flv": "flv",
+    ".ogv": "ogg",
+    ".3gp": "3gp",
+}
+# Encoders of the same codec family as the input's codec, best first.
+_FAMILY = {
+    "h264": ("libx264", "libopenh264"),
+    "hevc": ("libx265", "libx264"),
+    "vp9": ("libvpx-vp9",),
+    "vp8": ("libvpx",),
+    "av1": ("libsvtav1", "libaom-av1", "libx264"),
+    "mpeg4": ("mpeg4",),
+    "msmpeg4v3": ("msmpeg4",),
+    "mpeg2video": ("mpeg2video",),
+    "mpeg1video": ("mpeg1video",),
+    "mjpeg": ("mjpeg",),
+    "ffv1": ("ffv1",),
+    "prores": ("prores_ks",),
+    "theora": ("libtheora",),
+    "wmv2": ("wmv2",),
+    "flv1": ("flv",),
+}
+# Fallback encoders per container when the input's family cannot be written.
+_CONTAINER_DEFAULT = {
+    "webm": ("libvpx-vp9", "libvpx"),
+    "avi": ("mpeg4", "mjpeg"),
+    "ogg": ("libtheora",),
+    "mpeg": ("mpeg2video",),
+    "asf": ("wmv2", "mpeg4"),
+    "flv": ("flv", "libx264"),
+}
+# Constant-quality settings (visually transparent) for encoders that take them as options.
+_QUALITY_OPTIONS = {
+    "libx264": {"crf": "18", "preset": "medium"},
+    "libx265": {"crf": "20", "preset": "medium"},
+    "libvpx-vp9": {"crf": "24", "b": "0"},
+    "libaom-av1": {"crf": "28", "b": "0"},
+    "libsvtav1": {"crf": "30"},
+}
+
+
+class VideoError(Exception):
+    """A video could not be enhanced; the message says why."""
+
+
+class VideoReadError(VideoError):
+    """The input could not be opened or decoded as a video (or breaks a limit)."""
+
+
+class VideoWriteError(VideoError):
+    """The output video could not be encoded or written."""
+
+
+@dataclass
+class VideoResult:
+    """What :func:`enhance_video` did."""
+
+    path: Path
+    frames: int = 0
+    width: int = 0
+    height: int = 0
+    codec: str = ""
+    audio_streams: int = 0
+    seconds: float = 0.0
+    brightness: list[float] = field(default_factory=list, repr=False)  # mean of each input frame, in [0, 1]
+
+    @property
+    def fps(self) -> float:
+        """Frames enhanced per second of processing."""
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def _import_av() -> Any:
+    try:
+        import av
+    except ImportError:
+        raise ImportError("video needs PyAV: pip install 'scl-lle[video]' (or pip install av)") from None
+    return av
+
+
+def frame_luma(frames: torch.Tensor) -> torch.Tensor:
+    """BT.601 luma of ``(B, 3, H, W)`` in [0, 1] → ``(B, 1, H, W)``."""
+    weights = torch.tensor((0.299, 0.587, 0.114), dtype=frames.dtype, device=frames.device)
+    return (frames * weights.view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+
+
+class CurveSmoother:
+    """Change-aware exponential moving average of curve maps across consecutive frames.
+
+    The picture is summarised as a grid of local mean luma values (cells of ``cell`` x ``cell`` pixels, which
+    averages sensor noise away). For each cell, the relative change ``2 |g - G| / (g + G + 0.02)`` between the
+    frame's value ``g`` and the running value ``G`` decides how much of the running maps to keep: ``smoothing``
+    while the change is below ``threshold / 2``, falling linearly to 0 at ``threshold``. So static regions are
+    averaged over about ``1 / (1 - smoothing)`` frames, while moving objects, scene cuts and brightness steps get
+    their own maps in the same frame. Because ``G`` is compared with every new frame, a slow drift cannot lag
+    behind by more than about ``threshold``.
+
+    Args:
+        smoothing: weight of the running maps in unchanged regions, in [0, 1); 0 turns smoothing off.
+        threshold: relative change of a cell's mean luma at which its maps are replaced outright.
+        cell: grid cell size in full-resolution pixels.
+    """
+
+    def __init__(self, smoothing: float = DEFAULT_SMOOTHING, threshold: float = 0.2, cell: int = 8) -> None:
+        if not 0.0 <= smoothing < 1.0:
+            raise ValueError(f"smoothing must be within [0, 1), got {smoothing}")
+        if threshold <= 0:
+            raise ValueError(f"threshold must be positive, got {threshold}")
+        if cell < 1:
+            raise ValueError(f"cell must be >= 1, got {cell}")
+        self.smoothing = float(smoothing)
+        self.threshold = float(threshold)
+        self.cell = int(cell)
+        self._maps: torch.Tensor | None = None
+        self._guide: torch.Tensor | None = None
+
+    def reset(self) -> None:
+        """Forget the running state (the next frame starts afresh)."""
+        self._maps = None
+        self._guide = None
+
+    def __call__(self, frames: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+        """Smooth the maps of consecutive frames ``(B, 3, H, W)``: ``maps`` ``(B, 3n, h, w)`` → ``(B, 3n, h, w)``."""
+        if frames.shape[0] != maps.shape[0]:
+            raise ValueError(f"{frames.shape[0]} frames but {maps.shape[0]} sets of curve maps")
+        if self.smoothing == 0.0:
+            return maps
+        guides = downsample(frame_luma(frames.to(maps.dtype)), self.cell)
+        out = torch.empty_like(maps)
+        for i in range(maps.shape[0]):
+            guide, new = guides[i : i + 1], maps[i : i + 1]
+            if self._maps is None or self._guide is None or self._maps.shape != new.shape:
+                self._maps, self._guide = new.clone(), guide.clone()
+            else:
+                change = 2 * (guide - self._guide).abs() / (guide + self._guide + 0.02)
+                knee = self.threshold / 2
+                keep = self.smoothing * ((self.threshold - change) / knee).clamp_(0.0, 1.0)
+                self._guide = torch.lerp(guide, self._guide, keep)
+                if keep.shape[-2:] != new.shape[-2:]:
+                    keep = F.interpolate(keep, size=new.shape[-2:], mode="bilinear", align_corners=False)
+                self._maps = torch.lerp(new, self._maps, keep)
+            out[i] = self._maps[0]
+        return out
+
+
+def enhance_frames(
+    enhancer: Enhancer,
+    frames: torch.Tensor,
+    smoother: CurveSmoother | None = None,
+    strength: float = 1.0,
+) -> torch.Tensor:
+    """Enhance consecutive frames ``(B, 3, H, W)`` in [0, 1] on the enhancer's device → ``(B, 3, H, W)``."""
+    maps = enhancer.curve_maps(frames)
+    if smoother is not None:
+        with torch.no_grad():
+            maps = smoother(frames.to(maps.device), maps)
+    return enhancer.apply_curve_maps(frames, maps, strength=strength)
+
+
+def _high_depth(pix_fmt: str | None, av: Any) -> bool:
+    if not pix_fmt:
+        return False
+    try:
+        return max(component.bits for component in av.VideoFormat(pix_fmt).components) > 8
+    except (ValueError, TypeError):
+        return False
+
+
+def _encoder_names(codec: str, muxer: str, av: Any) -> list[str]:
+    candidates = [*_FAMILY.get(codec, ()), codec, *_CONTAINER_DEFAULT.get(muxer, ()), "libx264", "mpeg4"]
+    names: list[str] = []
+    for name in candidates:
+        if name in names or name not in av.codecs_available:
+            continue
+        try:
+            if av.codec.Codec(name, "w").type == "video":
+                names.append(name)
+        except Exception:  # a decoder-only name
+            continue
+    return names
+
+
+def _pixel_format(encoder: Any, wanted: str | None) -> str:
+    formats = [f.name for f in (encoder.video_formats or ())]
+    if not formats or (wanted and wanted in formats):
+        return wanted or "yuv420p"
+    return "yuv420p" if "yuv420p" in formats else formats[0]
+
+
+def _to_tensor(batch: list[np.ndarray], device: torch.device) -> torch.Tensor:
+    """``B`` frames ``(H, W, 3)`` uint8 / uint16 → ``(B, 3, H, W)`` float32 in [0, 1] on ``device``."""
+    stacked = np.stack(batch)
+    peak = 65535.0 if stacked.dtype == np.uint16 else 255.0
+    if stacked.dtype == np.uint16:
+        stacked = stacked.astype(np.int32)  # torch has no uint16 arithmetic on every device
+    tensor = torch.from_numpy(stacked)
+    if device.type == "cuda":
+        tensor = tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device).permute(0, 3, 1, 2).float().div_(peak)
+
+
+def _from_tensor(frames: torch.Tensor, dtype: np.dtype) -> np.ndarray:
+    """``(B, 3, H, W)`` in [0, 1] → ``(B, H, W, 3)`` ``dtype`` (uint8 or uint16) on the CPU."""
+    peak = 65535.0 if dtype == np.uint16 else 255.0
+    scaled = frames.float().mul(peak).round_().clamp_(0, peak).permute(0, 2, 3, 1)
+    kind = torch.int32 if dtype == np.uint16 else torch.uint8
+    return scaled.to(kind).cpu().numpy().astype(dtype, copy=False)
+
+
+def read_video_frames(
+    path: str | os.PathLike[str], *, max_frames: int | None = None
+) -> tuple[np.ndarray, Fraction | None]:
+    """Decode a (short) video into ``(T, H, W, 3)`` uint8 RGB frames and its average frame rate (for tests, tools)."""
+    av = _import_av()
+    frames: list[np.ndarray] = []
+    with av.open(os.fspath(path)) as container:
+        stream = container.streams.video[0]
+        rate = stream.average_rate
+        for frame in container.decode(stream):
+            frames.append(frame.to_ndarray(format="rgb24"))
+            if max_frames is not None and len(frames) >= max_frames:
+                break
+    if not frames:
+        raise VideoReadError(f"{path}: no video frames")
+    return np.stack(frames), rate
+
+
+def _open_input(av: Any, source: Path) -> Any:
+    if not source.is_file():
+        raise VideoReadError("no such file" if not source.exists() else "not a regular file")
+    if source.stat().st_size == 0:
+        raise VideoReadError("empty file (0 bytes)")
+    try:
+        return av.open(os.fspath(source), "r")
+    except av.FFmpegError as error:
+        raise VideoReadError(f"cannot open as a video ({getattr(error, 'strerror', None) or error})") from None
+
+
+def enhance_video(
+    source: str | os.PathLike[str],
+    destination: str | os.PathLike[str],
+    *,
+    enhancer: Enhancer | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    scale: int = 1,
+    smoothing: float = DEFAULT_SMOOTHING,
+    strength: float = 1.0,
+    batch_size: int = 8,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_frames: int | None = None,
+    max_seconds: float | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    on_frames: Callable[[int, int | None], None] | None = None,
+) -> VideoResult:
+    """Enhance the first video stream of ``source`` into ``destination`` (written atomically), copying audio.
+
+    Args:
+        source, destination: video files; the destination's ending picks the container (``.mp4``, ``.mkv``...).
+        enhancer: the :class:`~scl_lle.inference.Enhancer` to use; else one is made from ``weights`` (``None``:
+            the default model), ``device`` and ``scale``.
+        smoothing: temporal smoothing of the curve maps (see :class:`CurveSmoother`); 0 turns it off.
+        strength: in [0, 1], how strongly the curves are applied (see ``Enhancer.apply_curve_maps``).
+        batch_size: frames enhanced together on the device.
+        max_pixels: refuse frames larger than this (``None`` or 0: no limit).
+        max_frames, max_seconds: refuse videos with more frames or a longer duration (``None``: no limit).
+        overwrite: replace an existing ``destination`` (else :class:`FileExistsError`).
+        progress: show a progress bar with frames per second on stderr.
+        on_frames: called with ``(frames done, total or None)`` after every batch.
+
+    Returns:
+        A :class:`VideoResult`.
+
+    Raises:
+        ImportError: PyAV is not installed.
+        VideoReadError, VideoWriteError: the input cannot be decoded or breaks a limit; the output cannot be
+            written. ``destination`` is then untouched.
+    """
+    av = _import_av()
+    source, destination = Path(source), Path(destination)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"smoothing must be within [0, 1), got {smoothing}")
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"strength must be within 0..1, got {strength}")
+    muxer = _MUXERS.get(destination.suffix.lower())
+    if muxer is None:
+        raise VideoWriteError(f"cannot write video files ending in {destination.suffix!r}")
+    if destination.exists() and not overwrite:
+        raise FileExistsError(f"{destination} exists")
+    if enhancer is None:
+        enhancer = Enhancer(weights, device=device, scale=scale)
+    started = time.perf_counter()
+    result = VideoResult(path=destination)
+    with _open_input(av, source) as container:
+        if not container.streams.video:
+            raise VideoReadError("no video stream")
+        stream = container.streams.video[0]
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if max_pixels and width * height > max_pixels:
+            raise VideoReadError(f"frames of {width}x{height} exceed the limit of {max_pixels:,} pixels")
+        duration = _duration_seconds(container, stream)
+        if max_seconds is not None and duration is not None and duration > max_seconds:
+            raise VideoReadError(f"{duration:.1f} s long, more than the limit of {max_seconds:g} s")
+        total = stream.frames or None
+        if max_frames is not None and total is not None and total > max_frames:
+            raise VideoReadError(f"{total} frames, more than the limit of {max_frames}")
+        try:
+            with atomic_write(destination, overwrite=overwrite) as temporary:
+                _transcode(
+                    av,
+                    container,
+                    stream,
+                    temporary,
+                    muxer,
+                    enhancer,
+                    CurveSmoother(smoothing) if smoothing > 0 else None,
+                    strength,
+                    batch_size,
+                    (max_frames, max_seconds),
+                    result,
+                    tqdm(
+                        total=total,
+                        unit="frame",
+                        desc=source.name,
+                        disable=not progress,
+                        file=sys.stderr,
+                        dynamic_ncols=True,
+                        leave=False,
+                    ),
+                    on_frames,
+                )
+        except (VideoError, FileExistsError):
+            raise
+        except av.FFmpegError as error:
+            raise VideoWriteError(f"FFmpeg failed: {error}") from None
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _duration_seconds(container: Any, stream: Any) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000
+    return None
+
+
+def _demux(container: Any, streams: list[Any]) -> Iterator[Any]:
+    av = _import_av()
+    try:
+        yield from container.demux(*streams)
+    except av.FFmpegError as error:
+        raise VideoReadError(f"corrupt or truncated video ({error})") from None
+
+
+def _transcode(
+    av: Any,
+    container: Any,
+    stream: Any,
+    target: Path,
+    muxer: str,
+    enhancer: Enhancer,
+    smoother: CurveSmoother | None,
+    strength: float,
+    batch_size: int,
+    limits: tuple[int | None, float | None],
+    result: VideoResult,
+    bar: tqdm,
+    on_frames: Callable[[int, int | None], None] | None,
+) -> None:
+    """Decode, enhance and encode ``stream`` into ``target``, copying the audio packets alongside."""
+    max_frames, max_seconds = limits
+    in_context = stream.codec_context
+    high = _high_depth(in_context.pix_fmt, av)
+    rgb_format, dtype = ("rgb48le", np.uint16) if high else ("rgb24", np.uint8)
+    audio_in = list(container.streams.audio)
+    try:
+        output = av.open(os.fspath(target), "w", format=muxer)
+    except av.FFmpegError as error:
+        raise VideoWriteError(f"cannot create the output ({error})") from None
+    with output, bar:
+        names = _encoder_names(in_context.name, muxer, av)
+        if not names:
+            raise VideoWriteError("no video encoder available in this FFmpeg build")
+        rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+        out_stream = None
+        for name in names:
+            try:
+                out_stream = output.add_stream(name, rate=rate)
+                break
+            except (av.FFmpegError, ValueError):
+                continue
+        if out_stream is None:
+            raise VideoWriteError(f"the {muxer} container takes none of the encoders {', '.join(names)}")
+        encoder = out_stream.codec_context
+        encoder.width, encoder.height = in_context.width, in_context.height
+        encoder.pix_fmt = _pixel_format(encoder.codec, in_context.pix_fmt)
+        for tag in ("color_range", "colorspace", "color_primaries", "color_trc"):
+            with contextlib.suppress(AttributeError, ValueError, TypeError):
+                setattr(encoder, tag, getattr(in_context, tag))
+        if stream.sample_aspect_ratio:
+            encoder.sample_aspect_ratio = stream.sample_aspect_ratio
+        if stream.time_base is not None and stream.time_base.denominator <= 65535:
+            encoder.time_base = stream.time_base  # keeps the input's timestamps exact (variable rate too)
+        encoder.options = dict(_QUALITY_OPTIONS.get(encoder.name, {}))
+        if encoder.name not in _QUALITY_OPTIONS:
+            bits = in_context.bit_rate or int(encoder.width * encoder.height * float(rate) * 0.25)
+            encoder.bit_rate = max(int(bits * 1.5), 1_000_000)
+        audio_out = {s.index: output.add_stream_from_template(s) for s in audio_in}
+        result.width, result.height, result.codec = encoder.width, encoder.height, encoder.name
+        result.audio_streams = len(audio_out)
+
+        pending_audio: list[Any] = []  # audio packets held until the video stream's header is written
+        started = False
+        batch: list[np.ndarray] = []
+        stamps: list[tuple[int | None, Fraction | None, Any, Any]] = []  # pts, time base, colour space, range
+
+        def mux(packets: list[Any]) -> None:
+            nonlocal started
+            if packets and not started:
+                started = True
+                output.mux(packets)
+                for packet in pending_audio:
+                    output.mux(packet)
+                pending_audio.clear()
+            elif packets:
+                output.mux(packets)
+
+        def flush() -> None:
+            if not batch:
+                return
+            frames = _to_tensor(batch, enhancer.device)
+            result.brightness += frames.flatten(1).mean(dim=1).tolist()
+            enhanced = _from_tensor(enhance_frames(enhancer, frames, smoother, strength), dtype)
+            for pixels, (pts, time_base, colorspace, color_range) in zip(enhanced, stamps, strict=True):
+                frame = av.VideoFrame.from_ndarray(pixels, format=rgb_format)
+                frame = frame.reformat(format=encoder.pix_fmt, dst_colorspace=colorspace, dst_color_range=color_range)
+                frame.pts, frame.time_base = pts, time_base
+                mux(encoder.encode(frame))
+            result.frames += len(batch)
+            bar.update(len(batch))
+            if on_frames is not None:
+                on_frames(result.frames, bar.total)
+            batch.clear()
+            stamps.clear()
+
+        for packet in _demux(container, [stream, *audio_in]):
+            if packet.stream.index in audio_out:
+                if packet.dts is None:
+                    continue
+                packet.stream = audio_out[packet.stream.index]
+                if started:
+                    output.mux(packet)
+                else:
+                    pending_audio.append(packet)
+                continue
+            try:
+                decoded = packet.decode()
+            except av.FFmpegError as error:
+                raise VideoReadError(f"corrupt video data ({error})") from None
+            for frame in decoded:
+                _check_limits(frame, result.frames + len(batch), max_frames, max_seconds)
+                if not started and not batch and frame.rotation:
+                    out_stream.set_display_rotation(frame.rotation)
+                # Frames are converted at the stream's size (a mid-stream size change is scaled back to it).
+                batch.append(frame.to_ndarray(format=rgb_format, width=encoder.width, height=encoder.height))
+                stamps.append((frame.pts, frame.time_base, frame.colorspace, frame.color_range))
+                if len(batch) >= batch_size:
+                    flush()
+        flush()
+        if result.frames == 0:
+            raise VideoReadError("no video frames could be decoded")
+        mux(encoder.encode(None))
+        for packet in pending_audio:
+            output.mux(packet)
+
+
+def _check_limits(frame: Any, done: int, max_frames: int | None, max_seconds: float | None) -> None:
+    if max_frames is not None and done >= max_frames:
+        raise VideoReadError(f"more than the limit of {max_frames} frames")
+    if max_seconds is not None and frame.time is not None and frame.time > max_seconds:
+        raise VideoReadError(f"longer than the limit of {max_seconds:g} s")

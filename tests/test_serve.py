@@ -1,0 +1,203 @@
+"""The local web app (``scl-lle serve``): its HTTP API and limits, and the page driven in headless Chromium."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from scl_lle.cli import build_parser
+from scl_lle.serve import EnhanceServer, ServeLimits, make_server
+
+REPO = Path(__file__).resolve().parents[1]
+SCREENSHOT = REPO / "docs" / "images" / "serve.png"
+LOW_IMAGE = Path("data/eval_LOLv1_eval15_low/images_cut600x396_SGZ/1.png")
+
+
+@pytest.fixture()
+def server(weights_file: Path) -> Iterator[EnhanceServer]:
+    """The app on a free loopback port, with random weights and small limits."""
+    app = make_server(
+        "127.0.0.1",
+        0,
+        weights=weights_file,
+        device="cpu",
+        limits=ServeLimits(max_upload_bytes=200_000, max_pixels=100_000, max_video_seconds=2.0),
+    )
+    thread = threading.Thread(target=app.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield app
+    app.shutdown()
+    app.server_close()
+    thread.join(5)
+
+
+def _request(
+    app: EnhanceServer, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    host, port = app.server_address[:2]
+    connection = http.client.HTTPConnection(str(host), port, timeout=60)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()
+
+
+def _png(width: int, height: int, value: int = 30, noise: float = 8.0) -> bytes:
+    rng = np.random.default_rng(1)
+    pixels = np.clip(rng.normal(value, noise, (height, width, 3)), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_cli_binds_to_loopback_by_default() -> None:
+    args = build_parser().parse_args(["serve"])
+    assert (args.host, args.port, args.max_upload_mb) == ("127.0.0.1", 7860, 50)
+
+
+def test_page_and_enhance_endpoint(server: EnhanceServer) -> None:
+    status, headers, page = _request(server, "GET", "/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    for element in (b'type="file"', b'id="strength"', b'id="mode"', b'id="divider"', b'id="download"'):
+        assert element in page
+    upload = _png(64, 48)
+    status, headers, body = _request(server, "POST", "/api/enhance?name=night%20shot.png&mode=fast", upload)
+    assert status == 200, body
+    assert headers["Content-Type"] == "image/png"
+    assert headers["X-Result-Name"] == "night_shot-enhanced.png"
+    assert Image.open(io.BytesIO(body)).size == (64, 48)
+    status, _, body = _request(server, "POST", "/api/enhance?name=a.png&strength=0", upload)
+    assert status == 200
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(body))), np.asarray(Image.open(io.BytesIO(upload))))
+    assert not any(server.scratch.iterdir())  # each request's files are gone once it is answered
+
+
+def test_limits_and_bad_requests_are_refused(server: EnhanceServer) -> None:
+    small = _png(32, 32)
+    cases = [
+        ("/api/enhance?name=big.png", bytes(300_000), 413),  # 300 kB > 200 kB, refused before reading
+        ("/api/enhance?name=wide.png", _png(400, 300, noise=0), 422),  # 120,000 pixels > 100,000, a small file
+        ("/api/enhance?name=tool.exe", small, 415),
+        ("/api/enhance?name=a.png&strength=2", small, 400),
+        ("/api/enhance?name=a.png&mode=turbo", small, 400),
+        ("/api/enhance?name=a.png", b"not an image at all", 422),
+        ("/api/other", small, 404),
+    ]
+    for path, body, expected in cases:
+        status, _, message = _request(server, "POST", path, body)
+        assert status == expected, (path, status, message)
+    assert _request(server, "GET", "/../../etc/passwd")[0] == 404
+    assert _request(server, "GET", "/", headers={"Host": "attacker.example"})[0] == 403  # DNS rebinding
+    cross_site = {"Origin": "http://attacker.example"}
+    assert _request(server, "POST", "/api/enhance?name=a.png", small, cross_site)[0] == 403
+    assert not any(server.scratch.iterdir())
+
+
+def test_upload_name_is_never_a_path(server: EnhanceServer, tmp_path: Path) -> None:
+    name = "..%2F..%2F..%2F" + "%2F".join(tmp_path.parts[1:]) + "%2Fescaped.png"
+    status, headers, _ = _request(server, "POST", f"/api/enhance?name={name}", _png(16, 16))
+    assert status == 200
+    assert headers["X-Result-Name"] == "escaped-enhanced.png"
+    assert not list(tmp_path.iterdir())
+
+
+def test_temporary_folder_is_removed_on_close(weights_file: Path) -> None:
+    app = make_server("127.0.0.1", 0, weights=weights_file, device="cpu")
+    scratch = app.scratch
+    assert scratch.is_dir()
+    app.server_close()
+    assert not scratch.exists()
+
+
+# ------------------------------------------------------------------------------------------ end to end
+def _chromium() -> tuple[str, str]:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not browser or not driver:
+        pytest.skip("Chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
+    return browser, driver
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _mean_brightness(path: Path) -> float:
+    return float(np.asarray(Image.open(path).convert("RGB"), dtype=np.float64).mean())
+
+
+def test_page_in_headless_chromium(tmp_path: Path, shared: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Upload a real low-light photo through the page (embedded default model), wait for the result, download it,
+    take a screenshot.
+
+    With ``SCL_LLE_WRITE_SCREENSHOT=1`` the screenshot replaces docs/images/serve.png (the README's picture).
+    """
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser_path, driver_path = _chromium()
+    photo = shared / LOW_IMAGE
+    if not photo.is_file():
+        pytest.skip(f"{photo} is absent")
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium must use the given chromedriver, never fetch one
+    port = _free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "scl_lle", "serve", "--port", str(port), "--device", "cpu"]
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser_path
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(argument)
+    options.add_argument("--window-size=1280,960")
+    options.add_experimental_option("prefs", {"download.default_directory": str(downloads)})
+    driver = None
+    try:
+        assert process.stderr is not None
+        ready = process.stderr.readline()  # the server says where it listens once the model is loaded
+        assert f"127.0.0.1:{port}" in ready, ready + process.stderr.read()
+        threading.Thread(target=process.stderr.read, daemon=True).start()  # keep its request log flowing
+        driver = webdriver.Chrome(service=Service(driver_path), options=options)
+        driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+        driver.get(f"http://127.0.0.1:{port}/")
+        driver.find_element(By.ID, "file").send_keys(str(photo))
+        wait = WebDriverWait(driver, 120)
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") in ("done", "error"))
+        assert driver.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "done", driver.find_element(
+            By.ID, "status"
+        ).text
+        wait.until(lambda d: d.execute_script("return [...document.images].every(i => i.complete)"))
+        target = SCREENSHOT if os.environ.get("SCL_LLE_WRITE_SCREENSHOT") == "1" else tmp_path / "serve.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        assert driver.save_screenshot(str(target))
+        assert Image.open(target).size[0] >= 1000
+        driver.find_element(By.ID, "download").click()
+        wait.until(lambda d: any(p.suffix == ".png" for p in downloads.iterdir()))
+        (result,) = downloads.iterdir()
+        assert result.name == "1-enhanced.png"
+        assert Image.open(result).size == Image.open(photo).size
+        assert _mean_brightness(result) > 1.5 * _mean_brightness(photo)
+    finally:
+        if driver is not None:
+            driver.quit()
+        process.terminate()
+        process.wait(10)
