@@ -49,6 +49,14 @@ IMAGE_EXTENSIONS = frozenset(
 )
 
 _EXIF_ORIENTATION = 0x0112
+# Tags that describe how a TIFF stores its pixels (size, samples, compression, strips/tiles, palette, ICC).
+# Pillow returns a TIFF's own tag directory as its EXIF; carried into another file they contradict its pixels
+# (a palette TIFF's ColorMap and PhotometricInterpretation made its enhanced RGB TIFF unreadable), so are dropped.
+_LAYOUT_TAGS = frozenset(
+    {254, 255, 256, 257, 258, 259, 262, 263, 266, 273, 277, 278, 279, 280, 281, 284, 317, 320, 322, 323, 324, 325}
+    | {330, 338, 339, 340, 341, 347, 529, 530, 531, 532, 34675}
+    | set(range(512, 522))
+)
 # Modes whose pixels Pillow converts to RGB; an ICC profile describing the original space no longer applies.
 _FOREIGN_SPACES = {"CMYK", "LAB", "HSV", "YCbCr"}
 _WRITE_FORMATS = {
@@ -241,17 +249,24 @@ def read_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MA
         raise ImageTooLargeError(f"too large: {error}") from None
     except OSError as error:
         raise ImageReadError(f"truncated or corrupt image header ({error})") from None
+    except MemoryError:
+        raise ImageReadError("out of memory while reading the header") from None
+    except Exception as error:  # hostile headers make Pillow raise ValueError, struct.error, ...
+        raise ImageReadError(f"corrupt image header ({type(error).__name__}: {error})") from None
     with image:
         width, height = image.size
+        if width < 1 or height < 1:
+            raise ImageReadError(f"no pixels: the header says {width}x{height}")
         _check_pixel_count(path, width, height, max_pixels)
-        try:
+        orientation, exif_bytes = 1, None
+        try:  # malformed EXIF must not cost the picture: what cannot be read or re-encoded is dropped
             exif = image.getexif()
-        except Exception:  # malformed EXIF must not cost the picture
-            exif = Image.Exif()
-        orientation = exif.get(_EXIF_ORIENTATION, 1)
-        if _EXIF_ORIENTATION in exif:
-            del exif[_EXIF_ORIENTATION]
-        exif_bytes = exif.tobytes() if len(exif) else None
+            orientation = exif.get(_EXIF_ORIENTATION, 1)
+            for tag in _LAYOUT_TAGS.union({_EXIF_ORIENTATION}).intersection(exif):
+                del exif[tag]
+            exif_bytes = exif.tobytes() if len(exif) else None
+        except Exception:
+            exif_bytes = None
         try:
             if _is_high_depth_colour(image, path):
                 pixels, alpha = _read_high_depth_colour(path)
@@ -261,10 +276,12 @@ def read_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MA
                 picture = picture_from_pil(image)
         except ImageReadError:
             raise
-        except (OSError, SyntaxError, ValueError, struct.error, EOFError, zlib.error) as error:
-            raise ImageReadError(f"truncated or corrupt image data ({error})") from None
         except MemoryError:
             raise ImageReadError("out of memory while decoding") from None
+        except (OSError, SyntaxError, ValueError, struct.error, EOFError, zlib.error) as error:
+            raise ImageReadError(f"truncated or corrupt image data ({error})") from None
+        except Exception as error:  # any other decoder failure on hostile data is still this file's fault
+            raise ImageReadError(f"corrupt image data ({type(error).__name__}: {error})") from None
     if picture.pixels.shape[:2] != (height, width):
         raise ImageReadError(f"decoded size {picture.pixels.shape[:2]} differs from the header's {width}x{height}")
     picture.format = image.format

@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .atomic import atomic_write
+from .atomic import atomic_write, remove_stale_temporaries
 from .batch import shard_from_env
 from .config import expand_path, load_config
 from .inference import resolve_device
@@ -199,6 +199,8 @@ class Trainer:
         return sorted(self.checkpoint_dir.glob("step_*.pt"))
 
     def _resume(self) -> None:
+        if self.rank == 0:  # a run killed while writing leaves temporary files (never a partial checkpoint)
+            remove_stale_temporaries(self.run_dir)
         candidates = self._checkpoints()
         if not candidates:
             raise FileNotFoundError(f"--resume: no checkpoint in {self.checkpoint_dir}")

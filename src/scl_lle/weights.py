@@ -142,7 +142,7 @@ def load_dcenet(weights: str | os.PathLike[str] | None = None) -> DCENet:
     """Build a :class:`DCENet` from weights (``None`` = the default model, a pretrained name, or a path).
 
     The network's width and number of curves are read from the tensors, so any DCE-Net variant loads; keys,
-    shapes and dtypes that do not fit give a :class:`WeightsError` naming the file.
+    shapes and dtypes that do not fit, and NaN or infinite values, give a :class:`WeightsError` naming the file.
     """
     path = resolve_weights(weights)
     state = load_state_dict(path)
@@ -173,6 +173,9 @@ def load_dcenet(weights: str | os.PathLike[str] | None = None) -> DCENet:
     not_float = [k for k in expected if not state[k].is_floating_point()]
     if not_float:
         raise WeightsError(f"{path}: tensors must be floating point, found {state[not_float[0]].dtype} in {not_float}")
+    not_finite = [k for k in expected if not bool(torch.isfinite(state[k]).all())]
+    if not_finite:  # e.g. saved from a diverged training run: every output would be garbage
+        raise WeightsError(f"{path}: weights are not finite (NaN or infinity) in {not_finite}")
     model.load_state_dict({k: v.float() for k, v in state.items()})
     return model
 
