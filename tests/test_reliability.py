@@ -147,6 +147,7 @@ def stalling_save(self, fp, format=None, **params):
     with open(fp, "wb") as handle:
         handle.write(data[: len(data) // 2])
         handle.flush()
+        open(os.environ["STALLED_FLAG"], "w").close()
         time.sleep(600)  # SIGKILL arrives here, half-way through writing the file
         handle.write(data[len(data) // 2 :])
 
@@ -172,11 +173,14 @@ def test_sigkill_mid_batch_then_skip_existing_loses_nothing(tmp_path: Path, weig
     # 1. A kill while an output is half written: a child whose encoder stalls half-way through its 5th file.
     stalling = tmp_path / "stalling_enhance.py"
     stalling.write_text(STALLING_ENHANCE)
-    child = subprocess.Popen([sys.executable, str(stalling), *args], env={**env, "STALL_AT": "5"})
-    assert _kill_when(child, lambda: len(_visible(out)) == 4 and _has_partial_temporary(out))
+    flag = tmp_path / "stalled"
+    child = subprocess.Popen(
+        [sys.executable, str(stalling), *args], env={**env, "STALL_AT": "5", "STALLED_FLAG": str(flag)}
+    )
+    assert _kill_when(child, flag.exists)
     kills += 1
     check_after_kill()
-    assert len(_temporaries(out)) == 1
+    assert len(_visible(out)) == 4 and len(_temporaries(out)) == 1 and _has_partial_temporary(out)
     # 2. Kills of the real command at random points of the batch.
     rng = random.Random(7)
     for _ in range(4):
@@ -425,7 +429,7 @@ def _tiny_config(tmp_path: Path) -> dict:
 
 
 STALLING_TRAIN = """
-import io, sys, time
+import io, os, sys, time
 import torch
 from scl_lle.cli import main
 
@@ -439,6 +443,7 @@ def stalling_save(obj, f, *args, **kwargs):
     with open(f, "wb") as handle:
         handle.write(data[: len(data) // 2])
         handle.flush()
+        open(os.environ["STALLED_FLAG"], "w").close()
         time.sleep(600)  # SIGKILL arrives here, half-way through writing the checkpoint
 
 
@@ -508,11 +513,14 @@ def test_sigkill_during_training_and_checkpoint_writes_then_resume(tmp_path: Pat
     assert newest + every < total
     stalling = tmp_path / "stalling_train.py"
     stalling.write_text(STALLING_TRAIN)
+    flag = tmp_path / "stalled"
+    env["STALLED_FLAG"] = str(flag)
     child, log = launch([sys.executable, str(stalling), *train[3:], "--resume"], "stalled")
-    assert _kill_when(child, lambda: _has_partial_temporary(checkpoints))
+    assert _kill_when(child, flag.exists)
     kills += 1
     _assert_checkpoints_load(checkpoints)
     assert _checkpoint_steps(checkpoints)[-1] == newest  # the half-written one exists only as a temporary file
+    assert _has_partial_temporary(checkpoints)
     resumed_from.append(_resumed_from(log.read_text()))
     # 4. Resumed to the end.
     final = subprocess.run([*train, "--resume"], env=env, capture_output=True, text=True, timeout=CHILD_TIMEOUT)
