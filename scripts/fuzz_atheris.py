@@ -23,6 +23,7 @@ with atheris.instrument_imports(include=["PIL", "scl_lle"]):
     import numpy as np
     from PIL import Image
 
+    Image.init()  # import every format plugin now, so that their code is instrumented too
     from scl_lle.imageio import ImageReadError, read_image
 
 MODES = ["1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "YCbCr", "I;16", "I", "F"]

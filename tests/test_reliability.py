@@ -317,6 +317,7 @@ class _Exploit:
         return (Path.write_text, (self.marker, "pwned"))
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the random VGG16 guide
 def test_hostile_pickles_are_refused_by_every_entry_point(tmp_path: Path, monkeypatch, capsys):
     monkeypatch.setenv("SCL_LLE_CACHE", str(tmp_path / "empty-cache"))  # no VGG16 weights: random guide
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch"))
