@@ -543,28 +543,36 @@ def test_sigkill_during_training_and_checkpoint_writes_then_resume(tmp_path: Pat
 
 # ------------------------------------------------------------------------------------------ non-finite losses
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
-def test_nan_and_inf_losses_skip_steps_and_stop_after_max_bad_steps_in_a_row(tmp_path: Path, monkeypatch):
+def test_nan_and_inf_losses_and_gradients_skip_steps_and_stop_after_max_bad_steps_in_a_row(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("SCL_LLE_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch"))
     trainer = Trainer(apply_overrides(_tiny_config(tmp_path), ["max_bad_steps=3"]), progress=False)
     real = trainer.objective.forward
-    poison = iter([float("inf"), float("nan"), 1.0, float("-inf"), float("nan"), 1.0, *[float("inf")] * 3])
+    # "grad": a finite loss whose gradient is NaN (the square root of an exact 0)
+    poison = iter(["inf", "nan", "ok", "-inf", "grad", "ok", "grad", "inf", "nan"])
 
     def poisoned(**kwargs):
         total, terms = real(**kwargs)
-        return total * next(poison), terms
+        kind = next(poison)
+        if kind == "grad":
+            zero = (kwargs["enhanced"] - kwargs["enhanced"].detach()).abs().sum()
+            return total + zero.sqrt(), terms
+        return (total if kind == "ok" else total * float(kind)), terms
 
     monkeypatch.setattr(trainer.objective, "forward", poisoned)
     outcomes = []
-    with pytest.warns(UserWarning, match="non-finite loss") as warned:
+    with pytest.warns(UserWarning, match="non-finite") as warned:
         for _ in range(8):
             before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
             row = trainer.train_step()
             unchanged = all(torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
             assert unchanged == (row is None)  # a skipped step leaves the weights as they were
             outcomes.append(row is not None)
-        with pytest.raises(FloatingPointError, match="3 non-finite losses in a row"):
+        with pytest.raises(FloatingPointError, match="3 non-finite losses or gradients in a row"):
             trainer.train_step()
     assert outcomes == [False, False, True, False, False, True, False, False]  # two in a row never stop it
     assert trainer.step == 8
-    assert sum("non-finite loss" in str(w.message) for w in warned) == 7
+    messages = [str(w.message) for w in warned]
+    assert sum("non-finite loss" in m for m in messages) == 5
+    assert sum("non-finite gradient" in m for m in messages) == 2
+    assert all(bool(torch.isfinite(v).all()) for v in trainer.model.state_dict().values())

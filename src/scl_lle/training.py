@@ -6,7 +6,7 @@ One call, :func:`train`, runs an experiment described by a config (see :mod:`scl
   run sees exactly the batches an uninterrupted one would;
 - objective: :class:`scl_lle.losses.SCLObjective` with the frozen guides (VGG16 features, ESPNet segmenter);
 - loop: Adam with gradient-norm clipping, optional warm-up and cosine schedule, AMP on CUDA, fp32 on CPU;
-  non-finite losses skip the step (and stop training after ``max_bad_steps`` in a row);
+  non-finite losses or gradients skip the step (and stop training after ``max_bad_steps`` in a row);
 - outputs under ``<output_root>/<name>/``: ``checkpoints/step_XXXXXXX.pt`` (atomic), ``log.jsonl``, TensorBoard
   scalars (``tb/``, when the ``tensorboard`` package is installed), ``loss_curve.png``, before/after sample grids
   (``samples/``), validation (NIQE and mean brightness on a folder) and the final ``model.safetensors``;
@@ -298,16 +298,16 @@ class Trainer:
             dist.all_reduce(flag, op=dist.ReduceOp.MIN)
             finite = flag > 0
         if not bool(finite):
-            self.bad_steps += 1
-            warnings.warn(f"step {self.step}: non-finite loss, step skipped ({self.bad_steps} in a row)", stacklevel=2)
-            if self.bad_steps >= int(self.config["max_bad_steps"]):
-                raise FloatingPointError(f"{self.bad_steps} non-finite losses in a row; stopping")
-            self.step += 1
-            return None
-        self.bad_steps = 0
+            return self._skip_step("loss")
         self.scaler.scale(total).backward()
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(self.config["optim"]["grad_clip"]))
+        # A finite loss can still have NaN/inf gradients (a square root at 0); stepping would poison every weight.
+        # Gradients are already averaged across ranks, so all agree. (With fp16 the scaler skips such steps itself.)
+        if not self.scaler.is_enabled() and not bool(torch.isfinite(grad_norm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            return self._skip_step("gradient")
+        self.bad_steps = 0
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if self.ema is not None:
@@ -319,6 +319,14 @@ class Trainer:
         row["grad_norm"] = float(grad_norm)
         row["brightness"] = float(enhanced.detach().float().mean())
         return row
+
+    def _skip_step(self, what: str) -> None:
+        """Skip the current step after a non-finite loss or gradient; stop after ``max_bad_steps`` in a row."""
+        self.bad_steps += 1
+        warnings.warn(f"step {self.step}: non-finite {what}, step skipped ({self.bad_steps} in a row)", stacklevel=3)
+        if self.bad_steps >= int(self.config["max_bad_steps"]):
+            raise FloatingPointError(f"{self.bad_steps} non-finite losses or gradients in a row; stopping")
+        self.step += 1
 
     def run(self) -> Path:
         """Train until ``steps`` (or ``stop_after``); returns the path of the exported ``model.safetensors``.
