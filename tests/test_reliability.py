@@ -7,10 +7,8 @@ which no handler can catch: what survives is exactly what the atomic writes guar
 
 from __future__ import annotations
 
-import copy
 import json
 import os
-import pickle
 import random
 import re
 import signal
@@ -28,6 +26,7 @@ import yaml
 from PIL import Image
 from safetensors.torch import save_file
 
+from conftest import tiny_training_config
 from scl_lle import DCENet, Enhancer, WeightsError, load_dcenet
 from scl_lle.atomic import TEMP_SUFFIX
 from scl_lle.cli import main
@@ -336,8 +335,14 @@ def test_hostile_pickles_are_refused_by_every_entry_point(tmp_path: Path, monkey
     checkpoints.mkdir(parents=True)
     torch.save({"step": 5, "model": _Exploit(marker)}, checkpoints / "step_0000005.pt")
     config = apply_overrides(_tiny_config(tmp_path), ["name=evil"])
-    with pytest.raises((pickle.UnpicklingError, ValueError), match=r"step_0000005|[Ww]eights only"):
+    with pytest.raises(WeightsError, match=r"step_0000005\.pt: refused to load"):
         Trainer(config, resume=True, progress=False)
+    config_file = tmp_path / "evil.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    capsys.readouterr()
+    assert main(["train", "--config", str(config_file), "--resume", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "step_0000005.pt: refused to load" in err, err
     assert not marker.exists()
     assert not (tmp_path / "out").exists()
 
@@ -404,28 +409,10 @@ def test_broken_safetensors_give_clear_errors(tmp_path: Path, capsys):
 
 # --------------------------------------------------------------------------------------------- killed training
 def _tiny_config(tmp_path: Path) -> dict:
-    """The tiny synthetic run of tests/test_training.py, checkpointing every 3 steps, without pictures."""
-    from test_training import _synthetic_data
-
-    config = copy.deepcopy(DEFAULTS)
-    config["data"] = _synthetic_data(tmp_path / "data")
-    return apply_overrides(
-        config,
-        [
-            f"output_root={tmp_path / 'runs'}",
-            "name=killed",
-            "batch_size=2",
-            "steps=24",
-            "checkpoint_every=3",
-            "keep_checkpoints=2",
-            "sample_every=1000",
-            "log_every=1",
-            "guides.vgg16.allow_random_init=true",
-            "guides.vgg16.weights=null",
-            "loss.weights.segmentation=0",
-            "optim.lr=1e-3",
-            "optim.ema_decay=0.9",
-        ],
+    """The tiny synthetic run (tests/conftest.py), 24 steps checkpointing every 3 steps, without pictures."""
+    return tiny_training_config(
+        tmp_path,
+        ["name=killed", "steps=24", "checkpoint_every=3", "keep_checkpoints=2", "sample_every=1000", "log_every=1"],
     )
 
 

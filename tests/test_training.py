@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 import subprocess
 import sys
@@ -15,67 +14,19 @@ import torch
 import yaml
 from PIL import Image
 
+from conftest import tiny_training_config
 from scl_lle import Enhancer
-from scl_lle.config import DEFAULTS, apply_overrides, load_config
+from scl_lle.config import apply_overrides, load_config
 from scl_lle.training import Trainer, train
 from scl_lle.weights import load_dcenet
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _synthetic_data(root: Path) -> dict:
-    """Tiny labelled scenes and exposure pools, written as files (the 'folders' layout)."""
-    rng = np.random.default_rng(0)
-    for sub in ("images", "labels", "positives", "under", "over", "validation"):
-        (root / sub).mkdir(parents=True)
-    for i in range(6):
-        labels = np.zeros((48, 48), np.uint8)
-        labels[:, 24:] = 1
-        labels[30:, :] = 2
-        base = np.array([0.8, 0.5, 0.3])[labels] + rng.normal(0, 0.05, (48, 48))
-        rgb = np.clip(base[..., None] * np.array([1.0, 0.9, 0.8]), 0, 1)
-        Image.fromarray((rgb * 255).astype(np.uint8)).save(root / "images" / f"s{i}.png")
-        Image.fromarray(labels).save(root / "labels" / f"s{i}.png")
-    for folder, level in (("positives", 0.5), ("under", 0.05), ("over", 0.95), ("validation", 0.08)):
-        for i in range(3):
-            pixels = np.clip(level + rng.normal(0, 0.1, (48, 48, 3)), 0, 1)
-            Image.fromarray((pixels * 255).astype(np.uint8)).save(root / folder / f"p{i}.png")
-    return {
-        "labelled": {
-            "layout": "folders",
-            "images": str(root / "images"),
-            "labels": str(root / "labels"),
-            "void_index": 3,
-        },
-        "positives": [str(root / "positives")],
-        "positives_per_batch": 2,
-        "negatives": [{"path": str(root / "under"), "per_batch": 1}, {"path": str(root / "over"), "per_batch": 1}],
-        "crop_size": 32,
-    }
-
-
 @pytest.fixture
 def tiny_config(tmp_path: Path) -> dict:
-    config = copy.deepcopy(DEFAULTS)
-    config["data"] = _synthetic_data(tmp_path / "data")
-    return apply_overrides(
-        config,
-        [
-            f"output_root={tmp_path / 'runs'}",
-            "name=tiny",
-            "batch_size=2",
-            "steps=20",
-            "checkpoint_every=10",
-            "sample_every=10",
-            "log_every=5",
-            "guides.vgg16.allow_random_init=true",
-            "guides.vgg16.weights=null",
-            "loss.weights.segmentation=0",
-            "optim.lr=1e-3",
-            "optim.ema_decay=0.9",
-            f"validation.folder={tmp_path / 'data' / 'validation'}",
-            "validation.every=10",
-        ],
+    return tiny_training_config(
+        tmp_path, [f"validation.folder={tmp_path / 'data' / 'validation'}", "validation.every=10"]
     )
 
 

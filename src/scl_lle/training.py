@@ -21,6 +21,7 @@ import copy
 import json
 import math
 import os
+import pickle
 import sys
 import time
 import warnings
@@ -38,7 +39,7 @@ from .batch import shard_from_env
 from .config import expand_path, load_config
 from .inference import resolve_device
 from .model import DCENet
-from .weights import load_dcenet, save_weights
+from .weights import WeightsError, load_dcenet, save_weights
 
 __all__ = ["Trainer", "train"]
 
@@ -75,6 +76,29 @@ def _learning_rate_factor(step: int, optim: dict[str, Any], total: int) -> float
     if optim["schedule"] != "constant":
         raise ValueError(f"optim.schedule must be constant or cosine, got {optim['schedule']!r}")
     return 1.0
+
+
+def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
+    """A training checkpoint written by :meth:`Trainer.save_checkpoint`, loaded with ``weights_only=True``.
+
+    Raises :class:`~scl_lle.weights.WeightsError` (one line naming the file) for a file holding Python objects
+    other than tensors and plain containers (refused without running them), or one that is not a checkpoint.
+    """
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise WeightsError(
+            f"--resume: {path}: refused to load: it contains Python objects that could run code when unpickled "
+            f"(weights_only=True). Details: {str(error).splitlines()[0]}"
+        ) from None
+    except Exception as error:  # truncated or not a checkpoint at all
+        raise WeightsError(f"--resume: {path}: not a readable checkpoint ({error})") from None
+    missing = [
+        k for k in ("step", "model", "optimizer", "scaler", "history") if not isinstance(state, dict) or k not in state
+    ]
+    if missing:
+        raise WeightsError(f"--resume: {path}: not a scl-lle training checkpoint (missing {', '.join(missing)})")
+    return state
 
 
 class Trainer:
@@ -204,7 +228,7 @@ class Trainer:
         candidates = self._checkpoints()
         if not candidates:
             raise FileNotFoundError(f"--resume: no checkpoint in {self.checkpoint_dir}")
-        state = torch.load(candidates[-1], map_location=self.device, weights_only=True)
+        state = _load_checkpoint(candidates[-1], self.device)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
