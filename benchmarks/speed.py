@@ -42,8 +42,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO / "src") not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(REPO / "src"))
 
-from scl_lle import DCENet, Enhancer, load_dcenet  # noqa: E402
+from scl_lle import DCENet, Enhancer, WeightsError, load_dcenet  # noqa: E402
 from scl_lle.inference import FAST_SCALE  # noqa: E402
+from scl_lle.weights import resolve_weights  # noqa: E402
 
 SIZES = {"720p": (720, 1280), "1080p": (1080, 1920), "4k": (2160, 3840), "12mp": (3000, 4000)}
 DEFAULT_SIZES = {"cpu": "1080p,12mp", "cuda": "1080p,4k"}
@@ -234,7 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", help="comma-separated: 720p, 1080p, 4k, 12mp or HxW (default: per device)")
     parser.add_argument("--modes", default=DEFAULT_MODES, help=f"engine modes (default: {DEFAULT_MODES})")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per mode after one warm-up (default 3)")
-    parser.add_argument("--weights", help="weights file (default: the released checkpoint in the shared folder)")
+    parser.add_argument(
+        "--weights",
+        help="weights: a file, a pretrained name, or 'release' for the authors' checkpoint in the shared folder "
+        "(default: the packaged default model, which scl-lle enhance uses)",
+    )
     parser.add_argument("--image", help="input photo, resized to each size (default: a DICM photo, or synthetic)")
     parser.add_argument("--threads", type=int, help="torch / onnxruntime CPU threads (default: torch's)")
     parser.add_argument("--tile", type=int, default=1024, help="engine tile size (default 1024)")
@@ -251,18 +256,27 @@ def main(argv: list[str] | None = None) -> int:
     shared = find_shared()
     if shared is not None and "SCL_LLE_SHARED" not in os.environ:
         os.environ["SCL_LLE_SHARED"] = str(shared)  # for the NIQE parameters
-    weights_path = Path(args.weights) if args.weights else None
-    if weights_path is None and shared is not None:
-        candidate = shared / "weights" / "upstream" / "scl-lle_official.pth"
-        weights_path = candidate if candidate.is_file() else None
+    weights_path: Path | None = None
+    if args.weights == "release":
+        if shared is None:
+            parser.error("--weights release needs the shared folder (set SCL_LLE_SHARED)")
+        weights_path = shared / "weights" / "upstream" / "scl-lle_official.pth"
+    elif args.weights is not None:
+        try:
+            weights_path = resolve_weights(args.weights)
+        except WeightsError as error:
+            parser.error(str(error))
+    else:
+        with contextlib.suppress(WeightsError):  # no packaged model in this checkout: random weights below
+            weights_path = resolve_weights(None)
     if weights_path is not None:
         model = load_dcenet(weights_path)
-        weights_note = str(weights_path.name)
+        weights_note = str(weights_path.name) + (" (packaged default)" if args.weights is None else "")
     else:
         torch.manual_seed(0)
         model = DCENet()
         weights_note = "random weights (seed 0)"
-        notes.append("no weights given and no shared folder: random weights, so NIQE/PSNR say little")
+        notes.append("no packaged model and no weights given: random weights, so NIQE/PSNR say little")
     state = {k: v.detach().clone().to(device) for k, v in model.state_dict().items()}
     image_path = Path(args.image) if args.image else None
     if image_path is None and shared is not None:
