@@ -30,6 +30,7 @@ from scl_lle.losses import (
     exposure_control_loss,
     feature_preservation_loss,
     grey_distance,
+    keep_well_lit_loss,
     segmentation_loss,
     semantic_brightness_loss,
     texture_distance,
@@ -344,8 +345,8 @@ def batch(seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def test_objective_total_is_the_weighted_sum(vgg: VGG16Features, segmenter: Segmenter) -> None:
-    weights = LossWeights(exposure=3.0)
-    obj = SCLObjective(weights, vgg=vgg, segmenter=segmenter, ignore_index=segmenter.spec.void_index)
+    weights = LossWeights(exposure=3.0, keep=2.0)
+    obj = SCLObjective(weights, vgg=vgg, segmenter=segmenter, ignore_index=segmenter.spec.void_index, keep_above=0.1)
     assert obj.num_classes == 12
     inputs = batch()
     total, terms = obj(**inputs)
@@ -356,6 +357,9 @@ def test_objective_total_is_the_weighted_sum(vgg: VGG16Features, segmenter: Segm
     # terms agree with the functional core
     torch.testing.assert_close(terms["colour"], colour_constancy_loss(inputs["enhanced"]).detach())
     torch.testing.assert_close(terms["tv"], curve_smoothness_loss(inputs["curve_maps"]).detach())
+    keep = keep_well_lit_loss(inputs["low"], inputs["enhanced"], 0.1).detach()
+    assert keep > 0
+    torch.testing.assert_close(terms["keep"], keep)
     feats_low, feats_out = vgg(inputs["low"]), vgg(inputs["enhanced"])
     torch.testing.assert_close(terms["feature"], feature_preservation_loss(feats_low, feats_out).detach())
     texture = contrastive_texture_loss(feats_out, vgg(inputs["positives"]), vgg(inputs["negatives"]))
@@ -394,3 +398,21 @@ def test_objective_missing_networks_raise(vgg: VGG16Features) -> None:
         SCLObjective(LossWeights(segmentation=0.0, semantic=0.0), vgg=shallow)
     with pytest.raises(ValueError, match="finite"):
         SCLObjective(LossWeights(tv=-1.0))
+
+
+def test_keep_well_lit_ignores_dark_inputs_and_penalises_changes_to_bright_ones():
+    dark = torch.full((1, 3, 8, 8), 0.1)
+    bright = torch.full((1, 3, 8, 8), 0.7)
+    brighter = torch.full((1, 3, 8, 8), 0.9, requires_grad=True)
+    assert keep_well_lit_loss(dark, dark + 0.5) == 0  # dark inputs may brighten freely
+    assert keep_well_lit_loss(bright, bright) == 0
+    loss = keep_well_lit_loss(bright, brighter)
+    assert torch.isclose(loss, torch.tensor(0.2))  # weight 1 at twice the threshold, |0.9 - 0.7|
+    loss.backward()
+    assert brighter.grad is not None and (brighter.grad > 0).all()
+    half = keep_well_lit_loss(torch.full((1, 3, 8, 8), 0.45), torch.full((1, 3, 8, 8), 0.65))
+    assert torch.isclose(half, torch.tensor(0.1))  # halfway up the ramp: weight 0.5
+    both = keep_well_lit_loss(torch.cat([dark, bright]), torch.cat([dark + 0.5, brighter.detach()]))
+    assert torch.isclose(both, torch.tensor(0.1))  # batch mean; the dark image adds nothing
+    with pytest.raises(ValueError, match="threshold"):
+        keep_well_lit_loss(dark, dark, threshold=0)

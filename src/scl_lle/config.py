@@ -52,6 +52,7 @@ DEFAULTS: dict[str, Any] = {
             "feature": 1.0,
             "segmentation": 1.0,
             "exposure": 0.0,
+            "keep": 0.0,  # keep_well_lit_loss: penalise changes to inputs brighter than keep_above
         },
         "semantic_variant": "class",  # class (the paper's intent) | upstream (the released formula)
         "segmentation_detach": False,  # true reproduces the release: no segmentation gradient
@@ -59,6 +60,7 @@ DEFAULTS: dict[str, Any] = {
         "texture_margin": 0.04,
         "exposure_patch": 16,
         "exposure_target": 0.6,
+        "keep_above": 0.3,
         "num_classes": None,  # classes of the label maps; default: the segmenter's, else void_index + 1
         "pseudo_labels": False,  # label real unlabelled lows with the segmenter (else semantic terms skip them)
     },

@@ -10,10 +10,12 @@ Terms (all return a scalar tensor; images are RGB ``(B, 3, H, W)`` in [0, 1] unl
 * :func:`colour_constancy_loss`, :func:`curve_smoothness_loss`, :func:`exposure_control_loss` -- Zero-DCE's
   colour-constancy, illumination-smoothness (TV of the curve maps) and exposure-control losses.
 * :func:`segmentation_loss` -- cross-entropy of a frozen segmenter on the enhanced image.
+* :func:`keep_well_lit_loss` -- (not in the paper, off by default) inputs that are already well lit should
+  come out unchanged.
 
 :class:`SCLObjective` combines them with :class:`LossWeights` (the released weights by default)::
 
-    total = 200 TV + 8 colour + semantic + 10 contrastive + 5 texture + feature + segmentation (+ 0 exposure)
+    total = 200 TV + 8 colour + semantic + 10 contrastive + 5 texture + feature + segmentation (+ 0 exposure + 0 keep)
 
 Everything is vectorised (no per-class Python loops, no host synchronisation) and device/dtype agnostic.
 """
@@ -50,6 +52,7 @@ __all__ = [
     "exposure_control_loss",
     "feature_preservation_loss",
     "grey_distance",
+    "keep_well_lit_loss",
     "segmentation_loss",
     "semantic_brightness_loss",
     "texture_distance",
@@ -67,6 +70,7 @@ TERM_NAMES: tuple[str, ...] = (
     "feature",
     "segmentation",
     "exposure",
+    "keep",
 )
 
 TEXTURE_LAYERS: tuple[str, ...] = ("relu1_2", "relu2_2")
@@ -469,6 +473,28 @@ class CurveSmoothnessLoss(nn.Module):
         return curve_smoothness_loss(curve_maps)
 
 
+def keep_well_lit_loss(low: Tensor, enhanced: Tensor, threshold: float = 0.3) -> Tensor:
+    """Leave well-lit inputs alone: ``mean_b s_b * mean |enhanced_b - low_b|``.
+
+    ``s_b = clamp((m_b - threshold) / threshold, 0, 1)`` with ``m_b`` the mean grey level of input ``b``: 0 for
+    inputs at or below ``threshold`` (dark ones: free to brighten), rising to 1 at twice the threshold.
+
+    Args:
+        low: ``(B, 3, H, W)`` inputs in [0, 1].
+        enhanced: ``(B, 3, H, W)`` outputs in [0, 1].
+        threshold: mean input brightness above which changes are penalised (in (0, 1)).
+
+    Returns:
+        Scalar >= 0.
+    """
+    _check_images("low", low)
+    _check_images("enhanced", enhanced)
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be within (0, 1), got {threshold}")
+    lit = ((low.detach().mean(dim=(1, 2, 3)) - threshold) / threshold).clamp(0.0, 1.0)  # (B,)
+    return (lit * (enhanced - low).abs().mean(dim=(1, 2, 3))).mean()
+
+
 class ExposureControlLoss(nn.Module):
     """Module form of :func:`exposure_control_loss`: ``forward(output)``."""
 
@@ -504,6 +530,7 @@ class LossWeights:
     feature: float = 1.0
     segmentation: float = 1.0
     exposure: float = 0.0
+    keep: float = 0.0
 
 
 class SCLObjective(nn.Module):
@@ -521,6 +548,7 @@ class SCLObjective(nn.Module):
         segmentation_detach: detach the output before the segmentation term (the release's behaviour).
         contrastive_margin, texture_margin: hinge margins.
         exposure_patch, exposure_target: see :func:`exposure_control_loss`.
+        keep_above: threshold of :func:`keep_well_lit_loss` (the ``keep`` term).
         texture_layers, feature_layer: VGG16 layers of the texture and feature-preservation terms.
 
     Raises:
@@ -541,6 +569,7 @@ class SCLObjective(nn.Module):
         texture_margin: float = 0.04,
         exposure_patch: int = 16,
         exposure_target: float = 0.6,
+        keep_above: float = 0.3,
         texture_layers: Sequence[str] = TEXTURE_LAYERS,
         feature_layer: str = "relu4_3",
     ) -> None:
@@ -581,6 +610,7 @@ class SCLObjective(nn.Module):
         self.texture_margin = texture_margin
         self.exposure_patch = exposure_patch
         self.exposure_target = exposure_target
+        self.keep_above = keep_above
 
     def extra_repr(self) -> str:
         return f"weights={self.weights}, semantic_variant={self.semantic_variant!r}"
@@ -653,6 +683,8 @@ class SCLObjective(nn.Module):
             )
         if w.exposure > 0:
             terms["exposure"] = exposure_control_loss(enhanced, self.exposure_patch, self.exposure_target)
+        if w.keep > 0:
+            terms["keep"] = keep_well_lit_loss(low, enhanced, self.keep_above)
 
         total = enhanced.new_zeros(())
         for name, value in terms.items():

@@ -171,6 +171,7 @@ class Trainer:
             texture_margin=loss_cfg["texture_margin"],
             exposure_patch=loss_cfg["exposure_patch"],
             exposure_target=loss_cfg["exposure_target"],
+            keep_above=loss_cfg["keep_above"],
         ).to(device)
         self.step = 0  # steps completed
         self.best: dict[str, float] | None = None  # the best validation so far (see _better)
