@@ -19,15 +19,15 @@ import torch
 from scl_lle import metrics
 from scl_lle.baselines import gamma_correction
 from scl_lle.evaluation import _subsets, load_registry
+from scl_lle.model import apply_curves
 
 Curve = Callable[[torch.Tensor], torch.Tensor]
 
 
 def constant_le_curve(x: torch.Tensor, a: float, steps: int = 8) -> torch.Tensor:
     """DCE-Net's light-enhancement curve with one parameter ``a`` in [-1, 1] for every pixel and step."""
-    for _ in range(steps):
-        x = x + a * (x * x - x)
-    return x
+    b, _, h, w = x.shape
+    return apply_curves(x, x.new_full((b, 3 * steps, h, w), a))
 
 
 CURVES: dict[str, Curve] = {
