@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from scl_lle.baselines import luminance
 from scl_lle.losses import (
     TERM_NAMES,
     ColourConstancyLoss,
@@ -34,6 +35,7 @@ from scl_lle.losses import (
     segmentation_loss,
     semantic_brightness_loss,
     texture_distance,
+    tone_prior_loss,
 )
 from scl_lle.model import DCENet
 from scl_lle.perceptual import VGG16Features
@@ -345,8 +347,10 @@ def batch(seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def test_objective_total_is_the_weighted_sum(vgg: VGG16Features, segmenter: Segmenter) -> None:
-    weights = LossWeights(exposure=3.0, keep=2.0)
-    obj = SCLObjective(weights, vgg=vgg, segmenter=segmenter, ignore_index=segmenter.spec.void_index, keep_above=0.1)
+    weights = LossWeights(exposure=3.0, keep=2.0, tone=4.0)
+    obj = SCLObjective(
+        weights, vgg=vgg, segmenter=segmenter, ignore_index=segmenter.spec.void_index, keep_above=0.1, tone_target=0.4
+    )
     assert obj.num_classes == 12
     inputs = batch()
     total, terms = obj(**inputs)
@@ -360,6 +364,7 @@ def test_objective_total_is_the_weighted_sum(vgg: VGG16Features, segmenter: Segm
     keep = keep_well_lit_loss(inputs["low"], inputs["enhanced"], 0.1).detach()
     assert keep > 0
     torch.testing.assert_close(terms["keep"], keep)
+    torch.testing.assert_close(terms["tone"], tone_prior_loss(inputs["low"], inputs["enhanced"], 0.4).detach())
     feats_low, feats_out = vgg(inputs["low"]), vgg(inputs["enhanced"])
     torch.testing.assert_close(terms["feature"], feature_preservation_loss(feats_low, feats_out).detach())
     texture = contrastive_texture_loss(feats_out, vgg(inputs["positives"]), vgg(inputs["negatives"]))
@@ -398,6 +403,26 @@ def test_objective_missing_networks_raise(vgg: VGG16Features) -> None:
         SCLObjective(LossWeights(segmentation=0.0, semantic=0.0), vgg=shallow)
     with pytest.raises(ValueError, match="finite"):
         SCLObjective(LossWeights(tv=-1.0))
+
+
+def test_tone_prior_pulls_dark_inputs_to_a_gamma_curve_and_leaves_bright_ones():
+    g = torch.Generator().manual_seed(0)
+    dark = torch.rand(1, 3, 16, 16, generator=g) * 0.1  # mean luminance about 0.05
+    e = math.log(0.45) / math.log(float(luminance(dark).mean()))
+    curve = dark**e  # the adaptive gamma curve the prior pulls towards
+    assert tone_prior_loss(dark, curve) < 1e-6
+    linear = dark * (float(curve.mean()) / float(dark.mean()))  # same mean brightness, a linear gain
+    assert tone_prior_loss(dark, linear) > 0.05  # the prior tells the concave curve from a linear gain
+    bright = 0.5 + torch.rand(1, 3, 16, 16, generator=g) * 0.4  # brighter than the target: left as it is
+    out = (bright + 0.05).requires_grad_(True)
+    loss = tone_prior_loss(bright, out)
+    assert torch.isclose(loss, torch.tensor(0.05))
+    loss.backward()
+    assert out.grad is not None and (out.grad > 0).all()
+    both = tone_prior_loss(torch.cat([dark, bright]), torch.cat([curve, bright + 0.05]))
+    assert torch.isclose(both, torch.tensor(0.025), atol=1e-6)  # mean over the batch
+    with pytest.raises(ValueError, match="target"):
+        tone_prior_loss(dark, dark, target=1.0)
 
 
 def test_keep_well_lit_ignores_dark_inputs_and_penalises_changes_to_bright_ones():

@@ -53,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
             "segmentation": 1.0,
             "exposure": 0.0,
             "keep": 0.0,  # keep_well_lit_loss: penalise changes to inputs brighter than keep_above
+            "tone": 0.0,  # tone_prior_loss: stay near an exposure-adaptive gamma curve of the input
         },
         "semantic_variant": "class",  # class (the paper's intent) | upstream (the released formula)
         "segmentation_detach": False,  # true reproduces the release: no segmentation gradient
@@ -61,6 +62,7 @@ DEFAULTS: dict[str, Any] = {
         "exposure_patch": 16,
         "exposure_target": 0.6,
         "keep_above": 0.3,
+        "tone_target": 0.45,  # mean luminance the tone term's gamma curve maps dark inputs to
         "num_classes": None,  # classes of the label maps; default: the segmenter's, else void_index + 1
         "pseudo_labels": False,  # label real unlabelled lows with the segmenter (else semantic terms skip them)
     },

@@ -12,10 +12,13 @@ Terms (all return a scalar tensor; images are RGB ``(B, 3, H, W)`` in [0, 1] unl
 * :func:`segmentation_loss` -- cross-entropy of a frozen segmenter on the enhanced image.
 * :func:`keep_well_lit_loss` -- (not in the paper, off by default) inputs that are already well lit should
   come out unchanged.
+* :func:`tone_prior_loss` -- (not in the paper, off by default) the output should stay near an
+  exposure-adaptive gamma curve of the input: a concave tone curve lifts dark pixels with little noise gain.
 
 :class:`SCLObjective` combines them with :class:`LossWeights` (the released weights by default)::
 
-    total = 200 TV + 8 colour + semantic + 10 contrastive + 5 texture + feature + segmentation (+ 0 exposure + 0 keep)
+    total = 200 TV + 8 colour + semantic + 10 contrastive + 5 texture + feature + segmentation
+            (+ 0 exposure + 0 keep + 0 tone)
 
 Everything is vectorised (no per-class Python loops, no host synchronisation) and device/dtype agnostic.
 """
@@ -30,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .baselines import gamma_correction
 from .perceptual import VGG16Features, gram_matrix
 from .segmentation import Segmenter
 
@@ -56,6 +60,7 @@ __all__ = [
     "segmentation_loss",
     "semantic_brightness_loss",
     "texture_distance",
+    "tone_prior_loss",
 ]
 
 SemanticVariant = Literal["class", "upstream"]
@@ -71,6 +76,7 @@ TERM_NAMES: tuple[str, ...] = (
     "segmentation",
     "exposure",
     "keep",
+    "tone",
 )
 
 TEXTURE_LAYERS: tuple[str, ...] = ("relu1_2", "relu2_2")
@@ -495,6 +501,32 @@ def keep_well_lit_loss(low: Tensor, enhanced: Tensor, threshold: float = 0.3) ->
     return (lit * (enhanced - low).abs().mean(dim=(1, 2, 3))).mean()
 
 
+def tone_prior_loss(low: Tensor, enhanced: Tensor, target: float = 0.45) -> Tensor:
+    """Stay near an exposure-adaptive gamma curve: ``mean |enhanced - low ** e_b|``.
+
+    ``e_b = log(target) / log(m_b)``, clamped to [0.1, 1], maps the mean luminance ``m_b`` of input ``b`` to
+    ``target`` (:func:`scl_lle.baselines.gamma_correction`); inputs brighter than ``target`` get ``e_b = 1``
+    (left alone). DCE-Net's quadratic curves are near-linear at black, so without this prior they lift a dark
+    photo's noise as much as its mean; a gamma curve lifts the mean of a LOL photo about eight times while
+    amplifying its noise about 2.4 times.
+
+    Args:
+        low: ``(B, 3, H, W)`` inputs in [0, 1] (no gradient flows to them).
+        enhanced: ``(B, 3, H, W)`` outputs in [0, 1].
+        target: mean luminance the gamma curve maps a dark input to, in (0, 1).
+
+    Returns:
+        Scalar >= 0.
+    """
+    _check_images("low", low)
+    _check_images("enhanced", enhanced)
+    if not 0.0 < target < 1.0:
+        raise ValueError(f"target must be within (0, 1), got {target}")
+    with torch.no_grad():
+        reference = gamma_correction(low.float(), target=target).to(enhanced.dtype)
+    return (enhanced - reference).abs().mean()
+
+
 class ExposureControlLoss(nn.Module):
     """Module form of :func:`exposure_control_loss`: ``forward(output)``."""
 
@@ -531,6 +563,7 @@ class LossWeights:
     segmentation: float = 1.0
     exposure: float = 0.0
     keep: float = 0.0
+    tone: float = 0.0
 
 
 class SCLObjective(nn.Module):
@@ -549,6 +582,7 @@ class SCLObjective(nn.Module):
         contrastive_margin, texture_margin: hinge margins.
         exposure_patch, exposure_target: see :func:`exposure_control_loss`.
         keep_above: threshold of :func:`keep_well_lit_loss` (the ``keep`` term).
+        tone_target: target of :func:`tone_prior_loss` (the ``tone`` term).
         texture_layers, feature_layer: VGG16 layers of the texture and feature-preservation terms.
 
     Raises:
@@ -570,6 +604,7 @@ class SCLObjective(nn.Module):
         exposure_patch: int = 16,
         exposure_target: float = 0.6,
         keep_above: float = 0.3,
+        tone_target: float = 0.45,
         texture_layers: Sequence[str] = TEXTURE_LAYERS,
         feature_layer: str = "relu4_3",
     ) -> None:
@@ -611,6 +646,7 @@ class SCLObjective(nn.Module):
         self.exposure_patch = exposure_patch
         self.exposure_target = exposure_target
         self.keep_above = keep_above
+        self.tone_target = tone_target
 
     def extra_repr(self) -> str:
         return f"weights={self.weights}, semantic_variant={self.semantic_variant!r}"
@@ -685,6 +721,8 @@ class SCLObjective(nn.Module):
             terms["exposure"] = exposure_control_loss(enhanced, self.exposure_patch, self.exposure_target)
         if w.keep > 0:
             terms["keep"] = keep_well_lit_loss(low, enhanced, self.keep_above)
+        if w.tone > 0:
+            terms["tone"] = tone_prior_loss(low, enhanced, self.tone_target)
 
         total = enhanced.new_zeros(())
         for name, value in terms.items():

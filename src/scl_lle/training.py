@@ -172,6 +172,7 @@ class Trainer:
             exposure_patch=loss_cfg["exposure_patch"],
             exposure_target=loss_cfg["exposure_target"],
             keep_above=loss_cfg["keep_above"],
+            tone_target=loss_cfg["tone_target"],
         ).to(device)
         self.step = 0  # steps completed
         self.best: dict[str, float] | None = None  # the best validation so far (see _better)
