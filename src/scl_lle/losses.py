@@ -479,6 +479,14 @@ class CurveSmoothnessLoss(nn.Module):
         return curve_smoothness_loss(curve_maps)
 
 
+def _check_input_output_fraction(low: Tensor, enhanced: Tensor, name: str, value: float) -> None:
+    """Check an input/output image pair and a level strictly inside (0, 1)."""
+    _check_images("low", low)
+    _check_images("enhanced", enhanced)
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"{name} must be within (0, 1), got {value}")
+
+
 def keep_well_lit_loss(low: Tensor, enhanced: Tensor, threshold: float = 0.3) -> Tensor:
     """Leave well-lit inputs alone: ``mean_b s_b * mean |enhanced_b - low_b|``.
 
@@ -493,10 +501,7 @@ def keep_well_lit_loss(low: Tensor, enhanced: Tensor, threshold: float = 0.3) ->
     Returns:
         Scalar >= 0.
     """
-    _check_images("low", low)
-    _check_images("enhanced", enhanced)
-    if not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold must be within (0, 1), got {threshold}")
+    _check_input_output_fraction(low, enhanced, "threshold", threshold)
     lit = ((low.detach().mean(dim=(1, 2, 3)) - threshold) / threshold).clamp(0.0, 1.0)  # (B,)
     return (lit * (enhanced - low).abs().mean(dim=(1, 2, 3))).mean()
 
@@ -518,10 +523,7 @@ def tone_prior_loss(low: Tensor, enhanced: Tensor, target: float = 0.45) -> Tens
     Returns:
         Scalar >= 0.
     """
-    _check_images("low", low)
-    _check_images("enhanced", enhanced)
-    if not 0.0 < target < 1.0:
-        raise ValueError(f"target must be within (0, 1), got {target}")
+    _check_input_output_fraction(low, enhanced, "target", target)
     with torch.no_grad():
         reference = gamma_correction(low.float(), target=target).to(enhanced.dtype)
     return (enhanced - reference).abs().mean()
