@@ -512,8 +512,8 @@ def tone_prior_loss(low: Tensor, enhanced: Tensor, target: float = 0.45) -> Tens
     ``e_b = log(target) / log(m_b)``, clamped to [0.1, 1], maps the mean luminance ``m_b`` of input ``b`` to
     ``target`` (:func:`scl_lle.baselines.gamma_correction`); inputs brighter than ``target`` get ``e_b = 1``
     (left alone). DCE-Net's quadratic curves are near-linear at black, so without this prior they lift a dark
-    photo's noise as much as its mean; a gamma curve lifts the mean of a LOL photo about eight times while
-    amplifying its noise about 2.4 times. In the project's 600-step runs the network matched the curve's
+    photo's noise as much as its mean; ``x ** e`` lifts a pixel by ``y / x`` with a slope (noise gain) of only
+    ``e * y / x``. In the project's 600-step runs the network matched the curve's
     brightness but not its shape, and NIQE did not improve (docs/MODEL_CARD.md).
 
     Args:
