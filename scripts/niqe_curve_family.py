@@ -18,7 +18,7 @@ import torch
 
 from scl_lle import metrics
 from scl_lle.baselines import gamma_correction
-from scl_lle.evaluation import _subsets, load_registry
+from scl_lle.evaluation import dataset_images
 from scl_lle.model import apply_curves
 
 Curve = Callable[[torch.Tensor], torch.Tensor]
@@ -45,13 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    registry = load_registry()
-    spec = registry["datasets"][args.dataset]
-    images = [
-        sample.image
-        for subset in _subsets(args.dataset, spec, registry["path"].parent, None)
-        for sample in subset.load()
-    ]
+    images = [image for _, image in dataset_images(args.dataset)]
     print(f"| curve ({args.dataset}, {len(images)} images) | NIQE | brightness |\n|---|---:|---:|")
     for name, curve in CURVES.items():
         niqe, brightness = [], []

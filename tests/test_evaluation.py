@@ -98,6 +98,17 @@ def test_registry_methods_and_errors(tmp_path: Path, weights_file: Path, monkeyp
         E.load_registry(tmp_path / "missing.yaml")
 
 
+def test_dataset_images_yields_the_inputs(tiny_registry: Path) -> None:
+    dark = list(E.dataset_images("dark", tiny_registry))
+    assert [name for name, _ in dark] == ["im0.png", "im1.png", "im2.png"]
+    expected = E.load_image(tiny_registry.parent / "data" / "dark" / "im1.png")
+    torch.testing.assert_close(dark[1][1], expected)
+    pairs = list(E.dataset_images("pairs", tiny_registry, max_images=1))
+    assert len(pairs) == 1 and pairs[0][1].shape == (1, 3, 100, 130)  # the low-light input of the pair
+    with pytest.raises(E.UnknownNameError, match="known: dark, pairs"):
+        next(E.dataset_images("nope", tiny_registry))
+
+
 def test_default_registry_names() -> None:
     assert set(E.list_datasets()) >= {"lime", "dicm", "lol15", "npe", "fivek", "camvid-dark", "camvid-dusk"}
     assert {"scl-lle-release", "zero-dce"} <= set(E.load_registry()["methods"])

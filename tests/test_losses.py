@@ -94,6 +94,29 @@ def test_grey_distance_of_constant_images() -> None:
         grey_distance(const(0.1), const(0.1, h=5))
 
 
+def test_sorted_grey_distance_compares_brightness_distributions() -> None:
+    # a half-black, half-white positive and the same scene mirrored: pixelwise 1.0 apart, same histogram
+    left = torch.zeros(1, 3, 4, 4)
+    left[..., :2] = 1.0
+    mirrored = left.flip(-1)
+    torch.testing.assert_close(grey_distance(mirrored, left), torch.tensor([1.0]))
+    torch.testing.assert_close(grey_distance(mirrored, left, mode="sorted"), torch.tensor([0.0]))
+    # the pixelwise distance prefers a flat mid grey to the mirrored scene; the sorted one does not
+    grey = const(0.5)
+    assert grey_distance(grey, left) < grey_distance(mirrored, left)
+    torch.testing.assert_close(grey_distance(grey, left, mode="sorted"), torch.tensor([0.5]))
+    # sorted values: (0.1, 0.3) against (0.2, 0.6) in either order -> (0.1 + 0.3) / 2
+    a = torch.tensor([0.3, 0.1]).view(1, 1, 1, 2).expand(1, 3, 1, 2)
+    b = torch.tensor([0.2, 0.6]).view(1, 1, 1, 2).expand(1, 3, 1, 2)
+    torch.testing.assert_close(grey_distance(a, b, mode="sorted"), torch.tensor([0.2]))
+    # the loss and the module pass the mode through: sorted, the mirrored output is at its positive
+    loss = contrastive_grey_loss(mirrored, left, const(0.0), margin=0.3, mode="sorted")
+    torch.testing.assert_close(loss, torch.tensor(0.0))  # 0 - 0.5 + 0.3 < 0
+    torch.testing.assert_close(ContrastiveGreyLoss(mode="sorted")(mirrored, left, const(0.0)), loss)
+    with pytest.raises(ValueError, match="mode"):
+        grey_distance(a, b, mode="histogram")  # type: ignore[arg-type]
+
+
 def test_contrastive_grey_hinge_active_and_inactive() -> None:
     y = const(0.2)
     # d(Y,P) = |0.2-0.5| = 0.3, d(Y,N) = |0.2-0.1| = 0.1: 0.3 - 0.1 + 0.3 = 0.5 (active)
@@ -387,6 +410,15 @@ def test_objective_skips_zero_weights_and_uses_labelled() -> None:
     assert set(terms) == {"colour"}
     with pytest.raises(ValueError, match="labels"):
         obj(**{**inputs, "labels": None})
+    # the contrastive term's distance is configurable; the objective computes it with that distance
+    contrast = LossWeights(0, 0, 0, 1, 0, 0, 0, 0)
+    sorted_obj = SCLObjective(contrast, grey_distance="sorted")
+    _, by_sorted = sorted_obj(**inputs)
+    expected = contrastive_grey_loss(inputs["enhanced"], inputs["positives"], inputs["negatives"], mode="sorted")
+    torch.testing.assert_close(by_sorted["contrastive"], expected)
+    assert not torch.allclose(by_sorted["contrastive"], SCLObjective(contrast)(**inputs)[1]["contrastive"])
+    with pytest.raises(ValueError, match="grey_distance"):
+        SCLObjective(contrast, grey_distance="histogram")  # type: ignore[arg-type]
 
 
 def test_objective_missing_networks_raise(vgg: VGG16Features) -> None:

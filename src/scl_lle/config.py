@@ -58,6 +58,7 @@ DEFAULTS: dict[str, Any] = {
         "semantic_variant": "class",  # class (the paper's intent) | upstream (the released formula)
         "segmentation_detach": False,  # true reproduces the release: no segmentation gradient
         "contrastive_margin": 0.3,
+        "grey_distance": "pixel",  # pixel (the paper's) | sorted (compare brightness distributions)
         "texture_margin": 0.04,
         "exposure_patch": 16,
         "exposure_target": 0.6,

@@ -49,6 +49,7 @@ __all__ = [
     "RegistryError",
     "UnknownNameError",
     "confusion_matrix",
+    "dataset_images",
     "evaluate",
     "get_method",
     "iou_from_confusion",
@@ -152,6 +153,23 @@ def load_registry(registry: str | os.PathLike[str] | None = None) -> dict[str, A
 def list_datasets(registry: str | os.PathLike[str] | None = None) -> list[str]:
     """Names of the data sets in the registry YAML."""
     return list(load_registry(registry)["datasets"])
+
+
+def dataset_images(
+    name: str, registry: str | os.PathLike[str] | None = None, max_images: int | None = None
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """The input images of registry data set ``name``, one at a time: ``(sample name, (1, 3, H, W) in [0, 1])``.
+
+    The images that :func:`evaluate` feeds to the methods (low-light inputs of paired sets; for darkened
+    segmentation sets, every darkening level in turn), on the CPU. ``max_images``: at most that many per set.
+    Raises :class:`UnknownNameError` for a name the registry lacks.
+    """
+    reg = load_registry(registry)
+    if name not in reg["datasets"]:
+        raise UnknownNameError(f"unknown data set {name!r}; known: {', '.join(reg['datasets'])}")
+    for subset in _subsets(name, reg["datasets"][name], Path(reg["path"]).parent, max_images):
+        for sample in subset.load():
+            yield sample.name, sample.image
 
 
 # ------------------------------------------------------------------------------------------------- methods

@@ -64,6 +64,7 @@ __all__ = [
 ]
 
 SemanticVariant = Literal["class", "upstream"]
+GreyDistance = Literal["pixel", "sorted"]
 
 #: Names of the terms of :class:`SCLObjective`, in the order they are computed and reported.
 TERM_NAMES: tuple[str, ...] = (
@@ -97,26 +98,41 @@ def _stat_dtype(x: Tensor) -> torch.dtype:
 # --------------------------------------------------------------------------------------------------
 
 
-def grey_distance(x: Tensor, y: Tensor) -> Tensor:
+def grey_distance(x: Tensor, y: Tensor, mode: GreyDistance = "pixel") -> Tensor:
     """Mean absolute difference of grey (channel-mean) images, averaged over a pool.
 
     Args:
         x: ``(B, 3, H, W)`` images in [0, 1] (the enhanced outputs).
         y: ``(N, 3, H, W)`` pool images in [0, 1], the same ``H, W`` as ``x``.
+        mode: ``"pixel"`` (the paper's): pixel ``i`` of ``x`` is compared with pixel ``i`` of each pool image,
+            although they show different scenes; ``"sorted"``: the grey values of each image are sorted first,
+            so ``d`` is the 1-D Wasserstein-1 distance between the two brightness distributions.
 
     Returns:
-        ``(B,)``: ``d[b] = mean_n mean_hw |mean_c x[b] - mean_c y[n]|``, in [0, 1].
+        ``(B,)``: ``d[b] = mean_n mean_hw |g(x[b]) - g(y[n])|`` with ``g`` the channel mean (sorted for
+        ``"sorted"``), in [0, 1].
+
+    Why ``"sorted"``: between unrelated scenes the pixelwise distance is smallest for an output that is the
+    same mid grey everywhere (the per-pixel median of the pool), so it rewards flat, low-contrast images with
+    lifted blacks and washed-out highlights. Comparing sorted values asks only that the output's histogram of
+    brightness look like a normal-light photo's, dark and bright parts included.
     """
     _check_images("x", x)
     _check_images("y", y)
+    if mode not in ("pixel", "sorted"):
+        raise ValueError(f"mode must be 'pixel' or 'sorted', got {mode!r}")
     if x.shape[-2:] != y.shape[-2:]:
         raise ValueError(f"pool images {tuple(y.shape)} must have the size of the outputs {tuple(x.shape)}")
-    gx = x.mean(1)  # (B, H, W)
-    gy = y.mean(1)  # (N, H, W)
-    return (gx[:, None] - gy[None]).abs().mean(dim=(1, 2, 3))
+    gx = x.mean(1).flatten(1)  # (B, H*W)
+    gy = y.mean(1).flatten(1)  # (N, H*W)
+    if mode == "sorted":
+        gx, gy = gx.sort(dim=1).values, gy.sort(dim=1).values
+    return (gx[:, None] - gy[None]).abs().mean(dim=(1, 2))
 
 
-def contrastive_grey_loss(output: Tensor, positives: Tensor, negatives: Tensor, margin: float = 0.3) -> Tensor:
+def contrastive_grey_loss(
+    output: Tensor, positives: Tensor, negatives: Tensor, margin: float = 0.3, mode: GreyDistance = "pixel"
+) -> Tensor:
     """Brightness contrastive loss ``mean_b max(0, d(Y_b, P) - d(Y_b, N) + margin)``, ``d`` = :func:`grey_distance`.
 
     Args:
@@ -124,6 +140,7 @@ def contrastive_grey_loss(output: Tensor, positives: Tensor, negatives: Tensor, 
         positives: ``(P, 3, H, W)`` normal-light pool in [0, 1].
         negatives: ``(N, 3, H, W)`` low-light pool in [0, 1].
         margin: hinge margin (0.3 in the release).
+        mode: ``"pixel"`` (the paper's) or ``"sorted"`` (brightness distributions), see :func:`grey_distance`.
 
     Returns:
         Scalar >= 0.
@@ -135,8 +152,8 @@ def contrastive_grey_loss(output: Tensor, positives: Tensor, negatives: Tensor, 
     the loss does not depend on the order of the pool and one image that is already well separated does
     not mask another that is not. For ``B = P = N = 1`` both are identical.
     """
-    d_pos = grey_distance(output, positives)
-    d_neg = grey_distance(output, negatives)
+    d_pos = grey_distance(output, positives, mode)
+    d_neg = grey_distance(output, negatives, mode)
     return F.relu(d_pos - d_neg + margin).mean()
 
 
@@ -385,15 +402,16 @@ def exposure_control_loss(output: Tensor, patch_size: int = 16, target: float = 
 class ContrastiveGreyLoss(nn.Module):
     """Module form of :func:`contrastive_grey_loss`: ``forward(output, positives, negatives)``."""
 
-    def __init__(self, margin: float = 0.3) -> None:
+    def __init__(self, margin: float = 0.3, mode: GreyDistance = "pixel") -> None:
         super().__init__()
         self.margin = margin
+        self.mode: GreyDistance = mode
 
     def forward(self, output: Tensor, positives: Tensor, negatives: Tensor) -> Tensor:
-        return contrastive_grey_loss(output, positives, negatives, self.margin)
+        return contrastive_grey_loss(output, positives, negatives, self.margin, self.mode)
 
     def extra_repr(self) -> str:
-        return f"margin={self.margin}"
+        return f"margin={self.margin}, mode={self.mode!r}"
 
 
 class ContrastiveTextureLoss(nn.Module):
@@ -583,6 +601,7 @@ class SCLObjective(nn.Module):
         semantic_variant: ``"class"`` or ``"upstream"`` (see :func:`semantic_brightness_loss`).
         segmentation_detach: detach the output before the segmentation term (the release's behaviour).
         contrastive_margin, texture_margin: hinge margins.
+        grey_distance: ``"pixel"`` or ``"sorted"``, the contrastive term's distance (see :func:`grey_distance`).
         exposure_patch, exposure_target: see :func:`exposure_control_loss`.
         keep_above: threshold of :func:`keep_well_lit_loss` (the ``keep`` term).
         tone_target: target of :func:`tone_prior_loss` (the ``tone`` term).
@@ -604,6 +623,7 @@ class SCLObjective(nn.Module):
         segmentation_detach: bool = False,
         contrastive_margin: float = 0.3,
         texture_margin: float = 0.04,
+        grey_distance: GreyDistance = "pixel",
         exposure_patch: int = 16,
         exposure_target: float = 0.6,
         keep_above: float = 0.3,
@@ -618,6 +638,8 @@ class SCLObjective(nn.Module):
                 raise ValueError(f"loss weight {name!r} must be finite and >= 0, got {value}")
         if semantic_variant not in ("class", "upstream"):
             raise ValueError(f"semantic_variant must be 'class' or 'upstream', got {semantic_variant!r}")
+        if grey_distance not in ("pixel", "sorted"):
+            raise ValueError(f"grey_distance must be 'pixel' or 'sorted', got {grey_distance!r}")
         w = self.weights
         self.texture_layers = tuple(texture_layers)
         self.feature_layer = feature_layer
@@ -646,6 +668,7 @@ class SCLObjective(nn.Module):
         self.segmentation_detach = segmentation_detach
         self.contrastive_margin = contrastive_margin
         self.texture_margin = texture_margin
+        self.grey_distance: GreyDistance = grey_distance
         self.exposure_patch = exposure_patch
         self.exposure_target = exposure_target
         self.keep_above = keep_above
@@ -704,7 +727,9 @@ class SCLObjective(nn.Module):
             )
         if w.contrastive > 0:
             assert positives is not None and negatives is not None
-            terms["contrastive"] = contrastive_grey_loss(enhanced, positives, negatives, self.contrastive_margin)
+            terms["contrastive"] = contrastive_grey_loss(
+                enhanced, positives, negatives, self.contrastive_margin, self.grey_distance
+            )
         if w.texture > 0 or w.feature > 0:
             assert self.vgg is not None
             out_feats = self.vgg(enhanced)

@@ -169,6 +169,7 @@ class Trainer:
             segmentation_detach=loss_cfg["segmentation_detach"],
             contrastive_margin=loss_cfg["contrastive_margin"],
             texture_margin=loss_cfg["texture_margin"],
+            grey_distance=loss_cfg["grey_distance"],
             exposure_patch=loss_cfg["exposure_patch"],
             exposure_target=loss_cfg["exposure_target"],
             keep_above=loss_cfg["keep_above"],
