@@ -113,9 +113,10 @@ def grey_distance(x: Tensor, y: Tensor, mode: GreyDistance = "pixel") -> Tensor:
         ``"sorted"``), in [0, 1].
 
     Why ``"sorted"``: between unrelated scenes the pixelwise distance is smallest for an output that is the
-    same mid grey everywhere (the per-pixel median of the pool), so it rewards flat, low-contrast images with
-    lifted blacks and washed-out highlights. Comparing sorted values asks only that the output's histogram of
-    brightness look like a normal-light photo's, dark and bright parts included.
+    same mid grey everywhere (the per-pixel median of the pool), so in principle it rewards flat, low-contrast
+    images. Comparing sorted values asks only that the output's histogram of brightness look like a
+    normal-light photo's, dark and bright parts included. (Tried for the default model: no measurable
+    difference at the CPU budget; docs/MODEL_CARD.md.)
     """
     _check_images("x", x)
     _check_images("y", y)
