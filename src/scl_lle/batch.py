@@ -222,6 +222,7 @@ def enhance(
     backend: str = "torch",
     threads: int | None = None,
     compile: bool = False,
+    finish: bool = True,
     rank: int | None = None,
     world_size: int | None = None,
     temporal_smoothing: float = DEFAULT_SMOOTHING,
@@ -241,7 +242,7 @@ def enhance(
         max_pixels: refuse images with more pixels (decompression bombs); ``None`` or 0: no limit.
         progress: show a progress bar on stderr.
         report: called with one line per failed file (default: printed to stderr).
-        backend, threads, compile: as for :class:`~scl_lle.inference.Enhancer`.
+        backend, threads, compile, finish: as for :class:`~scl_lle.inference.Enhancer`.
         rank, world_size: process this shard only: the jobs whose index in the sorted job list (sorted by
             output path) is ``rank`` modulo ``world_size``. ``None``: from ``RANK`` / ``WORLD_SIZE``
             (``torchrun``), else the whole list. Inputs that cannot be used are reported by rank 0 only.
@@ -290,6 +291,7 @@ def enhance(
                 backend=backend,
                 threads=threads,
                 compile=compile,
+                finish=finish,
             )
     desc = f"enhance [{rank}/{world_size}]" if world_size > 1 else "enhance"
     bar = tqdm(jobs, unit="img", desc=desc, disable=not progress, file=sys.stderr, dynamic_ncols=True)

@@ -102,6 +102,13 @@ def _add_enhance(commands: argparse._SubParsersAction) -> None:
         help="torch.compile the network and the fused curve pass: faster per image after a one-time "
         "compilation (tens of seconds; needs a C++ compiler on the CPU)",
     )
+    parser.add_argument(
+        "--no-finish",
+        dest="finish",
+        action="store_false",
+        help="apply the network's curves alone: no detail-preserving application, no black-point anchoring "
+        "(the paper's output; see scl_lle.finishing)",
+    )
     parser.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders")
     parser.add_argument(
         "--format",
@@ -176,6 +183,7 @@ def _run_enhance(args: argparse.Namespace) -> int:
             backend=args.backend,
             threads=args.threads,
             compile=args.compile,
+            finish=args.finish,
             temporal_smoothing=args.temporal_smoothing,
             video_batch=args.video_batch,
         )
@@ -257,7 +265,8 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
         help="export the enhancer network to ONNX",
         description="Write DCE-Net as ONNX with dynamic batch, height and width. By default the network alone "
         "(image -> 24 curve maps), which 'scl-lle enhance --backend onnxruntime --weights FILE.onnx' runs with "
-        "tiling and --scale; --with-curves writes network + curves (image -> enhanced image, full resolution). "
+        "tiling and --scale; --with-curves writes network + curves (image -> enhanced image, full resolution, "
+        "the curves alone as with enhance --no-finish). "
         "Needs the 'onnx' package.",
     )
     parser.add_argument("--onnx", required=True, metavar="PATH", help="the .onnx file to write")

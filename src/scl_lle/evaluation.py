@@ -174,6 +174,8 @@ def dataset_images(
 
 # ------------------------------------------------------------------------------------------------- methods
 
+#: The packaged default model without the finishing: the network's curves alone.
+CURVES_ONLY = "scl-lle-curves"
 _PARAMETRISED = {
     "gamma": ("gamma:G", "fixed gamma correction x ** (1/G)"),
     "clahe": ("clahe:CLIP", "CLAHE with clip limit CLIP (8x8 tiles)"),
@@ -204,7 +206,7 @@ def list_methods(registry: str | os.PathLike[str] | None = None) -> list[str]:
         if registry is not None:
             raise
     if _shipped_default():
-        names.append("scl-lle")
+        names += ["scl-lle", CURVES_ONLY]
     return names
 
 
@@ -228,14 +230,18 @@ def _describe_method(name: str, registry: dict[str, Any] | None) -> str:
     if kind in _PARAMETRISED:
         return _PARAMETRISED[kind][1].replace(_PARAMETRISED[kind][0].split(":")[1], name.split(":", 1)[1])
     if name == "scl-lle":
-        return "the project's default DCE-Net model"
+        return "the project's default model, finished as scl-lle enhance does"
+    if name == CURVES_ONLY:
+        return "the project's default model, its curves alone (--no-finish)"
+    if name.startswith(FINISHED_PREFIX):
+        return _describe_method(name.removeprefix(FINISHED_PREFIX), registry) + ", finished"
     return ""
 
 
-def _dcenet_method(weights: str | os.PathLike[str] | None, device: torch.device) -> Method:
+def _dcenet_method(weights: str | os.PathLike[str] | None, device: torch.device, finish: bool = False) -> Method:
     from .inference import Enhancer
 
-    enhancer = Enhancer(weights=weights, device=device)
+    enhancer = Enhancer(weights=weights, device=device, finish=finish)
 
     def run(x: torch.Tensor) -> torch.Tensor:
         return enhancer(x)
@@ -260,7 +266,9 @@ def get_method(
 
     Accepted: a baseline name (``identity``, ``gamma``, ``histeq``, ``clahe``, ``lime``); ``gamma:G`` (fixed
     ``x ** (1/G)``); ``clahe:CLIP``; ``dcenet:PATH`` or a path to ``.pth`` / ``.safetensors`` weights; a name
-    under ``methods:`` in the registry YAML; ``scl-lle`` (the packaged default model, when one ships).
+    under ``methods:`` in the registry YAML; ``scl-lle`` (the packaged default model, finished as ``scl-lle
+    enhance`` does); ``scl-lle-curves`` (its curves alone). Other DCE-Net methods run their curves alone, as
+    released; ``finished:SPEC`` adds the finishing (:mod:`scl_lle.finishing`) to any of them.
     Raises :class:`UnknownNameError` listing the known names.
     """
     from .inference import resolve_device
@@ -278,12 +286,30 @@ def get_method(
         if kind == "gamma":
             return _on_device(baselines.gamma_correction, dev, gamma=value)
         return _on_device(baselines.clahe, dev, clip_limit=value)
-    if kind == "dcenet" and arg:
-        return _dcenet_method(Path(arg).expanduser(), dev)
-    if name.endswith((".pth", ".safetensors")) and Path(name).expanduser().is_file():
-        return _dcenet_method(Path(name).expanduser(), dev)
+    if name.startswith(FINISHED_PREFIX):
+        weights = _dcenet_weights(name.removeprefix(FINISHED_PREFIX).strip(), registry)
+        return _dcenet_method(None if weights is _DEFAULT else weights, dev, finish=True)
     if name == "scl-lle":
-        return _dcenet_method(None, dev)
+        return _dcenet_method(None, dev, finish=True)
+    weights = _dcenet_weights(name, registry)
+    return _dcenet_method(None if weights is _DEFAULT else weights, dev)
+
+
+#: ``finished:SPEC``: the DCE-Net method SPEC with the enhancer's finishing (:mod:`scl_lle.finishing`).
+FINISHED_PREFIX = "finished:"
+_DEFAULT = Path("<the packaged default model>")
+
+
+def _dcenet_weights(name: str, registry: str | os.PathLike[str] | dict[str, Any] | None) -> Path:
+    """The weights file of a DCE-Net method spec (``_DEFAULT`` for the packaged model); raises
+    :class:`UnknownNameError` when ``name`` names no DCE-Net."""
+    kind, _, arg = name.partition(":")
+    if kind == "dcenet" and arg:
+        return Path(arg).expanduser()
+    if name.endswith((".pth", ".safetensors")) and Path(name).expanduser().is_file():
+        return Path(name).expanduser()
+    if name in ("scl-lle", CURVES_ONLY):
+        return _DEFAULT
     reg: dict[str, Any] | None
     if isinstance(registry, dict):
         reg = registry
@@ -301,13 +327,13 @@ def get_method(
         path = _expand(entry["weights"], f"method {name!r}", Path(reg["path"]).parent)
         if not path.is_file():
             raise RegistryError(f"method {name!r}: weights file not found: {path}")
-        return _dcenet_method(path, dev)
+        return path
     known = list(baselines.BASELINES) + (list(reg["methods"]) if reg else [])
     if _shipped_default():
-        known.append("scl-lle")
+        known += ["scl-lle", CURVES_ONLY]
     raise UnknownNameError(
         f"unknown method {name!r}; known: {', '.join(known)}; or a spec: gamma:G, clahe:CLIP, dcenet:PATH, "
-        "a .pth/.safetensors path"
+        f"a .pth/.safetensors path, {FINISHED_PREFIX}SPEC"
     )
 
 

@@ -11,7 +11,8 @@ Two variants:
   upsampling) and the curves stay in the engine, so the ONNX backend gives the same results as PyTorch for
   every setting.
 - ``include_curves=True``: ``image`` → ``enhanced (batch, 3, height, width)``, the eight curves applied and
-  the result clipped to [0, 1]: the whole enhancer at full resolution for use outside scl-lle.
+  the result clipped to [0, 1]: the network and its curves at full resolution for use outside scl-lle, without
+  the engine's finishing (:mod:`scl_lle.finishing`), i.e. what ``Enhancer(finish=False)`` gives.
 
 The model's metadata says which (``scl_lle.outputs``: ``curve_maps`` or ``enhanced``).
 """

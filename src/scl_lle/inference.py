@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .finishing import DETAIL_RADIUS, detail_eps, split_detail
 from .imageio import Picture, picture_from_pil, picture_to_pil
 from .model import RECEPTIVE_RADIUS, DCENet, apply_upsampled_curves, downsample, upsampled_curves_band
 from .weights import load_dcenet
@@ -30,8 +31,10 @@ __all__ = [
     "FAST_SCALE",
     "Enhancer",
     "apply_curve_maps",
+    "base_layer",
     "enhance_tensor",
     "estimate_curve_maps",
+    "finish_curves",
     "resolve_device",
 ]
 
@@ -106,14 +109,20 @@ def enhance_tensor(
     tile_size: int | None = 1024,
     *,
     band_kernel: Callable[..., torch.Tensor] | None = None,
+    apply_to: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Enhance ``(B, 3, H, W)`` in [0, 1] with ``model``, in tiles of ``tile_size`` (``None``: one piece).
 
     ``model`` is a :class:`~scl_lle.model.DCENet` or any function from an image tile to its curve maps (another
     runtime, a compiled network). With ``scale > 1`` the maps are estimated on the image shrunk ``scale`` times
     and applied with the fused upsample-and-curves pass (``band_kernel``: a compiled
-    :func:`~scl_lle.model.upsampled_curves_band`, or ``None`` for eager). Returns ``(B, 3, H, W)``.
+    :func:`~scl_lle.model.upsampled_curves_band`, or ``None`` for eager). ``apply_to`` (same shape as
+    ``image``, default ``image``): the picture the curves estimated from ``image`` are applied to, for example
+    its base layer (:mod:`scl_lle.finishing`). Returns ``(B, 3, H, W)``.
     """
+    target = image if apply_to is None else apply_to
+    if target.shape != image.shape:
+        raise ValueError(f"apply_to must have the image's shape {tuple(image.shape)}, got {tuple(target.shape)}")
     if int(scale) != scale or scale < 1:
         raise ValueError(f"scale must be an integer >= 1, got {scale}")
     scale = int(scale)
@@ -122,10 +131,10 @@ def enhance_tensor(
         out = torch.empty(image.shape, dtype=image.dtype, device=image.device)
         for (top, left, bottom, right), maps in _estimated_maps(estimate, image, tile_size):
             region = (..., slice(top, bottom), slice(left, right))
-            _apply_curves_into(out[region], image[region], maps)
+            _apply_curves_into(out[region], target[region], maps)
         return out.clamp_(0.0, 1.0)
     small_maps = estimate_curve_maps(estimate, image, scale, tile_size)
-    return apply_curve_maps(image, small_maps, tile_size, band_kernel=band_kernel)
+    return apply_curve_maps(target, small_maps, tile_size, band_kernel=band_kernel)
 
 
 def estimate_curve_maps(
@@ -218,6 +227,33 @@ class _OnnxEstimator:
         return torch.from_numpy(maps).to(device=tile.device, dtype=tile.dtype)
 
 
+def base_layer(image: torch.Tensor, tile_size: int | None = 1024) -> torch.Tensor:
+    """The base layer of ``(B, 3, H, W)`` (:func:`~scl_lle.finishing.split_detail`), in strips of ``tile_size``
+    rows with enough context that the result equals the one-piece computation. Returns ``(B, 3, H, W)``."""
+    eps = detail_eps(image)  # from the whole image, so every strip uses the same threshold
+    height = image.shape[-2]
+    if not tile_size or height <= tile_size:
+        return split_detail(image, eps=eps)[0]
+    margin = 2 * DETAIL_RADIUS  # the guided filter averages twice over radius-wide windows
+    out = torch.empty_like(image)
+    for top in range(0, height, tile_size):
+        bottom = min(top + tile_size, height)
+        y0, y1 = max(top - margin, 0), min(bottom + margin, height)
+        out[..., top:bottom, :] = split_detail(image[..., y0:y1, :], eps=eps)[0][..., top - y0 : bottom - y0, :]
+    return out
+
+
+def finish_curves(
+    image: torch.Tensor, curves: Callable[[torch.Tensor], torch.Tensor], tile_size: int | None = 1024
+) -> torch.Tensor:
+    """Apply ``curves`` (a function of a ``(B, 3, H, W)`` picture) the finished way (:mod:`scl_lle.finishing`):
+    to the base layer of ``image``, with the detail layer added back at unit gain. Returns ``(B, 3, H, W)`` in
+    [0, 1]; curves that are the identity (strength 0) return ``image``."""
+    base = base_layer(image, tile_size)
+    out = curves(base)
+    return out.add_(image).sub_(base).clamp_(0.0, 1.0)
+
+
 def _check_strength(strength: float) -> None:
     if not 0.0 <= strength <= 1.0:
         raise ValueError(f"strength must be within 0..1, got {strength}")
@@ -263,6 +299,8 @@ class Enhancer:
         compile: ``torch.compile`` the network (torch backend) and the fused upsample-and-curves pass
             (``scale > 1``). Faster per image after a one-time compilation of tens of seconds (cached on disk
             by PyTorch); needs a C++ compiler on the CPU. Falls back to eager with a warning if it fails.
+        finish: apply the curves to the base layer with the detail (mostly noise) added back at unit gain
+            (:mod:`scl_lle.finishing`); ``False`` applies the curves alone, as the paper does.
 
     Calling the enhancer on a float tensor ``(B, 3, H, W)`` (or ``(3, H, W)``) in [0, 1] returns the enhanced
     tensor with the same shape, dtype and device.
@@ -280,6 +318,7 @@ class Enhancer:
         threads: int | None = None,
         channels_last: bool | None = None,
         compile: bool = False,
+        finish: bool = True,
     ) -> None:
         if int(scale) != scale or scale < 1:
             raise ValueError(f"scale must be an integer >= 1, got {scale}")
@@ -298,6 +337,7 @@ class Enhancer:
         self.backend = backend
         self.threads = threads
         self.compile = bool(compile)
+        self.finish = bool(finish)
         if channels_last is None:
             half = dtype in (torch.float16, torch.bfloat16)
             channels_last = self.device.type == "cpu" or (self.device.type == "cuda" and half)
@@ -325,7 +365,8 @@ class Enhancer:
     def __repr__(self) -> str:
         return (
             f"Enhancer(backend={self.backend}, device={self.device}, dtype={self.dtype}, scale={self.scale}, "
-            f"tile_size={self.tile_size}, channels_last={self.channels_last}, compile={self.compile})"
+            f"tile_size={self.tile_size}, channels_last={self.channels_last}, compile={self.compile}, "
+            f"finish={self.finish})"
         )
 
     def _run(self, x: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
@@ -336,7 +377,13 @@ class Enhancer:
             def estimate(tile: torch.Tensor) -> torch.Tensor:
                 return base(tile) * strength
 
-        return enhance_tensor(estimate, x, self.scale, self.tile_size, band_kernel=self._band_kernel)
+        if not self.finish:
+            return enhance_tensor(estimate, x, self.scale, self.tile_size, band_kernel=self._band_kernel)
+
+        def curves(base: torch.Tensor) -> torch.Tensor:
+            return enhance_tensor(estimate, x, self.scale, self.tile_size, band_kernel=self._band_kernel, apply_to=base)
+
+        return finish_curves(x, curves, self.tile_size)
 
     def __call__(self, images: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
         """Enhance ``(B, 3, H, W)`` or ``(3, H, W)`` float in [0, 1]; same shape, dtype and device back.
@@ -382,16 +429,21 @@ class Enhancer:
         """Apply maps from :meth:`curve_maps` to ``(B, 3, H, W)`` in [0, 1]; same shape back, enhancer's device.
 
         ``strength`` in [0, 1] multiplies the maps: 0 leaves the image unchanged, 1 is the full enhancement, and
-        every value in between is still a monotone curve from [0, 1] onto [0, 1].
+        every value in between is still a monotone curve from [0, 1] onto [0, 1]. Finished as set by ``finish``.
         """
         _check_strength(strength)
         x = images.to(device=self.device, dtype=self.dtype)
         maps = maps.to(device=self.device, dtype=self.dtype)
         if strength != 1.0:
             maps = maps * strength
-        return self._guarded(
-            lambda t, m: apply_curve_maps(t, m, self.tile_size, band_kernel=self._band_kernel), x, maps
-        )
+
+        def run(t: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+            def curves(picture: torch.Tensor) -> torch.Tensor:
+                return apply_curve_maps(picture, m, self.tile_size, band_kernel=self._band_kernel)
+
+            return finish_curves(t, curves, self.tile_size) if self.finish else curves(t)
+
+        return self._guarded(run, x, maps)
 
     def enhance_array(self, pixels: np.ndarray, strength: float = 1.0) -> np.ndarray:
         """Enhance ``(H, W)`` grey or ``(H, W, 3)`` RGB pixels (uint8, uint16 or float in [0, 1]).

@@ -1,0 +1,111 @@
+"""The finishing stage: detail at unit gain, black-point anchoring, and how the enhancer applies them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from scl_lle.finishing import (
+    box_filter,
+    estimate_noise,
+    guided_filter,
+    split_detail,
+)
+from scl_lle.inference import Enhancer, base_layer
+from scl_lle.model import DCENet
+
+
+def _ramp(height: int = 64, width: int = 96, low: float = 0.02, high: float = 0.3) -> torch.Tensor:
+    """A smooth dark RGB ramp ``(1, 3, H, W)`` with slightly different channels."""
+    x = torch.linspace(low, high, width).expand(height, width)
+    return torch.stack([x, 0.9 * x, 0.8 * x])[None].contiguous()
+
+
+def test_box_filter_keeps_constants_and_averages_windows() -> None:
+    flat = torch.full((1, 2, 9, 7), 0.3)
+    assert torch.allclose(box_filter(flat, 2), flat)
+    impulse = torch.zeros(1, 1, 9, 9)
+    impulse[..., 4, 4] = 9.0
+    out = box_filter(impulse, 1)
+    assert out.shape == impulse.shape
+    assert torch.allclose(out[..., 3:6, 3:6], torch.ones(3, 3))
+    assert float(out.sum()) == pytest.approx(9.0 * 9.0 / 9.0 * 1.0 * 9.0 / 9.0)
+
+
+def test_guided_filter_keeps_strong_edges_and_flattens_weak_texture() -> None:
+    step = torch.zeros(1, 1, 16, 16)
+    step[..., 8:] = 1.0
+    kept = guided_filter(step, step, 1, 1e-4)
+    assert torch.allclose(kept, step, atol=1e-3)  # variance 0.25 >> eps: the edge stays
+    weak = 0.5 + 0.01 * (torch.arange(16.0) % 2).expand(1, 1, 16, 16)
+    smoothed = guided_filter(weak, weak, 1, 1e-2)  # variance 2.5e-5 << eps: averaged (two 3x3 box passes)
+    assert float(smoothed.std()) < 0.2 * float(weak.std())
+    kept_texture = guided_filter(weak, weak, 1, 1e-7)  # variance >> eps: the texture stays
+    assert float(kept_texture.std()) > 0.9 * float(weak.std())
+
+
+def test_split_detail_is_exact_and_moves_noise_into_detail() -> None:
+    torch.manual_seed(0)
+    clean = _ramp()
+    noisy = clean + 0.01 * torch.randn_like(clean)
+    base, detail = split_detail(noisy)
+    assert torch.allclose(base + detail, noisy, atol=1e-6)
+    assert float((base - clean).std()) < 0.5 * float((noisy - clean).std())
+    assert abs(float(detail.mean())) < 1e-3
+
+
+def test_tiny_images_are_finished_without_error() -> None:
+    for height, width in ((1, 1), (1, 7), (2, 2), (5, 1)):
+        image = torch.rand(1, 3, height, width) * 0.2
+        assert float(estimate_noise(image)[0]) == 0.0
+        out = Enhancer(_model(), device="cpu")(image)
+        assert out.shape == image.shape and bool(torch.isfinite(out).all())
+
+
+def test_estimate_noise_recovers_the_added_sigma() -> None:
+    torch.manual_seed(1)
+    clean = _ramp(128, 128)
+    assert float(estimate_noise(clean)[0]) < 1e-3
+    for sigma in (0.005, 0.02):
+        grey_noise = sigma * torch.randn(1, 1, 128, 128)
+        estimate = float(estimate_noise(clean + grey_noise)[0])
+        assert estimate == pytest.approx(sigma, rel=0.3)
+
+
+def test_base_layer_in_strips_equals_one_piece() -> None:
+    torch.manual_seed(2)
+    image = torch.rand(1, 3, 50, 23)
+    assert torch.allclose(base_layer(image, tile_size=8), base_layer(image, tile_size=None), atol=1e-6)
+
+
+def _model() -> DCENet:
+    torch.manual_seed(3)
+    return DCENet().eval()
+
+
+def test_finished_enhancer_amplifies_noise_less_than_the_curves_alone() -> None:
+    torch.manual_seed(4)
+    clean = torch.full((1, 3, 96, 96), 0.06)
+    noisy = (clean + 0.004 * torch.randn(1, 1, 96, 96)).clamp(0, 1)
+    curves_only = Enhancer(device="cpu", finish=False)(noisy)  # the embedded default model
+    finished = Enhancer(device="cpu")(noisy)
+    gain_curves = float(curves_only.std()) / float(noisy.std())
+    gain_finished = float(finished.std()) / float(noisy.std())
+    assert (
+        gain_curves > 3.0
+    )  # the default model brightens 0.06 about six-fold: the curves lift the noise with the signal
+    assert gain_finished < 0.75 * gain_curves
+    assert float(finished.mean()) == pytest.approx(float(curves_only.mean()), abs=0.02)
+
+
+def test_finished_enhancer_tiles_exactly_and_strength_zero_is_identity() -> None:
+    torch.manual_seed(5)
+    image = torch.rand(1, 3, 70, 45) * 0.3
+    model = _model()
+    whole = Enhancer(model, device="cpu", tile_size=None)(image)
+    tiled = Enhancer(model, device="cpu", tile_size=32)(image)
+    assert torch.allclose(whole, tiled, atol=1e-5)
+    assert torch.allclose(Enhancer(model, device="cpu")(image, strength=0.0), image, atol=1e-6)
+    enhancer = Enhancer(model, device="cpu", tile_size=None)
+    maps = enhancer.curve_maps(image)
+    assert torch.allclose(enhancer.apply_curve_maps(image, maps), whole, atol=1e-5)
