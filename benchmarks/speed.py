@@ -8,8 +8,11 @@ RSS above the RSS before the run; CUDA: ``max_memory_allocated`` above what was 
 mode, the quality cost: PSNR against the full-resolution output (the reference's) and NIQE (lower is better;
 needs the NIQE parameters: ``SCL_LLE_SHARED`` or ``SCL_LLE_NIQE_PARAMS``).
 
-Modes (``--modes``, comma-separated): ``BACKEND[:compile][@SCALE]``, e.g. ``torch``, ``torch:compile``,
+Modes (``--modes``, comma-separated): ``BACKEND[:compile][@SCALE][+finish]``, e.g. ``torch``, ``torch:compile``,
 ``onnxruntime``, ``torch@8``, ``onnxruntime@8``, ``fast`` (= the ``--fast`` preset: ``torch@FAST_SCALE``).
+Modes time the network and its curves alone unless they end in ``+finish``, which adds the engine's default
+finishing (``scl_lle.finishing``: ``scl-lle enhance`` without ``--fast``); its PSNR against the reference then
+measures the finishing's change, not a loss.
 
     python benchmarks/speed.py                                   # CPU: 1080p and 12 MP
     python benchmarks/speed.py --device cuda --half --channels-last   # GPU: 1080p and 4K
@@ -139,18 +142,22 @@ class Mode:
     backend: str  # "reference", "torch", "onnxruntime"
     scale: int = 1
     compile: bool = False
+    finish: bool = False
 
 
 def parse_modes(text: str) -> list[Mode]:
     modes = []
     for item in filter(None, (part.strip() for part in text.split(","))):
         spec = f"torch@{FAST_SCALE}" if item == "fast" else item
+        spec, plus, extra = spec.partition("+")
+        if plus and extra != "finish":
+            raise SystemExit(f"unknown mode {item!r}: the only suffix is +finish")
         head, _, scale = spec.partition("@")
         backend, _, option = head.partition(":")
         if backend not in ("torch", "onnxruntime") or option not in ("", "compile"):
-            raise SystemExit(f"unknown mode {item!r}: use BACKEND[:compile][@SCALE] with torch or onnxruntime")
+            raise SystemExit(f"unknown mode {item!r}: use BACKEND[:compile][@SCALE][+finish] with torch or onnxruntime")
         label = f"fast (scale {FAST_SCALE}, torch)" if item == "fast" else item
-        modes.append(Mode(label, backend, int(scale or 1), option == "compile"))
+        modes.append(Mode(label, backend, int(scale or 1), option == "compile", bool(plus)))
     return modes
 
 
@@ -371,6 +378,7 @@ def run_mode(
             threads=args.threads,
             channels_last=True if args.channels_last else None,
             compile=mode.compile,
+            finish=mode.finish,
         )
         out = enhancer(x)  # warm-up (and compilation)
     except (ImportError, RuntimeError, ValueError) as error:

@@ -208,9 +208,14 @@ def test_fast_preset_backend_and_threads(tmp_path: Path, weights_file: Path, mon
     src = _photo(tmp_path / "a.png", size=(64, 48))
     base = ["enhance", str(src), "-w", str(weights_file), "-q"]
     assert main([*base, "-o", str(tmp_path / "fast"), "--fast", "--threads", str(torch_threads())]) == 0
-    assert seen[-1]["scale"] == FAST_SCALE and seen[-1]["backend"] == "torch"
+    assert seen[-1]["scale"] == FAST_SCALE and seen[-1]["backend"] == "torch" and not seen[-1]["finish"]
     assert main([*base, "-o", str(tmp_path / "plain")]) == 0
     assert seen[-1]["scale"] == 1 and seen[-1]["threads"] is None and not seen[-1]["compile"]
+    assert seen[-1]["finish"]
+    assert main([*base, "-o", str(tmp_path / "curves"), "--no-finish"]) == 0
+    assert seen[-1]["scale"] == 1 and not seen[-1]["finish"]
+    with Image.open(tmp_path / "plain" / "a.png") as plain, Image.open(tmp_path / "curves" / "a.png") as curves:
+        assert not np.array_equal(np.asarray(plain), np.asarray(curves))
     with pytest.raises(SystemExit):
         main([*base, "-o", str(tmp_path / "both"), "--fast", "--scale", "2"])
     assert "not allowed with" in capsys.readouterr().err

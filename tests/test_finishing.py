@@ -70,6 +70,11 @@ def test_estimate_noise_recovers_the_added_sigma() -> None:
         grey_noise = sigma * torch.randn(1, 1, 128, 128)
         estimate = float(estimate_noise(clean + grey_noise)[0])
         assert estimate == pytest.approx(sigma, rel=0.3)
+    # a tall image is sampled in bands of rows; two images in a batch keep their own estimates
+    tall = torch.cat([_ramp(2400, 40) + 0.01 * torch.randn(1, 1, 2400, 40), _ramp(2400, 40)])
+    estimates = estimate_noise(tall)
+    assert float(estimates[0]) == pytest.approx(0.01, rel=0.3)
+    assert float(estimates[1]) < 1e-3
 
 
 def test_base_layer_in_strips_equals_one_piece() -> None:

@@ -84,6 +84,8 @@ def test_page_and_enhance_endpoint(server: EnhanceServer) -> None:
     assert status == 200
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(body))), np.asarray(Image.open(io.BytesIO(upload))))
     assert not any(server.scratch.iterdir())  # each request's files are gone once it is answered
+    # "fast" is the CLI's --fast preset: a reduced scale and no finishing; "full" finishes
+    assert not server.engine.enhancer("fast").finish and server.engine.enhancer("full").finish
 
 
 def test_limits_and_bad_requests_are_refused(server: EnhanceServer) -> None:

@@ -79,8 +79,8 @@ def _add_enhance(commands: argparse._SubParsersAction) -> None:
     speed.add_argument(
         "--fast",
         action="store_true",
-        help=f"speed preset: --scale {FAST_SCALE}; much faster on large photos, smoother result (time and "
-        "quality measured in docs/PERFORMANCE.md)",
+        help=f"speed preset: --scale {FAST_SCALE} --no-finish; much faster on large photos, smoother and "
+        "grainier result (time and quality measured in docs/PERFORMANCE.md)",
     )
     parser.add_argument(
         "--backend",
@@ -183,7 +183,7 @@ def _run_enhance(args: argparse.Namespace) -> int:
             backend=args.backend,
             threads=args.threads,
             compile=args.compile,
-            finish=args.finish,
+            finish=args.finish and not args.fast,
             temporal_smoothing=args.temporal_smoothing,
             video_batch=args.video_batch,
         )

@@ -75,7 +75,7 @@ class _Engine:
 
     def enhancer(self, mode: str) -> Enhancer:
         if mode not in self._enhancers:
-            self._enhancers[mode] = Enhancer(self.model, device=self.device, scale=MODES[mode])
+            self._enhancers[mode] = Enhancer(self.model, device=self.device, scale=MODES[mode], finish=mode == "full")
         return self._enhancers[mode]
 
 
