@@ -83,6 +83,15 @@ def test_base_layer_in_strips_equals_one_piece() -> None:
     assert torch.allclose(base_layer(image, tile_size=8), base_layer(image, tile_size=None), atol=1e-6)
 
 
+def test_base_layer_is_computed_in_float32_for_half_inputs() -> None:
+    torch.manual_seed(6)
+    image = torch.rand(1, 3, 40, 30) * 0.1
+    half = base_layer(image.to(torch.bfloat16), tile_size=None)
+    assert half.dtype == torch.bfloat16
+    full = base_layer(image.to(torch.bfloat16).float(), tile_size=None)
+    assert torch.allclose(half.float(), full, atol=1e-2)
+
+
 def _model() -> DCENet:
     torch.manual_seed(3)
     return DCENet().eval()

@@ -229,17 +229,19 @@ class _OnnxEstimator:
 
 def base_layer(image: torch.Tensor, tile_size: int | None = 1024) -> torch.Tensor:
     """The base layer of ``(B, 3, H, W)`` (:func:`~scl_lle.finishing.split_detail`), in strips of ``tile_size``
-    rows with enough context that the result equals the one-piece computation. Returns ``(B, 3, H, W)``."""
-    eps = detail_eps(image)  # from the whole image, so every strip uses the same threshold
+    rows with enough context that the result equals the one-piece computation. Computed in float32 whatever the
+    image's dtype (the filter's variances cancel badly in half precision). Returns ``(B, 3, H, W)``."""
+    eps = detail_eps(image).float()  # from the whole image, so every strip uses the same threshold
     height = image.shape[-2]
     if not tile_size or height <= tile_size:
-        return split_detail(image, eps=eps)[0]
+        return split_detail(image.float(), eps=eps)[0].to(image.dtype)
     margin = 2 * DETAIL_RADIUS  # the guided filter averages twice over radius-wide windows
     out = torch.empty_like(image)
     for top in range(0, height, tile_size):
         bottom = min(top + tile_size, height)
         y0, y1 = max(top - margin, 0), min(bottom + margin, height)
-        out[..., top:bottom, :] = split_detail(image[..., y0:y1, :], eps=eps)[0][..., top - y0 : bottom - y0, :]
+        base = split_detail(image[..., y0:y1, :].float(), eps=eps)[0]
+        out[..., top:bottom, :] = base[..., top - y0 : bottom - y0, :]
     return out
 
 
