@@ -287,21 +287,16 @@ def get_method(
             return _on_device(baselines.gamma_correction, dev, gamma=value)
         return _on_device(baselines.clahe, dev, clip_limit=value)
     if name.startswith(FINISHED_PREFIX):
-        weights = _dcenet_weights(name.removeprefix(FINISHED_PREFIX).strip(), registry)
-        return _dcenet_method(None if weights is _DEFAULT else weights, dev, finish=True)
-    if name == "scl-lle":
-        return _dcenet_method(None, dev, finish=True)
-    weights = _dcenet_weights(name, registry)
-    return _dcenet_method(None if weights is _DEFAULT else weights, dev)
+        return _dcenet_method(_dcenet_weights(name.removeprefix(FINISHED_PREFIX).strip(), registry), dev, finish=True)
+    return _dcenet_method(_dcenet_weights(name, registry), dev, finish=name == "scl-lle")
 
 
 #: ``finished:SPEC``: the DCE-Net method SPEC with the enhancer's finishing (:mod:`scl_lle.finishing`).
 FINISHED_PREFIX = "finished:"
-_DEFAULT = Path("<the packaged default model>")
 
 
-def _dcenet_weights(name: str, registry: str | os.PathLike[str] | dict[str, Any] | None) -> Path:
-    """The weights file of a DCE-Net method spec (``_DEFAULT`` for the packaged model); raises
+def _dcenet_weights(name: str, registry: str | os.PathLike[str] | dict[str, Any] | None) -> Path | None:
+    """The weights file of a DCE-Net method spec (``None``: the packaged default model); raises
     :class:`UnknownNameError` when ``name`` names no DCE-Net."""
     kind, _, arg = name.partition(":")
     if kind == "dcenet" and arg:
@@ -309,7 +304,7 @@ def _dcenet_weights(name: str, registry: str | os.PathLike[str] | dict[str, Any]
     if name.endswith((".pth", ".safetensors")) and Path(name).expanduser().is_file():
         return Path(name).expanduser()
     if name in ("scl-lle", CURVES_ONLY):
-        return _DEFAULT
+        return None
     reg: dict[str, Any] | None
     if isinstance(registry, dict):
         reg = registry
