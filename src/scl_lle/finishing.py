@@ -24,6 +24,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .baselines import luminance
+
 __all__ = [
     "DETAIL_RADIUS",
     "NOISE_MULTIPLE",
@@ -31,7 +33,6 @@ __all__ = [
     "detail_eps",
     "estimate_noise",
     "guided_filter",
-    "luminance",
     "split_detail",
 ]
 
@@ -41,13 +42,6 @@ DETAIL_RADIUS = 1
 #: (:func:`estimate_noise`): local contrast within a few noise deviations counts as detail (mostly noise), stronger
 #: structure stays in the base layer and is enhanced by the curves. Clean photos are left nearly as they were.
 NOISE_MULTIPLE = 3.0
-_LUMA = (0.299, 0.587, 0.114)
-
-
-def luminance(image: torch.Tensor) -> torch.Tensor:
-    """BT.601 luma of ``(B, 3, H, W)`` RGB; returns ``(B, 1, H, W)`` in the input's range."""
-    r, g, b = image[:, 0:1], image[:, 1:2], image[:, 2:3]
-    return _LUMA[0] * r + _LUMA[1] * g + _LUMA[2] * b
 
 
 def box_filter(image: torch.Tensor, radius: int) -> torch.Tensor:
