@@ -148,15 +148,15 @@ class Mode:
 def parse_modes(text: str) -> list[Mode]:
     modes = []
     for item in filter(None, (part.strip() for part in text.split(","))):
-        spec = f"torch@{FAST_SCALE}" if item == "fast" else item
-        spec, plus, extra = spec.partition("+")
+        spec, plus, extra = item.partition("+")
         if plus and extra != "finish":
             raise SystemExit(f"unknown mode {item!r}: the only suffix is +finish")
-        head, _, scale = spec.partition("@")
+        fast = spec == "fast"
+        head, _, scale = (f"torch@{FAST_SCALE}" if fast else spec).partition("@")
         backend, _, option = head.partition(":")
         if backend not in ("torch", "onnxruntime") or option not in ("", "compile"):
             raise SystemExit(f"unknown mode {item!r}: use BACKEND[:compile][@SCALE][+finish] with torch or onnxruntime")
-        label = f"fast (scale {FAST_SCALE}, torch)" if item == "fast" else item
+        label = f"fast (scale {FAST_SCALE}, torch){plus}{extra}" if fast else item
         modes.append(Mode(label, backend, int(scale or 1), option == "compile", bool(plus)))
     return modes
 
@@ -214,7 +214,8 @@ def load_input(path: Path | None, size: tuple[int, int]) -> tuple[torch.Tensor, 
     generator = torch.Generator().manual_seed(0)
     ys = torch.linspace(0, 1, height)[:, None]
     xs = torch.linspace(0, 1, width)[None, :]
-    base = 0.05 + 0.15 * (0.5 + 0.5 * torch.sin(6 * xs + 4 * ys)) * torch.stack([ys * 0 + 1, 0.8 + 0 * xs, 0.6 + ys])
+    tint = torch.stack([torch.ones(height, width), torch.full((height, width), 0.8), (0.6 + ys).expand(height, width)])
+    base = 0.05 + 0.15 * (0.5 + 0.5 * torch.sin(6 * xs + 4 * ys)) * tint
     x = (base + 0.02 * torch.randn(3, height, width, generator=generator)).clamp(0, 1)[None].contiguous()
     return x, f"synthetic dark gradient {width}x{height}"
 
@@ -252,11 +253,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tile", type=int, default=1024, help="engine tile size (default 1024)")
     parser.add_argument("--half", action="store_true", help="engine in float16 (CUDA); the reference stays fp32")
     parser.add_argument("--channels-last", action="store_true", help="force channels-last in the engine (CUDA)")
+    parser.add_argument(
+        "--cudnn-benchmark", action="store_true", help="let cuDNN time its convolution algorithms per input shape"
+    )
     parser.add_argument("--no-niqe", action="store_true", help="skip NIQE")
     parser.add_argument("--json", help="also write the rows as JSON to this file")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
     if args.threads:
         torch.set_num_threads(args.threads)
     notes: list[str] = []
@@ -304,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
         notes.append(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(f"device: {device_description(device)}; torch {torch.__version__}; threads {torch.get_num_threads()}")
     print(f"weights: {weights_note}; repeats: {args.repeats} after 1 warm-up; engine tile {args.tile}")
+    if device.type == "cuda":
+        print(f"engine dtype {dtype}; cudnn.benchmark {args.cudnn_benchmark}; TF32 convolutions "
+              f"{torch.backends.cudnn.allow_tf32} (the fp32 reference uses them too)")  # fmt: skip
 
     rows: list[Row] = []
     for size_name, size in sizes:
