@@ -3,8 +3,9 @@
 #
 #   bash benchmarks/gpu.sh prepare    # here, beside ../shared: copies the benchmark photo and the NIQE
 #                                     # parameters into .device/ (git-ignored), for machines without ../shared
-#   bash benchmarks/gpu.sh            # on the GPU machine, from the repository root (with .device/ carried):
-#                                     # the CUDA tests, then benchmarks/speed.py; logs and JSON under $OUT
+#   bash benchmarks/gpu.sh [tests|bench]   # on the GPU machine, from the repository root (with .device/
+#                                     # carried): the CUDA tests, then benchmarks/speed.py (or only one of them);
+#                                     # logs and JSON under $OUT
 #
 # Runs from the checkout (PYTHONPATH=src) with the machine's own python3 and PyTorch; nothing is installed.
 set -uo pipefail
@@ -30,8 +31,12 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out
 "$python" -c 'import torch, sys; print("python", sys.version.split()[0], "torch", torch.__version__,
     "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version())' | tee -a "$out/gpu.txt"
 
-"$python" -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_metrics.py -k "cuda" 2>&1 \
-    | tee "$out/tests.log" | tail -15
+part=${1:-all}
+if [[ "$part" == all || "$part" == tests ]]; then
+    "$python" -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_metrics.py::test_metrics_on_cuda 2>&1 \
+        | tee "$out/tests.log" | tail -15
+fi
+[[ "$part" == all || "$part" == bench ]] || exit 0
 
 modes=torch,torch:compile,torch+finish,torch:compile+finish,fast,torch:compile@8
 "$python" benchmarks/speed.py --device cuda --half --channels-last --sizes 1080p,4k --repeats 20 \
