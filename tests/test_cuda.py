@@ -49,8 +49,7 @@ def _errors(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
 @pytest.mark.parametrize("scale", [1, 4])
 def test_cuda_matches_cpu(image: torch.Tensor, scale: int, finish: bool, strict_float32: None) -> None:
     cpu = Enhancer(None, device="cpu", scale=scale, tile_size=128, finish=finish)(image)
-    gpu_in = image.cuda()
-    gpu = Enhancer(None, device="cuda", scale=scale, tile_size=128, finish=finish)(gpu_in)
+    gpu = Enhancer(None, device="cuda", scale=scale, tile_size=128, finish=finish)(image.cuda())
     assert gpu.device.type == "cuda" and gpu.dtype == torch.float32 and gpu.shape == image.shape
     worst, mean = _errors(gpu, cpu)
     assert worst < FP32_MAX and mean < FP32_MEAN, (worst, mean)

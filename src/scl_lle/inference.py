@@ -51,10 +51,6 @@ FAST_SCALE = 8
 # ITU-R BT.601 luma weights (Pillow's RGB -> L): grey pictures are enhanced as RGB and turned back to grey.
 _LUMA = (0.299, 0.587, 0.114)
 
-# Rows per band of the fused upsample-and-curves pass on the CPU (a cache-sized working set); other devices
-# take a whole strip per band.
-_CPU_BAND_ROWS = 64
-
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` picks CUDA, then Apple MPS, then the CPU; anything else is passed to :class:`torch.device`.
@@ -176,10 +172,8 @@ def apply_curve_maps(
         _apply_curves_into(out, image, small_maps.to(image.dtype))
         return out.clamp_(0.0, 1.0)
     # Full-width strips: the fused pass holds only 3-channel full-resolution data, so memory stays bounded by
-    # the strip height while long rows keep the per-operation overhead low. Bands of 64 rows keep a CPU's
-    # working set in cache; a GPU gains nothing from them and pays a kernel launch per operation and band.
+    # the strip height while long rows keep the per-operation overhead low.
     strip = tile_size or height
-    band = _CPU_BAND_ROWS if image.device.type == "cpu" else strip
     for top in range(0, height, strip):
         bottom = min(top + strip, height)
         apply_upsampled_curves(
@@ -187,7 +181,6 @@ def apply_curve_maps(
             small_maps,
             (height, width),
             (top, 0, bottom, width),
-            band=band,
             band_kernel=band_kernel,
             out=out[..., top:bottom, :],
             clamp=True,

@@ -76,7 +76,7 @@ def apply_upsampled_curves(
     small_maps: torch.Tensor,
     size: tuple[int, int],
     region: tuple[int, int, int, int] | None = None,
-    band: int = 64,
+    band: int | None = None,
     band_kernel: Callable[..., torch.Tensor] | None = None,
     *,
     out: torch.Tensor | None = None,
@@ -94,7 +94,8 @@ def apply_upsampled_curves(
         small_maps: ``(B, 3 * n, sh, sw)``, curve maps estimated on the image shrunk to ``(sh, sw)``.
         size: ``(H, W)``, the full resolution the maps are upsampled to.
         region: ``(top, left, bottom, right)`` of the full image that ``image`` holds; ``None``: all of it.
-        band: rows per band (a cache-sized working set; any value gives the same result).
+        band: rows per band; any value gives the same result. ``None``: 64 rows on the CPU (a cache-sized
+            working set), the whole region elsewhere (a GPU would pay a kernel launch per operation and band).
         band_kernel: ``None`` (eager, in place), or a compiled :func:`upsampled_curves_band`.
         out: write the result here (the shape of ``image``) instead of a new tensor.
         clamp: clamp the result to [0, 1] band by band (while it is in cache).
@@ -112,6 +113,8 @@ def apply_upsampled_curves(
     taps = curve_taps(small_maps, size, region, device=image.device, dtype=image.dtype)
     if out is None:
         out = torch.empty(image.shape, dtype=image.dtype, device=image.device)
+    if band is None:
+        band = 64 if image.device.type == "cpu" else image.shape[-2]
     band = max(int(band), 1)
     for b0 in range(0, image.shape[-2], band):
         b1 = min(b0 + band, image.shape[-2])
