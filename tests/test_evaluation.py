@@ -79,14 +79,14 @@ def test_method_specs(weights_file: Path) -> None:
     assert y.shape == x.shape and float(y.min()) >= 0 and float(y.max()) <= 1
     assert torch.allclose(E.get_method(str(weights_file))(x), y)
     # DCE-Net specs run the curves alone unless prefixed with finished:
-    curves_only = Enhancer(str(weights_file), device="cpu", finish=False)(x)
+    curves_only = Enhancer(str(weights_file), device="cpu", finish=False, backend="torch")(x)
     assert torch.allclose(y, curves_only)
     finished = E.get_method(f"finished:dcenet:{weights_file}")(x)
-    assert torch.allclose(finished, Enhancer(str(weights_file), device="cpu")(x))
+    assert torch.allclose(finished, Enhancer(str(weights_file), device="cpu", backend="torch")(x))
     assert not torch.allclose(finished, y)
     # the packaged model: scl-lle is finished as scl-lle enhance does, scl-lle-curves is not
-    assert torch.allclose(E.get_method("scl-lle")(x), Enhancer(device="cpu")(x))
-    assert torch.allclose(E.get_method("scl-lle-curves")(x), Enhancer(device="cpu", finish=False)(x))
+    assert torch.allclose(E.get_method("scl-lle")(x), Enhancer(device="cpu", backend="torch")(x))
+    assert torch.allclose(E.get_method("scl-lle-curves")(x), Enhancer(device="cpu", finish=False, backend="torch")(x))
 
 
 def test_registry_methods_and_errors(tmp_path: Path, weights_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 from PIL import Image
 
 from scl_lle import DCENet, Enhancer
+from scl_lle.weights import WeightsError
 
 
 @pytest.fixture(scope="module")
@@ -17,12 +19,13 @@ def enhancer(weights_file: Path) -> Enhancer:
     return Enhancer(weights_file, device="cpu")
 
 
+@pytest.mark.parametrize("backend", ["torch", "auto"])  # auto: ONNX Runtime where installed
 @pytest.mark.parametrize("scale", [1, 3])
-def test_tiled_equals_untiled(weights_file: Path, scale: int):
+def test_tiled_equals_untiled(weights_file: Path, scale: int, backend: str):
     torch.manual_seed(1)
     x = torch.rand(2, 3, 101, 87) * 0.4
-    whole = Enhancer(weights_file, device="cpu", scale=scale, tile_size=None)(x)
-    tiled = Enhancer(weights_file, device="cpu", scale=scale, tile_size=32)(x)
+    whole = Enhancer(weights_file, device="cpu", scale=scale, tile_size=None, backend=backend)(x)
+    tiled = Enhancer(weights_file, device="cpu", scale=scale, tile_size=32, backend=backend)(x)
     assert (whole - tiled).abs().max().item() < 1e-5
     assert not torch.equal(whole, x)
 
@@ -127,10 +130,12 @@ def test_bad_settings_are_refused(weights_file: Path):
 def test_channels_last_and_threads_change_nothing(weights_file: Path, channels_last: bool):
     torch.manual_seed(4)
     x = torch.rand(1, 3, 45, 38) * 0.3
-    reference = Enhancer(weights_file, device="cpu", tile_size=None, channels_last=False)(x)
+    reference = Enhancer(weights_file, device="cpu", tile_size=None, channels_last=False, backend="torch")(x)
     threads = torch.get_num_threads()
     try:
-        enhancer = Enhancer(weights_file, device="cpu", tile_size=16, channels_last=channels_last, threads=1)
+        enhancer = Enhancer(
+            weights_file, device="cpu", tile_size=16, channels_last=channels_last, threads=1, backend="torch"
+        )
         assert torch.get_num_threads() == 1 and enhancer.channels_last is channels_last
         assert (enhancer(x) - reference).abs().max().item() < 1e-5
     finally:
@@ -157,3 +162,55 @@ def test_scale_path_never_builds_full_resolution_maps(weights_file: Path, monkey
     assert out.shape == x.shape
     full_res_maps = [s for s in sizes if s[-2:] == (96, 80) or (s[1] > 3 and s[-1] == 80)]
     assert sizes and not full_res_maps, full_res_maps
+
+
+def test_auto_backend_resolution(monkeypatch):
+    import scl_lle.inference as inference
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(inference, "_onnxruntime_installed", lambda: True)
+    assert inference.resolve_backend("auto", cpu) == "onnxruntime"
+    assert inference.resolve_backend("auto", "cpu", torch.bfloat16) == "torch"  # ONNX Runtime runs float32 only
+    assert inference.resolve_backend("auto", cpu, compile=True) == "torch"  # compile asks for PyTorch
+    assert inference.resolve_backend("auto", cuda) == "torch"
+    assert inference.resolve_backend("auto", torch.device("mps")) == "torch"
+    assert inference.resolve_backend("torch", cpu) == "torch" and inference.resolve_backend("onnxruntime", cuda)
+    monkeypatch.setattr(inference, "_onnxruntime_installed", lambda: False)
+    assert inference.resolve_backend("auto", cpu) == "torch"
+    assert inference.resolve_backend("auto", cuda, weights="net.ONNX") == "onnxruntime"  # only ORT reads .onnx
+    with pytest.raises(ValueError, match="backend"):
+        inference.resolve_backend("tensorrt", cpu)
+
+
+def test_auto_backend_falls_back_to_torch_when_onnxruntime_breaks(weights_file: Path, monkeypatch):
+    import scl_lle.export as export
+    import scl_lle.inference as inference
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no usable ONNX Runtime")
+
+    monkeypatch.setattr(inference, "_onnxruntime_installed", lambda: True)
+    monkeypatch.setattr(export, "onnxruntime_session", broken)
+    x = torch.rand(1, 3, 20, 24) * 0.3
+    with pytest.warns(UserWarning, match="ONNX Runtime failed"):
+        enhancer = Enhancer(weights_file, device="cpu")
+    assert enhancer.backend == "torch" and enhancer.model is not None
+    assert torch.equal(enhancer(x), Enhancer(weights_file, device="cpu", backend="torch")(x))
+    with pytest.raises(RuntimeError, match="no usable"):  # asked for by name: the error is the user's to see
+        Enhancer(weights_file, device="cpu", backend="onnxruntime")
+    with warnings.catch_warnings():  # a bad weights path is reported as such, not as an ONNX failure
+        warnings.simplefilter("error")
+        with pytest.raises(WeightsError, match="missing"):
+            Enhancer(Path(weights_file).with_name("missing.safetensors"), device="cpu")
+
+
+def test_auto_backend_is_onnxruntime_on_the_cpu_and_agrees_with_torch(weights_file: Path):
+    pytest.importorskip("onnxruntime", reason="auto resolves to torch without onnxruntime")
+    pytest.importorskip("onnx", reason="auto resolves to torch without onnx")
+    torch.manual_seed(5)
+    x = torch.rand(2, 3, 40, 52) * 0.3
+    auto = Enhancer(weights_file, device="cpu", scale=2, tile_size=24)
+    assert auto.backend == "onnxruntime" and "backend=onnxruntime" in repr(auto)
+    expected = Enhancer(weights_file, device="cpu", scale=2, tile_size=24, backend="torch")(x)
+    assert (auto(x) - expected).abs().max().item() < 1e-4
+    assert Enhancer(weights_file, device="cpu", dtype=torch.bfloat16).backend == "torch"

@@ -219,7 +219,7 @@ def enhance(
     enhancer: Enhancer | None = None,
     progress: bool = True,
     report: Callable[[str], None] | None = None,
-    backend: str = "torch",
+    backend: str = "auto",
     threads: int | None = None,
     compile: bool = False,
     finish: bool = True,

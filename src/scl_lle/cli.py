@@ -13,7 +13,7 @@ examples:
   scl-lle enhance night.jpg --output bright/
   scl-lle enhance photos/ --recursive --output bright/ --skip-existing
   scl-lle enhance "scans/**/*.tif" --recursive --output out/ --weights my_model.safetensors --scale 4
-  scl-lle enhance big_photos/ --output out/ --weights my_model.safetensors --fast --backend onnxruntime
+  scl-lle enhance big_photos/ --output out/ --weights my_model.safetensors --fast --compile
   scl-lle enhance clip.mp4 --output out/ --fast        (video: needs pip install 'scl-lle[video]')
   torchrun --nproc-per-node 4 -m scl_lle enhance photos/ --output out/ --weights my_model.safetensors
 """
@@ -58,7 +58,7 @@ def _add_enhance(commands: argparse._SubParsersAction) -> None:
         "-w",
         "--weights",
         metavar="PATH",
-        help="weights file (.safetensors or .pth; .onnx with --backend onnxruntime) or pretrained name; "
+        help="weights file (.safetensors, .pth, or .onnx from scl-lle export) or pretrained name; "
         "default: the embedded model",
     )
     parser.add_argument(
@@ -85,9 +85,9 @@ def _add_enhance(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--backend",
         choices=list(BACKENDS),
-        default="torch",
-        help="where the curve-estimation network runs; onnxruntime needs 'pip install onnx onnxruntime' "
-        "(default: torch)",
+        default="auto",
+        help="where the curve-estimation network runs; auto: onnxruntime for float32 on the CPU when it is "
+        "installed ('pip install onnx onnxruntime', about 2x faster there), else torch (default: auto)",
     )
     parser.add_argument(
         "--threads",
@@ -264,7 +264,7 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
         "export",
         help="export the enhancer network to ONNX",
         description="Write DCE-Net as ONNX with dynamic batch, height and width. By default the network alone "
-        "(image -> 24 curve maps), which 'scl-lle enhance --backend onnxruntime --weights FILE.onnx' runs with "
+        "(image -> 24 curve maps), which 'scl-lle enhance --weights FILE.onnx' runs in ONNX Runtime with "
         "tiling and --scale; --with-curves writes network + curves (image -> enhanced image, full resolution, "
         "the curves alone as with enhance --no-finish). "
         "Needs the 'onnx' package.",

@@ -241,7 +241,8 @@ def _describe_method(name: str, registry: dict[str, Any] | None) -> str:
 def _dcenet_method(weights: str | os.PathLike[str] | None, device: torch.device, finish: bool = False) -> Method:
     from .inference import Enhancer
 
-    enhancer = Enhancer(weights=weights, device=device, finish=finish)
+    # PyTorch whatever is installed: the documented metrics come from one implementation of the network.
+    enhancer = Enhancer(weights=weights, device=device, finish=finish, backend="torch")
 
     def run(x: torch.Tensor) -> torch.Tensor:
         return enhancer(x)

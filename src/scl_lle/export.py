@@ -29,7 +29,7 @@ import torch
 from . import __version__
 from .atomic import atomic_write
 from .model import DCENet
-from .weights import load_dcenet
+from .weights import is_onnx_file, load_dcenet
 
 __all__ = ["DEFAULT_OPSET", "MIN_OPSET", "build_onnx", "export_onnx", "onnxruntime_session"]
 
@@ -188,7 +188,7 @@ def onnxruntime_session(
     """
     ort = _require("onnxruntime")
     device = torch.device(device)
-    if isinstance(weights, (str, os.PathLike)) and str(weights).lower().endswith(".onnx"):
+    if is_onnx_file(weights):
         data = Path(weights).read_bytes()
         onnx = _require("onnx")
         props = {p.key: p.value for p in onnx.load_from_string(data).metadata_props}

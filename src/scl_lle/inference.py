@@ -8,10 +8,13 @@ resolution (Zero-DCE++ style); upsampling and the eight curves are fused
 
 Curve estimation (the network) runs in PyTorch (``backend="torch"``, channels-last on the CPU, optionally
 ``torch.compile``-d) or in ONNX Runtime (``backend="onnxruntime"``); everything else is the same for both.
+``backend="auto"`` (the default) takes ONNX Runtime where it is measured faster: float32 on the CPU, when it is
+installed (:func:`resolve_backend`).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import warnings
 from collections.abc import Callable, Iterator
@@ -24,7 +27,7 @@ from PIL import Image
 from .finishing import DETAIL_RADIUS, detail_eps, split_detail
 from .imageio import Picture, picture_from_pil, picture_to_pil
 from .model import RECEPTIVE_RADIUS, DCENet, apply_upsampled_curves, downsample, upsampled_curves_band
-from .weights import load_dcenet
+from .weights import is_onnx_file, load_dcenet
 
 __all__ = [
     "BACKENDS",
@@ -35,14 +38,15 @@ __all__ = [
     "enhance_tensor",
     "estimate_curve_maps",
     "finish_curves",
+    "resolve_backend",
     "resolve_device",
 ]
 
 Region = tuple[int, int, int, int]  # top, left, bottom, right
 CurveEstimator = Callable[[torch.Tensor], torch.Tensor]
 
-#: Where the curve-estimation network runs.
-BACKENDS = ("torch", "onnxruntime")
+#: Where the curve-estimation network runs; ``"auto"`` picks one of the others (:func:`resolve_backend`).
+BACKENDS = ("auto", "torch", "onnxruntime")
 
 #: The ``--fast`` preset's scale: curves estimated at 1/8 of the size in each direction. The trade-off (time,
 #: PSNR against full resolution) for scales 1-8 is measured in docs/PERFORMANCE.md.
@@ -67,6 +71,34 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if resolved.type == "cuda" and resolved.index is None and "LOCAL_RANK" in os.environ:
         resolved = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     return resolved
+
+
+def _onnxruntime_installed() -> bool:
+    return all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime"))
+
+
+def resolve_backend(
+    backend: str,
+    device: str | torch.device,
+    dtype: torch.dtype = torch.float32,
+    compile: bool = False,
+    weights: str | os.PathLike[str] | DCENet | None = None,
+) -> str:
+    """The backend ``"auto"`` stands for; other names come back unchanged.
+
+    ``"auto"`` is ONNX Runtime for ``.onnx`` weights, and for float32 on the CPU without ``compile`` when the
+    ``onnx`` and ``onnxruntime`` packages are installed: there it runs the network about twice as fast as PyTorch
+    in less memory (docs/PERFORMANCE.md). Everywhere else (CUDA, MPS, half precision, ``compile=True``) it is
+    PyTorch.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend != "auto":
+        return backend
+    if is_onnx_file(weights):
+        return "onnxruntime"
+    cpu_float32 = torch.device(device).type == "cpu" and dtype == torch.float32 and not compile
+    return "onnxruntime" if cpu_float32 and _onnxruntime_installed() else "torch"
 
 
 def _regions(height: int, width: int, tile: int | None) -> Iterator[Region]:
@@ -291,8 +323,11 @@ class Enhancer:
         tile_size: process images larger than this many pixels per side in tiles (bounded memory, same result);
             ``None`` processes every image in one piece.
         dtype: the compute dtype (``torch.float32``; ``float16`` / ``bfloat16`` on GPUs; torch backend only).
-        backend: ``"torch"`` or ``"onnxruntime"`` (needs the ``onnx`` and ``onnxruntime`` packages): where the
-            curve-estimation network runs. Tiling, ``scale`` and the curves are the same for both.
+        backend: where the curve-estimation network runs: ``"torch"``, ``"onnxruntime"`` (needs the ``onnx``
+            and ``onnxruntime`` packages; it runs a copy of the weights taken now) or ``"auto"``: ONNX Runtime
+            for float32 on the CPU when it is installed, PyTorch otherwise (:func:`resolve_backend`; the
+            resolved name is in ``.backend``). Tiling, ``scale`` and the curves are the same for all; the
+            outputs agree within 1e-4.
         threads: CPU threads for the network (``torch.set_num_threads``, which is process-wide, and ONNX
             Runtime's intra-op threads); ``None`` keeps PyTorch's setting (its default, or ``OMP_NUM_THREADS``,
             which ``torchrun`` sets to 1 per process).
@@ -316,7 +351,7 @@ class Enhancer:
         tile_size: int | None = 1024,
         dtype: torch.dtype = torch.float32,
         *,
-        backend: str = "torch",
+        backend: str = "auto",
         threads: int | None = None,
         channels_last: bool | None = None,
         compile: bool = False,
@@ -326,17 +361,16 @@ class Enhancer:
             raise ValueError(f"scale must be an integer >= 1, got {scale}")
         if tile_size is not None and tile_size < 1:
             raise ValueError(f"tile_size must be positive or None, got {tile_size}")
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1 or None, got {threads}")
         if threads is not None:
             torch.set_num_threads(threads)
         self.device = resolve_device(device)
+        requested = backend
+        backend = resolve_backend(backend, self.device, dtype, bool(compile), weights)
         self.dtype = dtype
         self.scale = int(scale)
         self.tile_size = tile_size
-        self.backend = backend
         self.threads = threads
         self.compile = bool(compile)
         self.finish = bool(finish)
@@ -347,15 +381,26 @@ class Enhancer:
         self._band_kernel: Callable[..., torch.Tensor] | None = None
         self.model: DCENet | None = None
         self._estimate: CurveEstimator
+        source = weights
         if backend == "onnxruntime":
             if dtype != torch.float32:
                 raise ValueError("the onnxruntime backend computes in float32; use dtype=torch.float32")
             from .export import onnxruntime_session
 
-            self._session = onnxruntime_session(weights, device=self.device, threads=threads)
-            self._estimate = _OnnxEstimator(self._session)
-        else:
-            model = weights if isinstance(weights, DCENet) else load_dcenet(weights)
+            fallback = requested == "auto" and not is_onnx_file(weights)
+            if fallback and not isinstance(weights, DCENet):
+                source = load_dcenet(weights)  # errors in the weights surface here, not as an ONNX failure
+            try:
+                self._session = onnxruntime_session(source, device=self.device, threads=threads)
+                self._estimate = _OnnxEstimator(self._session)
+            except Exception as error:  # a broken ONNX install under "auto": PyTorch is always there
+                if not fallback:
+                    raise
+                warnings.warn(f"ONNX Runtime failed ({type(error).__name__}: {error}); using PyTorch", stacklevel=2)
+                backend = "torch"
+        self.backend = backend
+        if backend == "torch":
+            model = source if isinstance(source, DCENet) else load_dcenet(source)
             model = model.to(device=self.device, dtype=dtype).eval().requires_grad_(False)
             if self.channels_last:
                 model = model.to(memory_format=torch.channels_last)

@@ -91,6 +91,11 @@ def resolve_weights(weights: str | os.PathLike[str] | None) -> Path:
     return path
 
 
+def is_onnx_file(weights: object) -> bool:
+    """Whether ``weights`` names an ``.onnx`` file (which only the ONNX Runtime backend can run)."""
+    return isinstance(weights, (str, os.PathLike)) and str(weights).lower().endswith(".onnx")
+
+
 def _is_safetensors(path: Path) -> bool:
     with open(path, "rb") as handle:
         head = handle.read(9)
