@@ -174,7 +174,8 @@ def test_auto_backend_resolution(monkeypatch):
     assert inference.resolve_backend("auto", cpu, compile=True) == "torch"  # compile asks for PyTorch
     assert inference.resolve_backend("auto", cuda) == "torch"
     assert inference.resolve_backend("auto", torch.device("mps")) == "torch"
-    assert inference.resolve_backend("torch", cpu) == "torch" and inference.resolve_backend("onnxruntime", cuda)
+    assert inference.resolve_backend("torch", cpu) == "torch"
+    assert inference.resolve_backend("onnxruntime", cuda) == "onnxruntime"  # a named backend is kept
     monkeypatch.setattr(inference, "_onnxruntime_installed", lambda: False)
     assert inference.resolve_backend("auto", cpu) == "torch"
     assert inference.resolve_backend("auto", cuda, weights="net.ONNX") == "onnxruntime"  # only ORT reads .onnx
