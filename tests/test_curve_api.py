@@ -1,4 +1,4 @@
-"""The enhancer's curve-map API (estimate, edit, apply) and the ``strength`` setting built on it."""
+"""The enhancer's curve-map API (estimate, edit, apply) and the ``exposure`` setting built on it."""
 
 from __future__ import annotations
 
@@ -25,29 +25,29 @@ def brightening() -> DCENet:
 @pytest.mark.parametrize("scale", [1, 4])
 def test_maps_applied_separately_equal_the_one_step_result(brightening: DCENet, scale: int) -> None:
     enhancer = Enhancer(brightening, device="cpu", scale=scale, tile_size=16)
-    images = torch.rand(2, 3, 40, 57) * 0.3
+    images = torch.rand(2, 3, 40, 57) * 0.3  # exposure "auto": the gain is solved on the same thumbnail both ways
     maps = enhancer.curve_maps(images)
     assert maps.shape == (2, 24, -(-40 // scale), -(-57 // scale))
     torch.testing.assert_close(enhancer.apply_curve_maps(images, maps), enhancer(images), atol=1e-5, rtol=0)
 
 
-def test_strength_scales_the_curves(brightening: DCENet, weights_file: Path) -> None:
-    enhancer = Enhancer(brightening, device="cpu")
+def test_exposure_scales_the_curves(brightening: DCENet, weights_file: Path) -> None:
+    enhancer = Enhancer(brightening, device="cpu", exposure="off")
     images = torch.rand(1, 3, 24, 32) * 0.3
     full = enhancer(images)
-    assert torch.equal(enhancer(images, strength=1.0), full)
-    torch.testing.assert_close(enhancer(images, strength=0.0), images, atol=1e-7, rtol=0)
-    means = [enhancer(images, strength=s).mean().item() for s in (0.0, 0.25, 0.5, 0.75, 1.0)]
-    assert means == sorted(means) and means[0] < means[2] < means[4]  # brighter step by step
+    assert torch.equal(enhancer(images, exposure="off"), full)
+    torch.testing.assert_close(enhancer(images, exposure=0.05), images, atol=1e-7, rtol=0)  # already brighter
+    means = [enhancer(images, exposure=e).mean().item() for e in (0.2, 0.3, 0.4, 0.5)]
+    assert means == sorted(means) and means[0] < means[-1]  # brighter step by step
     torch.testing.assert_close(
-        enhancer.apply_curve_maps(images, enhancer.curve_maps(images), strength=0.5),
-        enhancer(images, strength=0.5),
+        enhancer.apply_curve_maps(images, enhancer.curve_maps(images), exposure=0.3),
+        enhancer(images, exposure=0.3),
         atol=1e-5,
         rtol=0,
     )
     pixels = (images[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    half = Enhancer(weights_file, device="cpu").enhance_array(pixels, strength=0.5)
+    half = Enhancer(weights_file, device="cpu").enhance_array(pixels, exposure=0.3)
     assert half.shape == pixels.shape and half.dtype == np.uint8
-    for bad in (-0.1, 1.5, float("nan")):
-        with pytest.raises(ValueError, match="strength"):
-            enhancer(images, strength=bad)
+    for bad in (-0.1, 0.0, 1.0, 1.5, float("nan"), "bright"):
+        with pytest.raises(ValueError, match="exposure"):
+            enhancer(images, exposure=bad)

@@ -72,7 +72,7 @@ def test_cli_binds_to_loopback_by_default() -> None:
 def test_page_and_enhance_endpoint(server: EnhanceServer) -> None:
     status, headers, page = _request(server, "GET", "/")
     assert status == 200 and headers["Content-Type"].startswith("text/html")
-    for element in (b'type="file"', b'id="strength"', b'id="mode"', b'id="divider"', b'id="download"'):
+    for element in (b'type="file"', b'id="exposure"', b'id="brightness"', b'id="mode"', b'id="divider"', b'id="download"'):
         assert element in page
     upload = _png(64, 48)
     status, headers, body = _request(server, "POST", "/api/enhance?name=night%20shot.png&mode=fast", upload)
@@ -80,7 +80,7 @@ def test_page_and_enhance_endpoint(server: EnhanceServer) -> None:
     assert headers["Content-Type"] == "image/png"
     assert headers["X-Result-Name"] == "night_shot-enhanced.png"
     assert Image.open(io.BytesIO(body)).size == (64, 48)
-    status, _, body = _request(server, "POST", "/api/enhance?name=a.png&strength=0", upload)
+    status, _, body = _request(server, "POST", "/api/enhance?name=a.png&exposure=0.01", upload)
     assert status == 200
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(body))), np.asarray(Image.open(io.BytesIO(upload))))
     assert not any(server.scratch.iterdir())  # each request's files are gone once it is answered
@@ -94,7 +94,8 @@ def test_limits_and_bad_requests_are_refused(server: EnhanceServer) -> None:
         ("/api/enhance?name=big.png", bytes(300_000), 413),  # 300 kB > 200 kB, refused before reading
         ("/api/enhance?name=wide.png", _png(400, 300, noise=0), 422),  # 120,000 pixels > 100,000, a small file
         ("/api/enhance?name=tool.exe", small, 415),
-        ("/api/enhance?name=a.png&strength=2", small, 400),
+        ("/api/enhance?name=a.png&exposure=2", small, 400),
+        ("/api/enhance?name=a.png&exposure=bright", small, 400),
         ("/api/enhance?name=a.png&mode=turbo", small, 400),
         ("/api/enhance?name=a.png", b"not an image at all", 422),
         ("/api/other", small, 404),

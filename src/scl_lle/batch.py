@@ -33,6 +33,7 @@ from .imageio import (
     read_image,
     write_image,
 )
+from .exposure import Exposure
 from .inference import Enhancer
 from .video import DEFAULT_SMOOTHING, VIDEO_EXTENSIONS, VideoError, enhance_video
 
@@ -223,6 +224,7 @@ def enhance(
     threads: int | None = None,
     compile: bool = False,
     finish: bool = True,
+    exposure: Exposure = "auto",
     rank: int | None = None,
     world_size: int | None = None,
     temporal_smoothing: float = DEFAULT_SMOOTHING,
@@ -242,7 +244,8 @@ def enhance(
         max_pixels: refuse images with more pixels (decompression bombs); ``None`` or 0: no limit.
         progress: show a progress bar on stderr.
         report: called with one line per failed file (default: printed to stderr).
-        backend, threads, compile, finish: as for :class:`~scl_lle.inference.Enhancer`.
+        backend, threads, compile, finish, exposure: as for :class:`~scl_lle.inference.Enhancer`
+            (``exposure``: ``"auto"``, ``"off"`` or a mean brightness in (0, 1); videos hold it per shot).
         rank, world_size: process this shard only: the jobs whose index in the sorted job list (sorted by
             output path) is ``rank`` modulo ``world_size``. ``None``: from ``RANK`` / ``WORLD_SIZE``
             (``torchrun``), else the whole list. Inputs that cannot be used are reported by rank 0 only.
@@ -292,6 +295,7 @@ def enhance(
                 threads=threads,
                 compile=compile,
                 finish=finish,
+                exposure=exposure,
             )
     desc = f"enhance [{rank}/{world_size}]" if world_size > 1 else "enhance"
     bar = tqdm(jobs, unit="img", desc=desc, disable=not progress, file=sys.stderr, dynamic_ncols=True)

@@ -12,6 +12,7 @@ EXAMPLES = """\
 examples:
   scl-lle enhance night.jpg --output bright/
   scl-lle enhance photos/ --recursive --output bright/ --skip-existing
+  scl-lle enhance night.jpg --output bright/ --exposure 0.35     (or off: the network's full curves)
   scl-lle enhance "scans/**/*.tif" --recursive --output out/ --weights my_model.safetensors --scale 4
   scl-lle enhance big_photos/ --output out/ --weights my_model.safetensors --fast --compile
   scl-lle enhance clip.mp4 --output out/ --fast        (video: needs pip install 'scl-lle[video]')
@@ -38,6 +39,15 @@ def _smoothing(text: str) -> float:
     if not 0.0 <= value < 1.0:
         raise argparse.ArgumentTypeError(f"must be within [0, 1), got {text}")
     return value
+
+
+def _exposure(text: str) -> str | float:
+    from .exposure import parse_exposure
+
+    try:
+        return parse_exposure(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _add_enhance(commands: argparse._SubParsersAction) -> None:
@@ -108,6 +118,16 @@ def _add_enhance(commands: argparse._SubParsersAction) -> None:
         action="store_false",
         help="apply the network's curves alone: no detail-preserving application, no black-point anchoring "
         "(the paper's output; see scl_lle.finishing)",
+    )
+    parser.add_argument(
+        "--exposure",
+        type=_exposure,
+        default="auto",
+        metavar="auto|off|E",
+        help="how bright the result is: auto (a target chosen from each photo; well-exposed and over-exposed "
+        "photos come back nearly unchanged), off (the network's curves at full strength, as in the paper), or E "
+        "in (0, 1): that mean brightness; photos already at or above it are left unchanged. Videos hold it per "
+        "shot (default: auto)",
     )
     parser.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders")
     parser.add_argument(
@@ -184,6 +204,7 @@ def _run_enhance(args: argparse.Namespace) -> int:
             threads=args.threads,
             compile=args.compile,
             finish=args.finish and not args.fast,
+            exposure=args.exposure,
             temporal_smoothing=args.temporal_smoothing,
             video_batch=args.video_batch,
         )

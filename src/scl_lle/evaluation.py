@@ -39,6 +39,7 @@ from PIL import Image
 
 from . import baselines
 from .config import ConfigError, expand_path
+from .exposure import AUTO, OFF, Exposure, parse_exposure
 from .imageio import read_image
 from .report import save_grid, thumbnail
 
@@ -219,6 +220,10 @@ def _label_and_spec(method: str) -> tuple[str, str]:
 
 
 def _describe_method(name: str, registry: dict[str, Any] | None) -> str:
+    if "@" in name:
+        spec, setting = _split_exposure(name)
+        if setting is not None:
+            return f"{_describe_method(spec, registry)}, exposure {setting}"
     if name in _BUILTIN_HELP:
         return _BUILTIN_HELP[name]
     if registry and name in registry["methods"]:
@@ -238,11 +243,13 @@ def _describe_method(name: str, registry: dict[str, Any] | None) -> str:
     return ""
 
 
-def _dcenet_method(weights: str | os.PathLike[str] | None, device: torch.device, finish: bool = False) -> Method:
+def _dcenet_method(
+    weights: str | os.PathLike[str] | None, device: torch.device, finish: bool = False, exposure: Exposure = OFF
+) -> Method:
     from .inference import Enhancer
 
     # PyTorch whatever is installed: the documented metrics come from one implementation of the network.
-    enhancer = Enhancer(weights=weights, device=device, finish=finish, backend="torch")
+    enhancer = Enhancer(weights=weights, device=device, finish=finish, backend="torch", exposure=exposure)
 
     def run(x: torch.Tensor) -> torch.Tensor:
         return enhancer(x)
@@ -268,8 +275,11 @@ def get_method(
     Accepted: a baseline name (``identity``, ``gamma``, ``histeq``, ``clahe``, ``lime``); ``gamma:G`` (fixed
     ``x ** (1/G)``); ``clahe:CLIP``; ``dcenet:PATH`` or a path to ``.pth`` / ``.safetensors`` weights; a name
     under ``methods:`` in the registry YAML; ``scl-lle`` (the packaged default model, finished as ``scl-lle
-    enhance`` does); ``scl-lle-curves`` (its curves alone). Other DCE-Net methods run their curves alone, as
-    released; ``finished:SPEC`` adds the finishing (:mod:`scl_lle.finishing`) to any of them.
+    enhance`` does, exposure auto); ``scl-lle-curves`` (its curves alone, exposure auto). Other DCE-Net methods
+    run their curves alone at full strength, as released; ``finished:SPEC`` adds the finishing
+    (:mod:`scl_lle.finishing`) to any of them. ``SPEC@EXPOSURE`` sets the exposure of a DCE-Net method
+    (:mod:`scl_lle.exposure`): ``scl-lle@off`` (the network's curves at full strength), ``scl-lle@0.45``,
+    ``zero-dce@auto``.
     Raises :class:`UnknownNameError` listing the known names.
     """
     from .inference import resolve_device
@@ -287,9 +297,24 @@ def get_method(
         if kind == "gamma":
             return _on_device(baselines.gamma_correction, dev, gamma=value)
         return _on_device(baselines.clahe, dev, clip_limit=value)
+    name, exposure = _split_exposure(name)
     if name.startswith(FINISHED_PREFIX):
-        return _dcenet_method(_dcenet_weights(name.removeprefix(FINISHED_PREFIX).strip(), registry), dev, finish=True)
-    return _dcenet_method(_dcenet_weights(name, registry), dev, finish=name == "scl-lle")
+        weights = _dcenet_weights(name.removeprefix(FINISHED_PREFIX).strip(), registry)
+        return _dcenet_method(weights, dev, finish=True, exposure=exposure or OFF)
+    weights = _dcenet_weights(name, registry)
+    default = AUTO if name in ("scl-lle", CURVES_ONLY) else OFF  # the packaged model as enhance runs it
+    return _dcenet_method(weights, dev, finish=name == "scl-lle", exposure=exposure or default)
+
+
+def _split_exposure(name: str) -> tuple[str, Exposure | None]:
+    """``"SPEC@EXPOSURE"`` -> ``(SPEC, exposure)`` (``auto``, ``off`` or a number in (0, 1)); else ``(name, None)``."""
+    spec, sep, setting = name.rpartition("@")
+    if not sep or not spec.strip():
+        return name, None
+    try:
+        return spec.strip(), parse_exposure(setting)
+    except ValueError as error:
+        raise UnknownNameError(f"method {name!r}: {error}") from None
 
 
 #: ``finished:SPEC``: the DCE-Net method SPEC with the enhancer's finishing (:mod:`scl_lle.finishing`).

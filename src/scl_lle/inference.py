@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .exposure import OFF, Exposure, auto_target, parse_exposure, scale_maps, solve_gain, thumbnail_factor
 from .finishing import DETAIL_RADIUS, detail_eps, split_detail
 from .imageio import Picture, picture_from_pil, picture_to_pil
 from .model import RECEPTIVE_RADIUS, DCENet, apply_upsampled_curves, downsample, upsampled_curves_band
@@ -282,15 +283,18 @@ def finish_curves(
 ) -> torch.Tensor:
     """Apply ``curves`` (a function of a ``(B, 3, H, W)`` picture) the finished way (:mod:`scl_lle.finishing`):
     to the base layer of ``image``, with the detail layer added back at unit gain. Returns ``(B, 3, H, W)`` in
-    [0, 1]; curves that are the identity (strength 0) return ``image``."""
+    [0, 1]; curves that are the identity (gain 0) return ``image``."""
     base = base_layer(image, tile_size)
     out = curves(base)
     return out.add_(image).sub_(base).clamp_(0.0, 1.0)
 
 
-def _check_strength(strength: float) -> None:
-    if not 0.0 <= strength <= 1.0:
-        raise ValueError(f"strength must be within 0..1, got {strength}")
+def _keep_unchanged(out: torch.Tensor, image: torch.Tensor, gain: torch.Tensor | float) -> torch.Tensor:
+    """``out`` ``(B, 3, H, W)`` with the images whose gain is 0 (identity curves) replaced by ``image`` exactly."""
+    if isinstance(gain, torch.Tensor) and bool((gain == 0).any()):
+        keep = (gain == 0).to(out.device).view(-1, 1, 1, 1)
+        out = torch.where(keep, image, out)
+    return out
 
 
 def _to_unit_float(array: np.ndarray) -> np.ndarray:
@@ -338,6 +342,10 @@ class Enhancer:
             by PyTorch); needs a C++ compiler on the CPU. Falls back to eager with a warning if it fails.
         finish: apply the curves to the base layer with the detail (mostly noise) added back at unit gain
             (:mod:`scl_lle.finishing`); ``False`` applies the curves alone, as the paper does.
+        exposure: how bright the result is (:mod:`scl_lle.exposure`): ``"auto"`` (a target chosen from each
+            photo; photos that are already well exposed come back nearly unchanged), ``"off"`` (the network's
+            curves at full strength, as the paper applies them) or a mean brightness in (0, 1). Every call can
+            override it.
 
     Calling the enhancer on a float tensor ``(B, 3, H, W)`` (or ``(3, H, W)``) in [0, 1] returns the enhanced
     tensor with the same shape, dtype and device.
@@ -356,7 +364,9 @@ class Enhancer:
         channels_last: bool | None = None,
         compile: bool = False,
         finish: bool = True,
+        exposure: Exposure = "auto",
     ) -> None:
+        self.exposure = parse_exposure(exposure)
         if int(scale) != scale or scale < 1:
             raise ValueError(f"scale must be an integer >= 1, got {scale}")
         if tile_size is not None and tile_size < 1:
@@ -413,38 +423,75 @@ class Enhancer:
         return (
             f"Enhancer(backend={self.backend}, device={self.device}, dtype={self.dtype}, scale={self.scale}, "
             f"tile_size={self.tile_size}, channels_last={self.channels_last}, compile={self.compile}, "
-            f"finish={self.finish})"
+            f"finish={self.finish}, exposure={self.exposure!r})"
         )
 
-    def _run(self, x: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
-        estimate = self._estimate
-        if strength != 1.0:  # weaker curves, tile by tile: memory stays bounded as for full strength
+    def _run(self, x: torch.Tensor, exposure: Exposure) -> torch.Tensor:
+        """Enhance ``(B, 3, H, W)`` on the enhancer's device: maps estimated tile by tile, scaled by the
+        exposure's gain, applied (finished or not). Images whose gain is 0 (already at or above the target)
+        come back exactly as they were."""
+        small_maps = None
+        if self.scale > 1:
+            small_maps = estimate_curve_maps(self._estimate, x, self.scale, self.tile_size)
+        gain = self._gain(x, small_maps, exposure)
+        unchanged = isinstance(gain, torch.Tensor) and bool((gain == 0).all())
+        if unchanged:
+            return x.clone()
+        if small_maps is None:
             base = self._estimate
 
             def estimate(tile: torch.Tensor) -> torch.Tensor:
-                return base(tile) * strength
+                return scale_maps(base(tile), gain)
 
-        if not self.finish:
-            return enhance_tensor(estimate, x, self.scale, self.tile_size, band_kernel=self._band_kernel)
+            def curves(picture: torch.Tensor) -> torch.Tensor:
+                return enhance_tensor(estimate, x, 1, self.tile_size, apply_to=picture)
 
-        def curves(base: torch.Tensor) -> torch.Tensor:
-            return enhance_tensor(estimate, x, self.scale, self.tile_size, band_kernel=self._band_kernel, apply_to=base)
+        else:
+            maps = scale_maps(small_maps, gain)
 
-        return finish_curves(x, curves, self.tile_size)
+            def curves(picture: torch.Tensor) -> torch.Tensor:
+                return apply_curve_maps(picture, maps, self.tile_size, band_kernel=self._band_kernel)
 
-    def __call__(self, images: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+        return _keep_unchanged(self._apply(x, curves), x, gain)
+
+    def _apply(self, x: torch.Tensor, curves: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        return finish_curves(x, curves, self.tile_size) if self.finish else curves(x)
+
+    def _gain(self, x: torch.Tensor, maps: torch.Tensor | None, exposure: Exposure) -> torch.Tensor | float:
+        """The gain on the curve maps that realises ``exposure`` for ``x`` ``(B, 3, H, W)``: ``(B,)``, or 1.0
+        for ``"off"``. Solved on a thumbnail: every ``f``-th pixel of ``x`` (sampled, not averaged, so the
+        brightness histogram and with it the mean after the curves are kept) with the curve maps at that grid:
+        ``maps`` (low-resolution maps already estimated) shrunk to it, or, without them, maps the network
+        estimates on the thumbnail (one small extra forward)."""
+        if exposure == OFF:
+            return 1.0
+        if maps is None:
+            factor = thumbnail_factor(*x.shape[-2:])
+            thumb_maps = self._estimate(downsample(x, factor))
+        else:
+            shrink = thumbnail_factor(*maps.shape[-2:])
+            factor = self.scale * shrink
+            thumb_maps = downsample(maps, shrink)
+        thumb = x[..., ::factor, ::factor]
+        target = auto_target(thumb) if isinstance(exposure, str) else exposure
+        return solve_gain(thumb, thumb_maps, target)
+
+    def _exposure(self, exposure: Exposure | None) -> Exposure:
+        return self.exposure if exposure is None else parse_exposure(exposure)
+
+    def __call__(self, images: torch.Tensor, exposure: Exposure | None = None) -> torch.Tensor:
         """Enhance ``(B, 3, H, W)`` or ``(3, H, W)`` float in [0, 1]; same shape, dtype and device back.
 
-        ``strength`` in [0, 1] scales the curve maps (see :meth:`apply_curve_maps`); 1 is the full enhancement.
+        ``exposure``: ``"auto"``, ``"off"`` or a mean brightness in (0, 1); ``None``: the enhancer's setting.
         """
-        _check_strength(strength)
+        setting = self._exposure(exposure)
         if not isinstance(images, torch.Tensor) or not images.is_floating_point():
             raise TypeError("expected a floating-point torch.Tensor in [0, 1]")
         if images.ndim not in (3, 4) or images.shape[-3] != 3:
             raise ValueError(f"expected shape (B, 3, H, W) or (3, H, W), got {tuple(images.shape)}")
         batch = images if images.ndim == 4 else images.unsqueeze(0)
         x = batch.to(device=self.device, dtype=self.dtype)
-        out = self._guarded(self._run, x, float(strength))
+        out = self._guarded(self._run, x, setting)
         out = out.to(device=images.device, dtype=images.dtype)
         return out if images.ndim == 4 else out.squeeze(0)
 
@@ -467,36 +514,47 @@ class Enhancer:
         """Estimate the curve maps of ``(B, 3, H, W)`` in [0, 1] at this enhancer's ``scale``.
 
         Returns ``(B, 3 * n, ceil(H / scale), ceil(W / scale))`` in [-1, 1] on the enhancer's device and dtype,
-        to be edited (smoothed across video frames, weakened) and applied with :meth:`apply_curve_maps`.
+        to be edited (smoothed across video frames) and applied with :meth:`apply_curve_maps`.
         """
         x = images.to(device=self.device, dtype=self.dtype)
         return self._guarded(lambda t: estimate_curve_maps(self._estimate, t, self.scale, self.tile_size), x)
 
-    def apply_curve_maps(self, images: torch.Tensor, maps: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+    def exposure_gain(
+        self, images: torch.Tensor, maps: torch.Tensor, exposure: Exposure | None = None
+    ) -> torch.Tensor | float:
+        """The gain on ``maps`` (from :meth:`curve_maps`) that realises ``exposure`` for ``(B, 3, H, W)`` in [0, 1]:
+        ``(B,)`` float32, or 1.0 for ``"off"``. Scale the maps with :func:`~scl_lle.exposure.scale_maps`."""
+        setting = self._exposure(exposure)
+        x = images.to(device=self.device, dtype=self.dtype)
+        return self._guarded(lambda t, m: self._gain(t, m, setting), x, maps.to(device=self.device, dtype=self.dtype))
+
+    def apply_curve_maps(self, images: torch.Tensor, maps: torch.Tensor, exposure: Exposure | None = None) -> torch.Tensor:
         """Apply maps from :meth:`curve_maps` to ``(B, 3, H, W)`` in [0, 1]; same shape back, enhancer's device.
 
-        ``strength`` in [0, 1] multiplies the maps: 0 leaves the image unchanged, 1 is the full enhancement, and
-        every value in between is still a monotone curve from [0, 1] onto [0, 1]. Finished as set by ``finish``.
+        ``exposure``: as for calling the enhancer. The maps are scaled by the gain that reaches it
+        (:meth:`exposure_gain`), so every curve stays monotone from [0, 1] onto [0, 1]; ``"off"`` applies them as
+        given (maps scaled beforehand, such as a video's smoothed gains). Finished as set by ``finish``.
         """
-        _check_strength(strength)
         x = images.to(device=self.device, dtype=self.dtype)
         maps = maps.to(device=self.device, dtype=self.dtype)
-        if strength != 1.0:
-            maps = maps * strength
+        setting = self._exposure(exposure)
 
         def run(t: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-            def curves(picture: torch.Tensor) -> torch.Tensor:
-                return apply_curve_maps(picture, m, self.tile_size, band_kernel=self._band_kernel)
+            gain = self._gain(t, m, setting)
+            scaled = scale_maps(m, gain)
 
-            return finish_curves(t, curves, self.tile_size) if self.finish else curves(t)
+            def curves(picture: torch.Tensor) -> torch.Tensor:
+                return apply_curve_maps(picture, scaled, self.tile_size, band_kernel=self._band_kernel)
+
+            return _keep_unchanged(self._apply(t, curves), t, gain)
 
         return self._guarded(run, x, maps)
 
-    def enhance_array(self, pixels: np.ndarray, strength: float = 1.0) -> np.ndarray:
+    def enhance_array(self, pixels: np.ndarray, exposure: Exposure | None = None) -> np.ndarray:
         """Enhance ``(H, W)`` grey or ``(H, W, 3)`` RGB pixels (uint8, uint16 or float in [0, 1]).
 
         Grey images are enhanced as RGB and turned back into grey (BT.601 luma). Returns the same shape and
-        dtype. ``strength``: as for calling the enhancer.
+        dtype. ``exposure``: as for calling the enhancer.
         """
         pixels = np.asarray(pixels)
         grey = pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[2] == 1)
@@ -505,15 +563,15 @@ class Enhancer:
         unit = _to_unit_float(pixels)
         rgb = np.repeat(unit.reshape(*unit.shape[:2], 1), 3, axis=2) if grey else unit
         tensor = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).unsqueeze(0)
-        out = self(tensor, strength)[0].permute(1, 2, 0).numpy()
+        out = self(tensor, exposure)[0].permute(1, 2, 0).numpy()
         if grey:
             out = (out @ np.asarray(_LUMA, dtype=np.float32)).reshape(pixels.shape)
         return _from_unit_float(out, pixels.dtype)
 
-    def enhance_picture(self, picture: Picture, strength: float = 1.0) -> Picture:
+    def enhance_picture(self, picture: Picture, exposure: Exposure | None = None) -> Picture:
         """Enhance a decoded :class:`~scl_lle.imageio.Picture`; alpha and metadata pass through unchanged."""
         return Picture(
-            pixels=self.enhance_array(picture.pixels, strength),
+            pixels=self.enhance_array(picture.pixels, exposure),
             alpha=picture.alpha,
             format=picture.format,
             icc_profile=picture.icc_profile,

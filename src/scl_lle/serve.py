@@ -1,7 +1,7 @@
 """A local web app: ``scl-lle serve`` opens a page to drop photos (and short videos) and get them enhanced.
 
 Only the standard library's :mod:`http.server` is used. The page (inline HTML, CSS and JavaScript) uploads the
-file's bytes to ``POST /api/enhance?strength=S&mode=full|fast&name=FILE`` and shows before and after with a
+file's bytes to ``POST /api/enhance?exposure=auto|off|E&mode=full|fast&name=FILE`` and shows before and after with a
 slider, and a download link. Safety:
 
 - binds to the loopback address by default, and refuses requests whose ``Host`` or ``Origin`` names another
@@ -12,8 +12,10 @@ slider, and a download link. Safety:
   the response has been sent; the uploaded file name is used only for its ending (checked against the known
   image and video endings) and for the download name, never as a path; no other file is ever served.
 
-"Strength" scales the estimated curve maps (``r -> strength * r``): 0 returns the input, 1 the full
-enhancement, and every value in between is still a smooth monotone tone curve (not a cross-fade).
+"Exposure" is the enhancer's ``exposure`` (:mod:`scl_lle.exposure`), the same setting as ``--exposure``:
+``auto`` (a target chosen from the photo; well-exposed photos come back nearly unchanged), ``off`` (the
+network's curves at full strength) or a target mean brightness E in (0, 1), reached by scaling the curve maps
+(every curve stays a smooth monotone tone curve, not a cross-fade).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from .exposure import Exposure, parse_exposure
 from .imageio import IMAGE_EXTENSIONS, ImageReadError, read_image, write_image
 from .inference import FAST_SCALE, Enhancer
 from .model import DCENet
@@ -161,7 +164,7 @@ class _Handler(BaseHTTPRequestHandler):
         """Receive, check and enhance the upload inside ``work``; the answer as (status, body, type, headers)."""
         text = "text/plain; charset=utf-8"
         try:
-            name, mode, strength = self._parameters(query)
+            name, mode, exposure = self._parameters(query)
             suffix = Path(name).suffix.lower()
             if suffix not in IMAGE_EXTENSIONS and suffix not in VIDEO_EXTENSIONS:
                 known = ", ".join(sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))
@@ -170,9 +173,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._receive(upload)
             started = time.perf_counter()
             if suffix in VIDEO_EXTENSIONS:
-                result, content_type = self._enhance_video(upload, work, mode, strength)
+                result, content_type = self._enhance_video(upload, work, mode, exposure)
             else:
-                result, content_type = self._enhance_image(upload, work, mode, strength)
+                result, content_type = self._enhance_image(upload, work, mode, exposure)
             seconds = time.perf_counter() - started
             download = f"{_safe_stem(name)}-enhanced{result.suffix}"
             headers = {
@@ -206,19 +209,17 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         return True
 
-    def _parameters(self, query: str) -> tuple[str, str, float]:
+    def _parameters(self, query: str) -> tuple[str, str, Exposure]:
         values = parse_qs(query, max_num_fields=8)
         name = values.get("name", ["upload.png"])[0][:255]
         mode = values.get("mode", ["full"])[0]
         if mode not in MODES:
             raise _RequestError(HTTPStatus.BAD_REQUEST, f"mode must be one of {', '.join(MODES)}")
         try:
-            strength = float(values.get("strength", ["1"])[0])
-        except ValueError:
-            strength = float("nan")
-        if not 0.0 <= strength <= 1.0:
-            raise _RequestError(HTTPStatus.BAD_REQUEST, "strength must be a number within 0..1")
-        return name, mode, strength
+            exposure = parse_exposure(values.get("exposure", ["auto"])[0])
+        except ValueError as error:
+            raise _RequestError(HTTPStatus.BAD_REQUEST, str(error)) from None
+        return name, mode, exposure
 
     def _receive(self, target: Path) -> None:
         """Copy the request body into ``target``, refusing it unless its announced length is within the limit."""
@@ -255,17 +256,17 @@ class _Handler(BaseHTTPRequestHandler):
                     break
                 length -= len(chunk)
 
-    def _enhance_image(self, upload: Path, work: Path, mode: str, strength: float) -> tuple[Path, str]:
+    def _enhance_image(self, upload: Path, work: Path, mode: str, exposure: Exposure) -> tuple[Path, str]:
         picture = read_image(upload, max_pixels=self.server.limits.max_pixels)
         engine = self.server.engine
         with engine.lock:
-            enhanced = engine.enhancer(mode).enhance_picture(picture, strength)
+            enhanced = engine.enhancer(mode).enhance_picture(picture, exposure)
         suffix = upload.suffix.lower() if upload.suffix.lower() in _RESULT_TYPES else ".png"
         target = work / f"result{suffix}"
         write_image(target, enhanced, quality=95)
         return target, _RESULT_TYPES[suffix]
 
-    def _enhance_video(self, upload: Path, work: Path, mode: str, strength: float) -> tuple[Path, str]:
+    def _enhance_video(self, upload: Path, work: Path, mode: str, exposure: Exposure) -> tuple[Path, str]:
         limits = self.server.limits
         suffix = upload.suffix.lower() if upload.suffix.lower() in _VIDEO_TYPES else ".mp4"
         target = work / f"result{suffix}"
@@ -275,7 +276,7 @@ class _Handler(BaseHTTPRequestHandler):
                 upload,
                 target,
                 enhancer=engine.enhancer(mode),
-                strength=strength,
+                exposure=exposure,
                 max_pixels=limits.max_video_pixels,
                 max_seconds=limits.max_video_seconds,
                 progress=False,
@@ -396,8 +397,10 @@ PAGE = """<!doctype html>
     <input type="file" id="file" accept="image/*,video/*">
   </section>
   <div class="controls">
-    <label>Strength <input type="range" id="strength" min="0" max="100" value="100">
-      <output id="strength-value">100%</output></label>
+    <label>Exposure <select id="exposure"><option value="auto">auto</option>
+      <option value="target">brightness</option><option value="off">off (full curves)</option></select></label>
+    <label>Brightness <input type="range" id="brightness" min="5" max="95" value="45">
+      <output id="brightness-value">0.45</output></label>
     <label>Speed <select id="mode"><option value="full">full quality</option><option value="fast">fast</option>
       </select></label>
     <a id="download" class="button disabled" href="#" download>Download result</a>
@@ -449,7 +452,7 @@ async function enhance() {
   document.body.dataset.state = "working";
   setStatus(isVideo(state.file) ? "Enhancing the video... (a few seconds per second of video)" : "Enhancing...");
   const params = new URLSearchParams({
-    name: state.file.name, mode: $("mode").value, strength: String($("strength").value / 100),
+    name: state.file.name, mode: $("mode").value, exposure: exposureSetting(),
   });
   const started = performance.now();
   let response;
@@ -491,6 +494,10 @@ function choose(file) {
   showBefore(file);
   enhance();
 }
+function exposureSetting() {
+  const choice = $("exposure").value;
+  return choice === "target" ? String($("brightness").value / 100) : choice;
+}
 function later() { clearTimeout(state.timer); state.timer = setTimeout(enhance, 300); }
 
 fetch("/api/limits").then((r) => r.json()).then((limits) => { state.limits = limits; }).catch(() => {});
@@ -503,9 +510,11 @@ const drop = $("drop");
   event.preventDefault(); drop.classList.remove("over");
 }));
 drop.addEventListener("drop", (event) => choose(event.dataTransfer.files[0]));
-$("strength").addEventListener("input", () => {
-  $("strength-value").textContent = $("strength").value + "%"; later();
+$("brightness").addEventListener("input", () => {
+  $("brightness-value").textContent = ($("brightness").value / 100).toFixed(2);
+  $("exposure").value = "target"; later();
 });
+$("exposure").addEventListener("change", enhance);
 $("mode").addEventListener("change", enhance);
 $("divider").addEventListener("input", () => {
   const x = $("divider").value;

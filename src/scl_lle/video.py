@@ -10,6 +10,11 @@ Temporal stability: each frame's curve maps are estimated as for a photo, then b
 changed, the blend keeps most of the running maps, so the brightness of a static background no longer pumps
 when a light blinks or a bright object moves nearby; where the picture changed (motion, a scene cut, a lamp
 switched on) the new maps take over at once, so real brightness changes are followed in the same frame.
+
+Exposure (:mod:`scl_lle.exposure`) is held per shot: each frame's gain on the curve maps is solved as for a
+photo, then averaged over the frames of the shot by the same smoother, and restarted at a scene cut (most of the
+picture changed at once). A bright object passing through a shot therefore does not pull the gain, and with it
+the brightness of everything else, up and down.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .atomic import atomic_write
+from .exposure import OFF, Exposure, parse_exposure, scale_maps
 from .imageio import DEFAULT_MAX_PIXELS
 from .inference import Enhancer
 from .model import downsample
@@ -186,11 +192,15 @@ class CurveSmoother:
         self.cell = int(cell)
         self._maps: torch.Tensor | None = None
         self._guide: torch.Tensor | None = None
+        self._gain: torch.Tensor | None = None
+        self._cuts: list[bool] = []
 
     def reset(self) -> None:
         """Forget the running state (the next frame starts afresh)."""
         self._maps = None
         self._guide = None
+        self._gain = None
+        self._cuts = []
 
     def __call__(self, frames: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
         """Smooth the maps of consecutive frames ``(B, 3, H, W)``: ``maps`` ``(B, 3n, h, w)`` → ``(B, 3n, h, w)``."""
@@ -200,12 +210,15 @@ class CurveSmoother:
             return maps
         guides = downsample(frame_luma(frames.to(maps.dtype)), self.cell)
         out = torch.empty_like(maps)
+        self._cuts = []
         for i in range(maps.shape[0]):
             guide, new = guides[i : i + 1], maps[i : i + 1]
             if self._maps is None or self._guide is None or self._maps.shape != new.shape:
                 self._maps, self._guide = new.clone(), guide.clone()
+                self._cuts.append(True)
             else:
                 change = 2 * (guide - self._guide).abs() / (guide + self._guide + 0.02)
+                self._cuts.append(bool((change > self.threshold).float().mean() > 0.5))
                 knee = self.threshold / 2
                 keep = self.smoothing * ((self.threshold - change) / knee).clamp_(0.0, 1.0)
                 self._guide = torch.lerp(guide, self._guide, keep)
@@ -215,19 +228,42 @@ class CurveSmoother:
             out[i] = self._maps[0]
         return out
 
+    def smooth_gains(self, gains: torch.Tensor) -> torch.Tensor:
+        """Average the exposure gains ``(B,)`` of the frames last passed to :meth:`__call__` over their shot.
+
+        A running mean with weight ``smoothing``, restarted at a scene cut (a frame where more than half of the
+        grid cells changed by more than ``threshold``). Returns ``(B,)``.
+        """
+        if self.smoothing == 0.0:
+            return gains
+        if len(self._cuts) != gains.shape[0]:
+            raise ValueError(f"{gains.shape[0]} gains but {len(self._cuts)} frames were smoothed last")
+        out = torch.empty_like(gains)
+        for i, cut in enumerate(self._cuts):
+            new = gains[i : i + 1]
+            self._gain = new.clone() if cut or self._gain is None else torch.lerp(new, self._gain, self.smoothing)
+            out[i] = self._gain[0]
+        return out
+
 
 def enhance_frames(
     enhancer: Enhancer,
     frames: torch.Tensor,
     smoother: CurveSmoother | None = None,
-    strength: float = 1.0,
+    exposure: Exposure | None = None,
 ) -> torch.Tensor:
-    """Enhance consecutive frames ``(B, 3, H, W)`` in [0, 1] on the enhancer's device → ``(B, 3, H, W)``."""
+    """Enhance consecutive frames ``(B, 3, H, W)`` in [0, 1] on the enhancer's device → ``(B, 3, H, W)``.
+
+    ``exposure``: as for the enhancer (``None``: its setting); the gains are smoothed per shot by ``smoother``.
+    """
     maps = enhancer.curve_maps(frames)
     if smoother is not None:
         with torch.no_grad():
             maps = smoother(frames.to(maps.device), maps)
-    return enhancer.apply_curve_maps(frames, maps, strength=strength)
+    gains = enhancer.exposure_gain(frames, maps, exposure)
+    if smoother is not None and isinstance(gains, torch.Tensor):
+        gains = smoother.smooth_gains(gains)
+    return enhancer.apply_curve_maps(frames, scale_maps(maps, gains), exposure=OFF)
 
 
 def _high_depth(pix_fmt: str | None, av: Any) -> bool:
@@ -318,7 +354,7 @@ def enhance_video(
     device: str = "auto",
     scale: int = 1,
     smoothing: float = DEFAULT_SMOOTHING,
-    strength: float = 1.0,
+    exposure: Exposure | None = None,
     batch_size: int = 8,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     max_frames: int | None = None,
@@ -334,7 +370,8 @@ def enhance_video(
         enhancer: the :class:`~scl_lle.inference.Enhancer` to use; else one is made from ``weights`` (``None``:
             the default model), ``device`` and ``scale``.
         smoothing: temporal smoothing of the curve maps (see :class:`CurveSmoother`); 0 turns it off.
-        strength: in [0, 1], how strongly the curves are applied (see ``Enhancer.apply_curve_maps``).
+        exposure: ``"auto"``, ``"off"`` or a mean brightness in (0, 1) (:mod:`scl_lle.exposure`), held per shot;
+            ``None``: the enhancer's setting (``"auto"`` for one made here).
         batch_size: frames enhanced together on the device.
         max_pixels: refuse frames larger than this (``None`` or 0: no limit).
         max_frames, max_seconds: refuse videos with more frames or a longer duration (``None``: no limit).
@@ -356,8 +393,8 @@ def enhance_video(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not 0.0 <= smoothing < 1.0:
         raise ValueError(f"smoothing must be within [0, 1), got {smoothing}")
-    if not 0.0 <= strength <= 1.0:
-        raise ValueError(f"strength must be within 0..1, got {strength}")
+    if exposure is not None:
+        exposure = parse_exposure(exposure)
     muxer = _MUXERS.get(destination.suffix.lower())
     if muxer is None:
         raise VideoWriteError(f"cannot write video files ending in {destination.suffix!r}")
@@ -390,7 +427,7 @@ def enhance_video(
                     muxer,
                     enhancer,
                     CurveSmoother(smoothing) if smoothing > 0 else None,
-                    strength,
+                    exposure,
                     batch_size,
                     (max_frames, max_seconds),
                     result,
@@ -437,7 +474,7 @@ def _transcode(
     muxer: str,
     enhancer: Enhancer,
     smoother: CurveSmoother | None,
-    strength: float,
+    exposure: Exposure | None,
     batch_size: int,
     limits: tuple[int | None, float | None],
     result: VideoResult,
@@ -507,7 +544,7 @@ def _transcode(
                 return
             frames = _to_tensor(batch, enhancer.device)
             result.brightness += frames.flatten(1).mean(dim=1).tolist()
-            enhanced = _from_tensor(enhance_frames(enhancer, frames, smoother, strength), dtype)
+            enhanced = _from_tensor(enhance_frames(enhancer, frames, smoother, exposure), dtype)
             for pixels, (pts, time_base, colorspace, color_range) in zip(enhanced, stamps, strict=True):
                 frame = av.VideoFrame.from_ndarray(pixels, format=rgb_format)
                 frame = frame.reformat(format=encoder.pix_fmt, dst_colorspace=colorspace, dst_color_range=color_range)

@@ -1,0 +1,167 @@
+"""Exposure control (scl_lle.exposure): the gain solve, the auto policy, and the setting from API to CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from scl_lle import DCENet, Enhancer
+from scl_lle.cli import build_parser, main
+from scl_lle.evaluation import UnknownNameError, get_method
+from scl_lle.exposure import (
+    AUTO_MAX,
+    MAX_GAIN,
+    auto_target,
+    exposure_features,
+    mean_brightness,
+    parse_exposure,
+    scale_maps,
+    solve_gain,
+)
+from scl_lle.model import apply_curves
+
+
+@pytest.fixture(scope="module")
+def brightening() -> DCENet:
+    """A seeded network whose curves brighten, with content-dependent maps."""
+    torch.manual_seed(11)
+    model = DCENet()
+    with torch.no_grad():
+        model.e_conv7.weight.mul_(0.1)
+        model.e_conv7.bias.fill_(-0.3)
+    return model.eval()
+
+
+def _dark_scene(seed: int, size: tuple[int, int] = (96, 128), level: float = 0.12) -> torch.Tensor:
+    """A smooth scene with texture, ``(1, 3, H, W)`` with mean about ``level``."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 3, 6, 8, generator=generator)
+    scene = torch.nn.functional.interpolate(coarse, size=size, mode="bilinear", align_corners=False)
+    scene = scene + 0.1 * torch.rand(1, 3, *size, generator=generator)
+    return (scene / scene.mean() * level).clamp(0, 1)
+
+
+def test_parse_exposure_accepts_the_three_forms_and_refuses_the_rest() -> None:
+    assert parse_exposure(None) == "auto"
+    assert parse_exposure(" Auto ") == "auto" and parse_exposure("off") == "off"
+    assert parse_exposure("0.45") == 0.45 and parse_exposure(0.3) == 0.3
+    for bad in ("0", "1", 1.2, -0.1, "nan", "inf", "bright", True, [0.3]):
+        with pytest.raises(ValueError, match="exposure must be"):
+            parse_exposure(bad)
+
+
+def test_solve_reaches_the_target_on_the_images_it_is_given(brightening: DCENet) -> None:
+    images = torch.cat([_dark_scene(seed, level=level) for seed, level in ((0, 0.05), (1, 0.1), (2, 0.2))])
+    with torch.no_grad():
+        maps = brightening.curve_maps(images)
+    for target in (0.3, 0.45):
+        gain = solve_gain(images, maps, target)
+        reached = mean_brightness(apply_curves(images, scale_maps(maps, gain)))
+        torch.testing.assert_close(reached, torch.full((3,), target), atol=1e-3, rtol=0)
+    per_image = torch.tensor([0.25, 0.35, 0.5])
+    reached = mean_brightness(apply_curves(images, scale_maps(maps, solve_gain(images, maps, per_image))))
+    torch.testing.assert_close(reached, per_image, atol=1e-3, rtol=0)
+
+
+def test_solve_leaves_bright_images_alone_and_stops_where_the_curves_end() -> None:
+    bright = torch.full((1, 3, 8, 8), 0.6)
+    maps = torch.full((1, 24, 8, 8), -0.5)
+    assert solve_gain(bright, maps, 0.4).item() == 0.0  # at or above the target: gain 0, the identity
+    dark = torch.full((1, 3, 8, 8), 0.1)
+    weak = torch.full((1, 24, 8, 8), -1e-3)  # even MAX_GAIN times these cannot reach 0.9
+    assert solve_gain(dark, weak, 0.9).item() == MAX_GAIN
+    flat = torch.zeros(1, 24, 8, 8)  # maps that do nothing: nothing to gain
+    assert mean_brightness(apply_curves(dark, scale_maps(flat, solve_gain(dark, flat, 0.5)))).item() == pytest.approx(0.1)
+    darkening = torch.full((1, 24, 8, 8), 0.5)  # curves that only darken: gain 0, never darker than the input
+    assert solve_gain(dark, darkening, 0.5).item() == 0.0
+
+
+def test_scaled_curves_stay_monotone_and_in_range() -> None:
+    torch.manual_seed(0)
+    maps = (torch.rand(4, 24, 1, 1) * 2 - 1).expand(4, 24, 1, 256)  # one curve per image and channel
+    ramp = torch.linspace(0, 1, 256).view(1, 1, 1, 256).expand(4, 3, 1, 256)
+    for gain in (0.0, 0.5, 3.0, 40.0):
+        scaled = scale_maps(maps, torch.full((4,), gain))
+        assert scaled.abs().max() <= 1.0
+        out = apply_curves(ramp, scaled)
+        assert out.min() >= 0.0 and out.max() <= 1.0
+        assert (out.diff(dim=-1) >= -1e-6).all()  # each curve is non-decreasing in the input
+    assert torch.equal(apply_curves(ramp, scale_maps(maps, torch.zeros(4))), ramp)
+
+
+@pytest.mark.parametrize("scale", [1, 4])
+def test_enhancer_reaches_the_exposure_and_never_darkens(brightening: DCENet, scale: int) -> None:
+    enhancer = Enhancer(brightening, device="cpu", scale=scale, exposure=0.35, backend="torch")
+    images = torch.cat([_dark_scene(seed, (120, 200), level) for seed, level in ((3, 0.06), (4, 0.15))])
+    out = enhancer(images)
+    torch.testing.assert_close(out.mean(dim=(1, 2, 3)), torch.full((2,), 0.35), atol=0.02, rtol=0)
+    bright = _dark_scene(5, (120, 200), 0.5)
+    assert torch.equal(enhancer(bright), bright)  # above the target: unchanged, bit for bit
+    for exposure in ("auto", 0.2, 0.6):
+        result = enhancer(images, exposure=exposure)
+        assert (result.mean(dim=(1, 2, 3)) >= images.mean(dim=(1, 2, 3)) - 1e-6).all()
+
+
+def test_off_is_the_network_at_full_strength(brightening: DCENet) -> None:
+    images = _dark_scene(6, (40, 56))
+    out = Enhancer(brightening, device="cpu", exposure="off", finish=False, backend="torch")(images)
+    with torch.no_grad():
+        expected = brightening(images)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+def test_exposure_does_not_depend_on_tiling(brightening: DCENet) -> None:
+    images = _dark_scene(7, (150, 170), 0.08)
+    whole = Enhancer(brightening, device="cpu", tile_size=None, exposure=0.4)(images)
+    tiled = Enhancer(brightening, device="cpu", tile_size=64, exposure=0.4)(images)
+    torch.testing.assert_close(whole, tiled, atol=1e-5, rtol=0)
+
+
+def test_auto_target_lifts_dark_photos_and_keeps_bright_ones() -> None:
+    dark = _dark_scene(8, level=0.05)
+    bright = _dark_scene(9, level=0.55)
+    targets = auto_target(torch.cat((dark, bright)))
+    assert 0.3 <= targets[0] <= AUTO_MAX  # a dark photo is lifted to a natural level
+    assert targets[1] == pytest.approx(float(bright.mean()), abs=1e-4)  # a bright one keeps its own
+    features = exposure_features(torch.cat((dark, bright)))
+    assert features.shape == (2, 5) and torch.isfinite(features).all()
+    black = torch.zeros(1, 3, 16, 16)
+    assert torch.isfinite(auto_target(black)).all()
+
+
+def test_default_model_keeps_well_exposed_photos(tmp_path: Path) -> None:
+    """The packaged model under auto: a well-lit photo comes back (nearly) unchanged, a dark one is lifted."""
+    well_lit = _dark_scene(10, (200, 300), 0.5)
+    dark = _dark_scene(10, (200, 300), 0.05)
+    enhancer = Enhancer(device="cpu")
+    assert (enhancer(well_lit) - well_lit).abs().mean() < 0.01
+    assert enhancer(dark).mean() > 0.25
+    assert Enhancer(device="cpu", exposure="off")(well_lit).mean() > well_lit.mean() + 0.1  # what auto prevents
+
+
+def test_cli_takes_exposure(tmp_path: Path, weights_file: Path) -> None:
+    assert build_parser().parse_args(["enhance", "x.png", "-o", "out"]).exposure == "auto"
+    assert build_parser().parse_args(["enhance", "x.png", "-o", "out", "--exposure", "0.3"]).exposure == 0.3
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["enhance", "x.png", "-o", "out", "--exposure", "1.5"])
+    assert exit_info.value.code == 2
+    from PIL import Image
+
+    pixels = (_dark_scene(12, (48, 64), 0.08)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "night.png")
+    code = main(["enhance", str(tmp_path / "night.png"), "-o", str(tmp_path / "out"), "--exposure", "0.3", "-q"])
+    assert code == 0
+    result = np.asarray(Image.open(tmp_path / "out" / "night.png"), dtype=np.float32) / 255
+    assert result.mean() == pytest.approx(0.3, abs=0.02)
+
+
+def test_evaluation_method_takes_exposure() -> None:
+    image = _dark_scene(13, (64, 80), 0.06)
+    lifted = get_method("scl-lle@0.3")(image)
+    assert float(lifted.mean()) == pytest.approx(0.3, abs=0.02)
+    assert not torch.equal(get_method("scl-lle@off")(image), get_method("scl-lle")(image))
+    with pytest.raises(UnknownNameError, match="exposure"):
+        get_method("scl-lle@1.5")
