@@ -8,11 +8,13 @@ RSS above the RSS before the run; CUDA: ``max_memory_allocated`` above what was 
 mode, the quality cost: PSNR against the full-resolution output (the reference's) and NIQE (lower is better;
 needs the NIQE parameters: ``SCL_LLE_SHARED`` or ``SCL_LLE_NIQE_PARAMS``).
 
-Modes (``--modes``, comma-separated): ``BACKEND[:compile][@SCALE][+finish]``, e.g. ``torch``, ``torch:compile``,
-``onnxruntime``, ``torch@8``, ``onnxruntime@8``, ``fast`` (= the ``--fast`` preset: ``torch@FAST_SCALE``).
-Modes time the network and its curves alone unless they end in ``+finish``, which adds the engine's default
-finishing (``scl_lle.finishing``: ``scl-lle enhance`` without ``--fast``); its PSNR against the reference then
-measures the finishing's change, not a loss.
+Modes (``--modes``, comma-separated): ``BACKEND[:compile][@SCALE][+finish][+auto]``, e.g. ``torch``,
+``torch:compile``, ``onnxruntime``, ``torch@8``, ``onnxruntime@8``, ``fast`` (= the ``--fast`` preset:
+``torch@FAST_SCALE``). Modes time the network and its curves alone, at full strength (``exposure="off"``, as the
+reference), unless they end in ``+finish``, which adds the engine's default finishing (``scl_lle.finishing``:
+``scl-lle enhance`` without ``--fast``), and/or ``+auto``, which adds the default exposure solve
+(``scl_lle.exposure``: ``exposure="auto"``); their PSNR against the reference then measures that change, not a
+loss. ``onnxruntime+finish+auto`` is what ``scl-lle enhance`` runs on the CPU.
 
     python benchmarks/speed.py                                   # CPU: 1080p and 12 MP
     python benchmarks/speed.py --device cuda --half --channels-last   # GPU: 1080p and 4K
@@ -143,21 +145,26 @@ class Mode:
     scale: int = 1
     compile: bool = False
     finish: bool = False
+    exposure: str = "off"
 
 
 def parse_modes(text: str) -> list[Mode]:
     modes = []
     for item in filter(None, (part.strip() for part in text.split(","))):
-        spec, plus, extra = item.partition("+")
-        if plus and extra != "finish":
-            raise SystemExit(f"unknown mode {item!r}: the only suffix is +finish")
+        spec, *extras = item.split("+")
+        if any(extra not in ("finish", "auto") for extra in extras) or len(set(extras)) != len(extras):
+            raise SystemExit(f"unknown mode {item!r}: the suffixes are +finish and +auto")
         fast = spec == "fast"
         head, _, scale = (f"torch@{FAST_SCALE}" if fast else spec).partition("@")
         backend, _, option = head.partition(":")
         if backend not in ("torch", "onnxruntime") or option not in ("", "compile"):
-            raise SystemExit(f"unknown mode {item!r}: use BACKEND[:compile][@SCALE][+finish] with torch or onnxruntime")
-        label = f"fast (scale {FAST_SCALE}, torch){plus}{extra}" if fast else item
-        modes.append(Mode(label, backend, int(scale or 1), option == "compile", bool(plus)))
+            raise SystemExit(
+                f"unknown mode {item!r}: use BACKEND[:compile][@SCALE][+finish][+auto] with torch or onnxruntime"
+            )
+        suffix = "".join("+" + extra for extra in extras)
+        label = f"fast (scale {FAST_SCALE}, torch){suffix}" if fast else item
+        exposure = "auto" if "auto" in extras else "off"
+        modes.append(Mode(label, backend, int(scale or 1), option == "compile", "finish" in extras, exposure))
     return modes
 
 
@@ -387,6 +394,7 @@ def run_mode(
             channels_last=True if args.channels_last else None,
             compile=mode.compile,
             finish=mode.finish,
+            exposure=mode.exposure,
         )
         out = enhancer(x)  # warm-up (and compilation)
     except (ImportError, RuntimeError, ValueError) as error:

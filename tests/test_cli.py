@@ -206,7 +206,7 @@ def test_fast_preset_backend_and_threads(tmp_path: Path, weights_file: Path, mon
 
     monkeypatch.setattr(scl_lle.batch, "enhance", spy)
     src = _photo(tmp_path / "a.png", size=(64, 48))
-    base = ["enhance", str(src), "-w", str(weights_file), "-q"]
+    base = ["enhance", str(src), "-w", str(weights_file), "-q", "--exposure", "off"]  # random weights: full curves
     assert main([*base, "-o", str(tmp_path / "fast"), "--fast", "--threads", str(torch_threads())]) == 0
     assert seen[-1]["scale"] == FAST_SCALE and seen[-1]["backend"] == "auto" and not seen[-1]["finish"]
     assert main([*base, "-o", str(tmp_path / "plain")]) == 0

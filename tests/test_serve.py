@@ -88,6 +88,21 @@ def test_page_and_enhance_endpoint(server: EnhanceServer) -> None:
     assert not server.engine.enhancer("fast").finish and server.engine.enhancer("full").finish
 
 
+def test_exposure_control_drives_the_enhancers_exposure(server: EnhanceServer) -> None:
+    """The page's exposure setting reaches Enhancer.enhance_picture unchanged: the same pixels as the API."""
+    upload = _png(64, 48, value=20, noise=6)
+    results = {}
+    for setting in ("auto", "off", "0.3"):
+        status, _, body = _request(server, "POST", f"/api/enhance?name=a.png&exposure={setting}", upload)
+        assert status == 200, body
+        results[setting] = np.asarray(Image.open(io.BytesIO(body)))
+    enhancer = server.engine.enhancer("full")
+    pixels = np.asarray(Image.open(io.BytesIO(upload)).convert("RGB"))
+    for setting, exposure in (("auto", "auto"), ("off", "off"), ("0.3", 0.3)):
+        assert np.array_equal(results[setting], enhancer.enhance_array(pixels, exposure)), setting
+    assert not np.array_equal(results["off"], results["0.3"])
+
+
 def test_limits_and_bad_requests_are_refused(server: EnhanceServer) -> None:
     small = _png(32, 32)
     cases = [
@@ -145,6 +160,20 @@ def _mean_brightness(path: Path) -> float:
     return float(np.asarray(Image.open(path).convert("RGB"), dtype=np.float64).mean())
 
 
+# Mean brightness (0..1) of the result the page shows, read back through a canvas.
+_SHOWN_BRIGHTNESS = """
+const img = document.querySelector('#after img');
+const canvas = document.createElement('canvas');
+canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+const context = canvas.getContext('2d');
+context.drawImage(img, 0, 0);
+const data = context.getImageData(0, 0, canvas.width, canvas.height).data;
+let sum = 0;
+for (let i = 0; i < data.length; i += 4) sum += data[i] + data[i + 1] + data[i + 2];
+return sum / (data.length / 4 * 3 * 255);
+"""
+
+
 def test_page_in_headless_chromium(tmp_path: Path, shared: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Upload a real low-light photo through the page (embedded default model), wait for the result, download it,
     take a screenshot.
@@ -199,6 +228,15 @@ def test_page_in_headless_chromium(tmp_path: Path, shared: Path, monkeypatch: py
         assert result.name == "1-enhanced.png"
         assert Image.open(result).size == Image.open(photo).size
         assert _mean_brightness(result) > 1.5 * _mean_brightness(photo)
+        # The exposure control: a brightness of 0.30 is what the page's result then has (the API's exposure=0.3).
+        driver.execute_script(
+            "document.body.dataset.state = 'idle'; const b = document.getElementById('brightness');"
+            "b.value = 30; b.dispatchEvent(new Event('input'));"
+        )
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "done")
+        assert driver.find_element(By.ID, "exposure").get_attribute("value") == "target"
+        shown = driver.execute_script(_SHOWN_BRIGHTNESS)
+        assert shown == pytest.approx(0.30, abs=0.02)
     finally:
         if driver is not None:
             driver.quit()

@@ -137,6 +137,19 @@ def test_smoother_averages_static_regions_and_follows_changes() -> None:
         CurveSmoother(1.0)
 
 
+def test_exposure_gain_is_held_per_shot_and_restarts_at_a_cut() -> None:
+    frames = torch.full((10, 3, 32, 32), 0.1)
+    frames[3, :, :8, :8] = 0.9  # a bright object passes in one corner: the same shot
+    frames[6:] = torch.rand(4, 3, 32, 32) * 0.6 + 0.3  # a cut to another scene
+    smoother = CurveSmoother(0.9, cell=8)
+    smoother(frames, torch.zeros(10, 24, 32, 32))
+    gains = torch.tensor([2.0, 2.0, 2.0, 1.0, 2.0, 2.0, 0.5, 0.5, 0.5, 0.5])  # frame 3's own solve jumps
+    held = smoother.smooth_gains(gains)
+    assert held[0] == 2.0 and abs(held[3] - 2.0) < 0.15  # the passing object barely moves the shot's gain
+    assert held[6] == 0.5  # the new shot starts from its own gain at once
+    assert torch.equal(CurveSmoother(0.0).smooth_gains(gains), gains)
+
+
 @pytest.mark.parametrize(
     ("suffix", "video_codec", "audio_codec", "fps"),
     [(".mp4", "libx264", "aac", 24), (".mkv", "mpeg4", "pcm_s16le", 25)],

@@ -441,6 +441,7 @@ class _Subset:
     load: Callable[[], Iterator[_Sample]]
     void: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    split_at: float | None = None  # also summarise inputs below / at or above this brightness
 
 
 def _read_list(path: Path, root: Path, where: str) -> list[tuple[Path, Path]]:
@@ -477,7 +478,9 @@ def _subsets(name: str, spec: dict[str, Any], base: Path, max_images: int | None
             for f in files:
                 yield _Sample(f.name, load_image(f))
 
-        return [_Subset(name, name, kind, description, len(files), load_noref)]
+        split = spec.get("split_by_input_brightness")
+        split_at = float(split) if split is not None else None
+        return [_Subset(name, name, kind, description, len(files), load_noref, split_at=split_at)]
 
     root = _expand(spec.get("root", "."), where, base)
     if kind == "paired":
@@ -635,6 +638,7 @@ _METRIC_TITLES = {
     "psnr": "PSNR↑ (dB)",
     "ssim": "SSIM↑",
     "miou": "mIoU↑",
+    "brightness_change": "\\|Δ brightness\\|",
 }
 
 
@@ -806,6 +810,39 @@ def _write_report(path: Path, results: dict[str, Any], methods: list[str]) -> No
     path.write_text("\n".join(lines), encoding="utf-8")
 
 
+def _brightness_split(sub: _Subset, rows: list[dict[str, Any]], methods: Sequence[str]) -> dict[str, Any]:
+    """Summaries of ``sub``'s dark inputs (``NAME-dark``: input brightness below ``split_at``) and well-lit ones
+    (``NAME-lit``), from its per-image rows; adds the mean absolute change of brightness (``brightness_change``),
+    so that what a method does to photos that are already well lit is visible."""
+    assert sub.split_at is not None
+    out = {}
+    for suffix, lit in (("dark", False), ("lit", True)):
+        chosen = [r for r in rows if (r["input_brightness"] >= sub.split_at) == lit]
+        images = len({r["image"] for r in chosen})
+        word = "at or above" if lit else "below"
+        entry: dict[str, Any] = {
+            "kind": sub.kind,
+            "description": f"{sub.description}: the {images} inputs with brightness {word} {sub.split_at:g}",
+            "images": images,
+            "split_of": sub.name,
+            "methods": {},
+        }
+        for m in methods:
+            mine = [r for r in chosen if r["method"] == m and "brightness" in r]
+            summary: dict[str, Any] = {}
+            for key in (*_METRIC_KEYS, "brightness_change"):
+                if key == "brightness_change":
+                    values = [abs(r["brightness"] - r["input_brightness"]) for r in mine]
+                else:
+                    values = [r[key] for r in mine if key in r and not math.isnan(r[key])]
+                if values:
+                    summary[key] = float(np.mean(values))
+            summary["failed"] = sum(1 for r in chosen if r["method"] == m and "error" in r)
+            entry["methods"][m] = summary
+        out[f"{sub.name}-{suffix}"] = entry
+    return out
+
+
 #: The headline metrics of :func:`summary_table` per kind of subset.
 _SUMMARY_KEYS = {
     "noref": ("niqe", "brightness"),
@@ -831,7 +868,8 @@ def summary_table(results: dict[str, Any]) -> str:
     digits = {"niqe": 2, "psnr": 2}
     for d in results["datasets"].values():
         for sub, r in d["subsets"].items():
-            for key in _SUMMARY_KEYS.get(r["kind"], ()):
+            keys = _SUMMARY_KEYS.get(r["kind"], ()) + (("brightness_change",) if "split_of" in r else ())
+            for key in keys:
                 cells = [_fmt(r["methods"].get(m, {}).get(key), digits.get(key, 3)) for m in methods]
                 lines.append(f"| {sub} | {_METRIC_TITLES[key]} | " + " | ".join(cells) + " |")
     meta = results["meta"]
@@ -991,7 +1029,13 @@ def evaluate(
             thumbs: dict[str, Image.Image] = {}
             label_thumbs: dict[str, Image.Image] = {}
             for m, fn in fns.items():
-                row: dict[str, Any] = {"subset": sub.name, "image": sample.name, "method": m, "megapixels": mp}
+                row: dict[str, Any] = {
+                    "subset": sub.name,
+                    "image": sample.name,
+                    "method": m,
+                    "megapixels": mp,
+                    "input_brightness": float(sample.image.mean()),
+                }
                 errors: list[str] = []
                 try:
                     memory.start()
@@ -1100,11 +1144,15 @@ def evaluate(
             title = f"{sub.name}: {sub.description}"
             save_grid(out_dir / grid_name, columns, grid_rows, title[:150])
             entry["grid"] = grid_name
-        results["datasets"].setdefault(sub.dataset, {"subsets": {}})["subsets"][sub.name] = entry
+        subsets_out = results["datasets"].setdefault(sub.dataset, {"subsets": {}})["subsets"]
+        subsets_out[sub.name] = entry
+        if sub.split_at is not None:
+            subsets_out.update(_brightness_split(sub, [r for r in rows if r["subset"] == sub.name], methods))
     bar.close()
 
     # per-image CSVs
-    columns = ["subset", "image", "method", *_METRIC_KEYS, "pixel_accuracy", "image_miou", "seconds", "megapixels"]
+    columns = ["subset", "image", "method", "input_brightness", *_METRIC_KEYS, "pixel_accuracy", "image_miou"]
+    columns += ["seconds", "megapixels"]
     for ds, rows in csv_rows.items():
         with (out_dir / f"{ds}.csv").open("w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=[*columns, "error"], extrasaction="ignore")
