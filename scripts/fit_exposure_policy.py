@@ -1,17 +1,20 @@
 """Fit the auto-exposure policy of ``scl_lle.exposure`` on real multi-exposure sequences (training data only).
 
 Data: ``$SCL_LLE_SHARED/data/train_exposure_SICE_sequences`` (228 scenes, each photographed at several
-exposures; ``files.tsv`` gives the sequence and the exposure rank). No evaluation set is read.
+exposures; ``files.tsv`` gives the sequence). No evaluation set is read.
 
-For each sequence the *reference* exposure is the member whose brightness histogram carries the most information
-(the largest entropy of its 64-bin histogram: detail neither crushed into black nor clipped into white), taken
-only when it is an inner member (a sequence whose entropy still grows at its brightest or darkest end says
-nothing about where the right level is). Every member of such a sequence is a training example: its features
-(``exposure_features`` of the same thumbnail the enhancer uses) and the target ``max(m, reference mean)``: a darker
-member should be lifted to the reference, a brighter one left alone. The policy ``log target = max(log m,
-features . w)`` is fitted by least squares in log brightness (L-BFGS), and checked by 5-fold cross-validation
-over sequences (no scene in both the fitting and the checking part) against a constant target (the median
-reference brightness). Prints the folds' errors and the weights to put in ``AUTO_POLICY``.
+What a sequence says. Its *best* member is the one whose brightness histogram carries the most information (the
+largest entropy of a 64-bin histogram: detail neither crushed into black nor clipped into white); a sequence is
+used only when that member is an inner one (if the entropy still grows at the darkest or brightest end, the
+sequence does not show where the right level is). Members whose entropy is within ``ACCEPTABLE`` (15%) of the
+best are acceptably exposed; members darker than all of those are *under-exposed*.
+
+The policy (``auto_target``): ``target = m + p * max(level - m, 0)`` with ``m`` the photo's mean brightness,
+``level`` the median brightness of the best members and ``p`` a logistic regression on ``exposure_features`` (of
+the same thumbnail the enhancer uses) predicting "under-exposed". Checked by 5-fold cross-validation over
+sequences (no scene in both the fitting and the checking part): accuracy and log-loss of ``p``, and the mean
+error of the target against the sequence's answer (the best member's brightness for an under-exposed photo, its
+own brightness otherwise), beside two simpler policies. Prints the constants for ``scl_lle/exposure.py``.
 
     python scripts/fit_exposure_policy.py [--shared ../shared] [--folds 5] [--seed 0]
 """
@@ -28,10 +31,11 @@ import numpy as np
 import torch
 
 from scl_lle.evaluation import load_image
-from scl_lle.exposure import AUTO_MAX, AUTO_POLICY, exposure_features, mean_brightness, thumbnail_factor
+from scl_lle.exposure import exposure_features, mean_brightness, thumbnail_factor
 
 HISTOGRAM_BINS = 64
-RIDGE = 1e-4  # a touch of shrinkage on the shape weights; the fit is well determined without it
+ACCEPTABLE = 0.85  # a member whose histogram entropy is at least this share of its sequence's best is acceptable
+RIDGE = 1e-4  # a touch of shrinkage on the non-constant weights
 
 
 def entropy(image: torch.Tensor) -> float:
@@ -43,7 +47,8 @@ def entropy(image: torch.Tensor) -> float:
 
 def load_sequences(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per photo: sequence id, mean brightness, histogram entropy and policy features, on the thumbnail."""
-    rows = list(csv.DictReader(open(root / "files.tsv", encoding="utf-8"), delimiter="\t"))
+    with open(root / "files.tsv", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
     sequence, brightness, information, features = [], [], [], []
     for row in rows:
         image = load_image(root / row["dest_path"])
@@ -56,30 +61,34 @@ def load_sequences(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     return np.array(sequence), np.array(brightness), np.array(information), np.stack(features)
 
 
-def references(sequence: np.ndarray, brightness: np.ndarray, information: np.ndarray) -> dict[int, float]:
-    """Mean brightness of each sequence's most informative inner member."""
-    out = {}
+def label_sequences(
+    sequence: np.ndarray, brightness: np.ndarray, information: np.ndarray, acceptable_share: float = ACCEPTABLE
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per photo: under-exposed (1.0), not (0.0) or unusable sequence (NaN); and its sequence's best brightness."""
+    under = np.full(len(sequence), np.nan)
+    best = np.full(len(sequence), np.nan)
     for s in np.unique(sequence):
         members = np.flatnonzero(sequence == s)
         if len(members) < 3:
             continue
-        best = members[np.argmax(information[members])]
-        if brightness[best] in (brightness[members].max(), brightness[members].min()):
+        top = members[np.argmax(information[members])]
+        if brightness[top] in (brightness[members].max(), brightness[members].min()):
             continue
-        out[int(s)] = float(brightness[best])
-    return out
+        acceptable = members[information[members] >= acceptable_share * information[top]]
+        under[members] = brightness[members] < brightness[acceptable].min()
+        best[members] = brightness[top]
+    return under, best
 
 
-def fit(features: np.ndarray, log_mean: np.ndarray, log_target: np.ndarray) -> np.ndarray:
-    """Weights of ``max(log m, features . w)`` closest to ``log_target`` in the least-squares sense."""
-    x, lm, y = (torch.tensor(a) for a in (features, log_mean, log_target))
-    w = torch.tensor(AUTO_POLICY, dtype=torch.float64, requires_grad=True)
+def fit(features: np.ndarray, under: np.ndarray) -> np.ndarray:
+    """Logistic-regression weights for P(under-exposed | features)."""
+    x, y = torch.tensor(features), torch.tensor(under)
+    w = torch.zeros(features.shape[1], dtype=torch.float64, requires_grad=True)
     optimiser = torch.optim.LBFGS([w], max_iter=500, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         optimiser.zero_grad()
-        predicted = torch.maximum(lm, (x @ w).clamp(max=float(np.log(AUTO_MAX))))
-        loss = (predicted - y).square().mean() + RIDGE * w[1:].square().sum()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(x @ w, y) + RIDGE * w[1:].square().sum()
         loss.backward()
         return loss
 
@@ -87,15 +96,22 @@ def fit(features: np.ndarray, log_mean: np.ndarray, log_target: np.ndarray) -> n
     return w.detach().numpy()
 
 
-def predict(w: np.ndarray, features: np.ndarray, log_mean: np.ndarray) -> np.ndarray:
-    return np.exp(np.maximum(log_mean, np.minimum(features @ w, np.log(AUTO_MAX))))
+def targets(w: np.ndarray, level: float, features: np.ndarray, brightness: np.ndarray) -> np.ndarray:
+    p = 1.0 / (1.0 + np.exp(-(features @ w)))
+    return brightness + p * np.maximum(level - brightness, 0.0)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--shared", default=os.environ.get("SCL_LLE_SHARED", "../shared"))
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--acceptable",
+        type=float,
+        default=ACCEPTABLE,
+        help=f"share of the best entropy that is still acceptably exposed (default: {ACCEPTABLE})",
+    )
     args = parser.parse_args(argv)
     root = Path(args.shared) / "data" / "train_exposure_SICE_sequences"
     if not (root / "files.tsv").is_file():
@@ -103,33 +119,37 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.set_num_threads(2)
     sequence, brightness, information, features = load_sequences(root)
-    ref = references(sequence, brightness, information)
-    keep = np.isin(sequence, list(ref))
-    seq, m, x = sequence[keep], brightness[keep], features[keep]
-    target = np.maximum(m, np.array([ref[s] for s in seq]))
-    lm, y = np.log(m), np.log(target)
-    print(f"{len(brightness)} photos in {len(np.unique(sequence))} sequences; {len(ref)} with an inner reference")
-    print(f"reference brightness: median {np.median(list(ref.values())):.3f}, "
-          f"5-95%: {np.percentile(list(ref.values()), 5):.3f}-{np.percentile(list(ref.values()), 95):.3f}")
+    under, best = label_sequences(sequence, brightness, information, args.acceptable)
+    keep = ~np.isnan(under)
+    seq, m, x, y, ref = sequence[keep], brightness[keep], features[keep], under[keep], best[keep]
+    answer = np.where(y == 1, ref, m)  # what the sequence says the photo should become
+    names = np.unique(seq)
+    print(f"{len(brightness)} photos in {len(np.unique(sequence))} sequences; {len(names)} sequences used "
+          f"({len(m)} photos, {y.mean():.0%} of them under-exposed)")
+    levels = np.array([ref[seq == s][0] for s in names])
+    print(f"best-member brightness: median {np.median(levels):.3f}, 5-95%: "
+          f"{np.percentile(levels, 5):.3f}-{np.percentile(levels, 95):.3f}")
 
-    names = np.array(sorted(ref))
     folds = np.random.default_rng(args.seed).permutation(len(names)) % args.folds
-    errors, constant_errors, dark_errors = [], [], []
+    scores = {"accuracy": [], "log-loss": [], "policy": [], "lift all to level": [], "no change": []}
     for k in range(args.folds):
         held = np.isin(seq, names[folds == k])
-        w = fit(x[~held], lm[~held], y[~held])
-        error = predict(w, x[held], lm[held]) - target[held]
-        level = min(np.median(target[~held & (m < target)]), AUTO_MAX)
-        constant = np.maximum(m[held], level) - target[held]
-        errors.append(np.abs(error).mean())
-        constant_errors.append(np.abs(constant).mean())
-        dark = m[held] < 0.5 * target[held]
-        dark_errors.append(np.abs(error[dark]).mean())
-        print(f"fold {k}: mean |error| {errors[-1]:.4f} (constant target: {constant_errors[-1]:.4f}); "
-              f"photos darker than half their reference: {dark_errors[-1]:.4f}")
-    print(f"cross-validated mean |target error|: {np.mean(errors):.4f} (constant: {np.mean(constant_errors):.4f})")
-    w = fit(x, lm, y)
-    print("AUTO_POLICY = (" + ", ".join(f"{v:.4f}" for v in w) + ")")
+        w = fit(x[~held], y[~held])
+        level = float(np.median(levels[folds != k]))
+        p = 1.0 / (1.0 + np.exp(-(x[held] @ w)))
+        scores["accuracy"].append(float(((p > 0.5) == (y[held] == 1)).mean()))
+        scores["log-loss"].append(float(-np.mean(y[held] * np.log(p + 1e-12) + (1 - y[held]) * np.log(1 - p + 1e-12))))
+        scores["policy"].append(float(np.abs(targets(w, level, x[held], m[held]) - answer[held]).mean()))
+        scores["lift all to level"].append(float(np.abs(np.maximum(m[held], level) - answer[held]).mean()))
+        scores["no change"].append(float(np.abs(m[held] - answer[held]).mean()))
+    print(f"{args.folds}-fold cross-validation over sequences (mean over folds):")
+    print(f"  under-exposed classifier: accuracy {np.mean(scores['accuracy']):.3f}, "
+          f"log-loss {np.mean(scores['log-loss']):.3f}")
+    for name in ("policy", "lift all to level", "no change"):
+        print(f"  mean |target - sequence's answer|, {name}: {np.mean(scores[name]):.4f}")
+    w = fit(x, y)
+    print("AUTO_POLICY = (" + ", ".join(f"{v:.3f}" for v in w) + ")")
+    print(f"AUTO_LEVEL = {np.median(levels):.3f}")
     return 0
 
 

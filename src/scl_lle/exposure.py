@@ -28,7 +28,7 @@ from .model import apply_curves, downsample
 
 __all__ = [
     "AUTO",
-    "AUTO_MAX",
+    "AUTO_LEVEL",
     "AUTO_POLICY",
     "MAX_GAIN",
     "OFF",
@@ -162,22 +162,25 @@ def exposure_features(image: torch.Tensor) -> torch.Tensor:
     return torch.cat((torch.ones_like(mean)[:, None], mean.log()[:, None], ratios), dim=1)
 
 
-#: The auto-exposure policy: ``log target = max(log m, features . weights)`` (:func:`auto_target`), with the
-#: weights fitted by ``scripts/fit_exposure_policy.py`` on the SICE multi-exposure sequences of the project's
-#: shared data (training data only; the fit and its cross-validated error: docs/MODEL_CARD.md, "Exposure").
-AUTO_POLICY = (-0.7, 0.0, 0.0, 0.0, 0.0)
-#: Upper bound of the auto target: no photo is lifted above this mean brightness.
-AUTO_MAX = 0.6
+#: The auto-exposure policy, fitted by ``scripts/fit_exposure_policy.py`` on the SICE multi-exposure sequences of
+#: the project's shared data (training data only; the fit and its cross-validated accuracy: docs/MODEL_CARD.md,
+#: "Exposure"). ``AUTO_POLICY``: logistic-regression weights on :func:`exposure_features`, the probability that
+#: a photo is under-exposed. ``AUTO_LEVEL``: the brightness a well-exposed photo has (the median of the
+#: sequences' best exposures).
+AUTO_POLICY = (-16.624, -12.009, -3.222, -1.509, -2.060)
+AUTO_LEVEL = 0.500
 
 
-def auto_target(image: torch.Tensor, policy: tuple[float, ...] = AUTO_POLICY) -> torch.Tensor:
+def auto_target(image: torch.Tensor, policy: tuple[float, ...] = AUTO_POLICY, level: float = AUTO_LEVEL) -> torch.Tensor:
     """The ``"auto"`` exposure target of ``(B, 3, h, w)`` in [0, 1] (a thumbnail): ``(B,)`` mean brightness.
 
-    ``max(m, min(exp(features . policy), AUTO_MAX))`` with ``m`` the photo's own mean brightness: a photo the
-    policy finds bright enough keeps its level (and so comes back unchanged), a dark one is lifted to the level
-    the policy predicts for its scene.
+    ``m + p * max(level - m, 0)``: ``m`` the photo's mean brightness, ``p`` the policy's probability that it is
+    under-exposed. A clearly dark photo (``p`` near 1) is lifted to ``level``; one the policy finds well exposed
+    (``p`` near 0), or brighter than ``level``, keeps its own brightness and so comes back unchanged; in between,
+    the lift is in proportion to the policy's confidence (the expected right level, not a guess at either side).
     """
     features = exposure_features(image)
     weights = torch.tensor(policy, dtype=features.dtype, device=features.device)
-    predicted = (features @ weights).exp().clamp(max=AUTO_MAX)
-    return torch.maximum(features[:, 1].exp(), predicted)
+    under = torch.sigmoid(features @ weights)
+    mean = features[:, 1].exp()
+    return mean + under * (level - mean).clamp(min=0)
