@@ -124,11 +124,15 @@ def main(argv: list[str] | None = None) -> int:
     seq, m, x, y, ref = sequence[keep], brightness[keep], features[keep], under[keep], best[keep]
     answer = np.where(y == 1, ref, m)  # what the sequence says the photo should become
     names = np.unique(seq)
-    print(f"{len(brightness)} photos in {len(np.unique(sequence))} sequences; {len(names)} sequences used "
-          f"({len(m)} photos, {y.mean():.0%} of them under-exposed)")
+    print(
+        f"{len(brightness)} photos in {len(np.unique(sequence))} sequences; {len(names)} sequences used "
+        f"({len(m)} photos, {y.mean():.0%} of them under-exposed)"
+    )
     levels = np.array([ref[seq == s][0] for s in names])
-    print(f"best-member brightness: median {np.median(levels):.3f}, 5-95%: "
-          f"{np.percentile(levels, 5):.3f}-{np.percentile(levels, 95):.3f}")
+    print(
+        f"best-member brightness: median {np.median(levels):.3f}, 5-95%: "
+        f"{np.percentile(levels, 5):.3f}-{np.percentile(levels, 95):.3f}"
+    )
 
     folds = np.random.default_rng(args.seed).permutation(len(names)) % args.folds
     scores = {"accuracy": [], "log-loss": [], "policy": [], "lift all to level": [], "no change": []}
@@ -143,8 +147,10 @@ def main(argv: list[str] | None = None) -> int:
         scores["lift all to level"].append(float(np.abs(np.maximum(m[held], level) - answer[held]).mean()))
         scores["no change"].append(float(np.abs(m[held] - answer[held]).mean()))
     print(f"{args.folds}-fold cross-validation over sequences (mean over folds):")
-    print(f"  under-exposed classifier: accuracy {np.mean(scores['accuracy']):.3f}, "
-          f"log-loss {np.mean(scores['log-loss']):.3f}")
+    print(
+        f"  under-exposed classifier: accuracy {np.mean(scores['accuracy']):.3f}, "
+        f"log-loss {np.mean(scores['log-loss']):.3f}"
+    )
     for name in ("policy", "lift all to level", "no change"):
         print(f"  mean |target - sequence's answer|, {name}: {np.mean(scores[name]):.4f}")
     w = fit(x, y)

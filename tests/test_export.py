@@ -33,7 +33,7 @@ def test_network_export_has_dynamic_axes_and_matches_curve_maps(weights_file: Pa
     dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["batch", 3, "height", "width"]
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    model = Enhancer(weights_file, device="cpu", channels_last=False, backend="torch").model
+    model = Enhancer(weights_file, exposure="off", device="cpu", channels_last=False, backend="torch").model
     for shape in [(1, 3, 17, 9), (3, 3, 40, 33)]:  # batch, height and width all vary
         x = _dark(shape)
         (maps,) = session.run(None, {"image": x.numpy()})
@@ -50,7 +50,7 @@ def test_export_with_curves_equals_the_enhancer_without_finishing(weights_file: 
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     x = _dark((2, 3, 23, 31), seed=1)
     (out,) = session.run(None, {"image": x.numpy()})
-    expected = Enhancer(weights_file, device="cpu", tile_size=None, finish=False, backend="torch")(x)
+    expected = Enhancer(weights_file, exposure="off", device="cpu", tile_size=None, finish=False, backend="torch")(x)
     assert np.abs(out - expected.numpy()).max() < TOLERANCE
     with pytest.raises(ValueError, match="opset"):
         build_onnx(weights_file, opset=7)
@@ -59,8 +59,10 @@ def test_export_with_curves_equals_the_enhancer_without_finishing(weights_file: 
 @pytest.mark.parametrize(("scale", "tile"), [(1, None), (1, 32), (3, None), (3, 32)])
 def test_onnxruntime_backend_matches_torch_on_synthetic_images(weights_file: Path, scale: int, tile: int | None):
     x = _dark((2, 3, 101, 87), seed=2)
-    torch_out = Enhancer(weights_file, device="cpu", scale=scale, tile_size=tile, backend="torch")(x)
-    ort_out = Enhancer(weights_file, device="cpu", scale=scale, tile_size=tile, backend="onnxruntime")(x)
+    torch_out = Enhancer(weights_file, exposure="off", device="cpu", scale=scale, tile_size=tile, backend="torch")(x)
+    ort_out = Enhancer(weights_file, exposure="off", device="cpu", scale=scale, tile_size=tile, backend="onnxruntime")(
+        x
+    )
     assert ort_out.shape == x.shape and ort_out.dtype == x.dtype
     assert (torch_out - ort_out).abs().max().item() < TOLERANCE
     assert not torch.equal(ort_out, x)
@@ -71,8 +73,8 @@ def test_onnxruntime_backend_matches_torch_on_real_photos(official_weights: Path
         image = Image.open(shared / "data" / "eval_noref_DICM" / "images" / name).convert("RGB")
         x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)[None]
         settings = {"device": "cpu", "tile_size": 256, "scale": scale}
-        torch_out = Enhancer(official_weights, backend="torch", **settings)(x)
-        ort_out = Enhancer(official_weights, backend="onnxruntime", **settings)(x)
+        torch_out = Enhancer(official_weights, exposure="off", backend="torch", **settings)(x)
+        ort_out = Enhancer(official_weights, exposure="off", backend="onnxruntime", **settings)(x)
         assert (torch_out - ort_out).abs().max().item() < TOLERANCE, name
         assert ort_out.mean() > x.mean() + 0.05  # the released model brightens these dark photos
 
@@ -80,15 +82,15 @@ def test_onnxruntime_backend_matches_torch_on_real_photos(official_weights: Path
 def test_onnx_file_as_weights_and_refusals(weights_file: Path, tmp_path: Path):
     net = export_onnx(weights_file, tmp_path / "net.onnx")
     x = _dark((1, 3, 30, 20), seed=3)
-    expected = Enhancer(weights_file, device="cpu", backend="torch")(x)
-    assert (Enhancer(net, device="cpu", backend="onnxruntime")(x) - expected).abs().max() < TOLERANCE
+    expected = Enhancer(weights_file, exposure="off", device="cpu", backend="torch")(x)
+    assert (Enhancer(net, exposure="off", device="cpu", backend="onnxruntime")(x) - expected).abs().max() < TOLERANCE
     whole = export_onnx(weights_file, tmp_path / "whole.onnx", include_curves=True)
     with pytest.raises(ValueError, match="network alone"):
-        Enhancer(whole, device="cpu", backend="onnxruntime")
+        Enhancer(whole, exposure="off", device="cpu", backend="onnxruntime")
     with pytest.raises(ValueError, match="float32"):
-        Enhancer(weights_file, device="cpu", backend="onnxruntime", dtype=torch.bfloat16)
+        Enhancer(weights_file, exposure="off", device="cpu", backend="onnxruntime", dtype=torch.bfloat16)
     with pytest.raises(ValueError, match="backend"):
-        Enhancer(weights_file, device="cpu", backend="tensorrt")
+        Enhancer(weights_file, exposure="off", device="cpu", backend="tensorrt")
 
 
 def test_cli_export_and_enhance_with_onnxruntime(weights_file: Path, tmp_path: Path, capsys):

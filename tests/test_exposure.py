@@ -74,7 +74,9 @@ def test_solve_leaves_bright_images_alone_and_stops_where_the_curves_end() -> No
     weak = torch.full((1, 24, 8, 8), -1e-3)  # even MAX_GAIN times these cannot reach 0.9
     assert solve_gain(dark, weak, 0.9).item() == MAX_GAIN
     flat = torch.zeros(1, 24, 8, 8)  # maps that do nothing: nothing to gain
-    assert mean_brightness(apply_curves(dark, scale_maps(flat, solve_gain(dark, flat, 0.5)))).item() == pytest.approx(0.1)
+    assert mean_brightness(apply_curves(dark, scale_maps(flat, solve_gain(dark, flat, 0.5)))).item() == pytest.approx(
+        0.1
+    )
     darkening = torch.full((1, 24, 8, 8), 0.5)  # curves that only darken: gain 0, never darker than the input
     assert solve_gain(dark, darkening, 0.5).item() == 0.0
 

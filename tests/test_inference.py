@@ -16,7 +16,7 @@ from scl_lle.weights import WeightsError
 
 @pytest.fixture(scope="module")
 def enhancer(weights_file: Path) -> Enhancer:
-    return Enhancer(weights_file, device="cpu")
+    return Enhancer(weights_file, exposure="off", device="cpu")
 
 
 @pytest.mark.parametrize("backend", ["torch", "auto"])  # auto: ONNX Runtime where installed
@@ -24,8 +24,8 @@ def enhancer(weights_file: Path) -> Enhancer:
 def test_tiled_equals_untiled(weights_file: Path, scale: int, backend: str):
     torch.manual_seed(1)
     x = torch.rand(2, 3, 101, 87) * 0.4
-    whole = Enhancer(weights_file, device="cpu", scale=scale, tile_size=None, backend=backend)(x)
-    tiled = Enhancer(weights_file, device="cpu", scale=scale, tile_size=32, backend=backend)(x)
+    whole = Enhancer(weights_file, exposure="off", device="cpu", scale=scale, tile_size=None, backend=backend)(x)
+    tiled = Enhancer(weights_file, exposure="off", device="cpu", scale=scale, tile_size=32, backend=backend)(x)
     assert (whole - tiled).abs().max().item() < 1e-5
     assert not torch.equal(whole, x)
 
@@ -33,8 +33,8 @@ def test_tiled_equals_untiled(weights_file: Path, scale: int, backend: str):
 def test_tiled_equals_untiled_on_a_real_photo(official_weights: Path, shared: Path):
     image = Image.open(shared / "data" / "eval_noref_DICM" / "images" / "05.jpg").convert("RGB")
     x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)[None]
-    whole = Enhancer(official_weights, device="cpu", tile_size=None)(x)
-    tiled = Enhancer(official_weights, device="cpu", tile_size=200)(x)
+    whole = Enhancer(official_weights, exposure="off", device="cpu", tile_size=None)(x)
+    tiled = Enhancer(official_weights, exposure="off", device="cpu", tile_size=200)(x)
     assert (whole - tiled).abs().max().item() < 1e-5
 
 
@@ -51,8 +51,8 @@ def test_tensor_call_keeps_shape_dtype_and_device(enhancer: Enhancer):
 
 def test_half_precision_compute_is_close(weights_file: Path):
     x = torch.rand(1, 3, 24, 24)
-    full = Enhancer(weights_file, device="cpu")(x)
-    half = Enhancer(weights_file, device="cpu", dtype=torch.bfloat16)(x)
+    full = Enhancer(weights_file, exposure="off", device="cpu")(x)
+    half = Enhancer(weights_file, exposure="off", device="cpu", dtype=torch.bfloat16)(x)
     assert half.dtype == torch.float32
     assert (full - half).abs().max() < 0.05
 
@@ -121,28 +121,36 @@ def test_cpu_path_never_touches_cuda(weights_file: Path, monkeypatch, tmp_path: 
 
 def test_bad_settings_are_refused(weights_file: Path):
     with pytest.raises(ValueError):
-        Enhancer(weights_file, scale=0)
+        Enhancer(weights_file, exposure="off", scale=0)
     with pytest.raises(ValueError):
-        Enhancer(weights_file, tile_size=0)
+        Enhancer(weights_file, exposure="off", tile_size=0)
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_channels_last_and_threads_change_nothing(weights_file: Path, channels_last: bool):
     torch.manual_seed(4)
     x = torch.rand(1, 3, 45, 38) * 0.3
-    reference = Enhancer(weights_file, device="cpu", tile_size=None, channels_last=False, backend="torch")(x)
+    reference = Enhancer(
+        weights_file, exposure="off", device="cpu", tile_size=None, channels_last=False, backend="torch"
+    )(x)
     threads = torch.get_num_threads()
     try:
         enhancer = Enhancer(
-            weights_file, device="cpu", tile_size=16, channels_last=channels_last, threads=1, backend="torch"
+            weights_file,
+            exposure="off",
+            device="cpu",
+            tile_size=16,
+            channels_last=channels_last,
+            threads=1,
+            backend="torch",
         )
         assert torch.get_num_threads() == 1 and enhancer.channels_last is channels_last
         assert (enhancer(x) - reference).abs().max().item() < 1e-5
     finally:
         torch.set_num_threads(threads)
-    assert Enhancer(weights_file, device="cpu").channels_last  # the CPU default
+    assert Enhancer(weights_file, exposure="off", device="cpu").channels_last  # the CPU default
     with pytest.raises(ValueError):
-        Enhancer(weights_file, threads=0)
+        Enhancer(weights_file, exposure="off", threads=0)
 
 
 def test_scale_path_never_builds_full_resolution_maps(weights_file: Path, monkeypatch):
@@ -157,7 +165,7 @@ def test_scale_path_never_builds_full_resolution_maps(weights_file: Path, monkey
 
     monkeypatch.setattr(torch.Tensor, "index_select", spy)
     x = torch.rand(1, 3, 96, 80) * 0.3
-    out = Enhancer(weights_file, device="cpu", scale=4, tile_size=None)(x)
+    out = Enhancer(weights_file, exposure="off", device="cpu", scale=4, tile_size=None)(x)
     monkeypatch.undo()
     assert out.shape == x.shape
     full_res_maps = [s for s in sizes if s[-2:] == (96, 80) or (s[1] > 3 and s[-1] == 80)]
@@ -194,15 +202,15 @@ def test_auto_backend_falls_back_to_torch_when_onnxruntime_breaks(weights_file: 
     monkeypatch.setattr(export, "onnxruntime_session", broken)
     x = torch.rand(1, 3, 20, 24) * 0.3
     with pytest.warns(UserWarning, match="ONNX Runtime failed"):
-        enhancer = Enhancer(weights_file, device="cpu")
+        enhancer = Enhancer(weights_file, exposure="off", device="cpu")
     assert enhancer.backend == "torch" and enhancer.model is not None
-    assert torch.equal(enhancer(x), Enhancer(weights_file, device="cpu", backend="torch")(x))
+    assert torch.equal(enhancer(x), Enhancer(weights_file, exposure="off", device="cpu", backend="torch")(x))
     with pytest.raises(RuntimeError, match="no usable"):  # asked for by name: the error is the user's to see
-        Enhancer(weights_file, device="cpu", backend="onnxruntime")
+        Enhancer(weights_file, exposure="off", device="cpu", backend="onnxruntime")
     with warnings.catch_warnings():  # a bad weights path is reported as such, not as an ONNX failure
         warnings.simplefilter("error")
         with pytest.raises(WeightsError, match="missing"):
-            Enhancer(Path(weights_file).with_name("missing.safetensors"), device="cpu")
+            Enhancer(Path(weights_file).with_name("missing.safetensors"), exposure="off", device="cpu")
 
 
 def test_auto_backend_is_onnxruntime_on_the_cpu_and_agrees_with_torch(weights_file: Path):
@@ -210,8 +218,8 @@ def test_auto_backend_is_onnxruntime_on_the_cpu_and_agrees_with_torch(weights_fi
     pytest.importorskip("onnx", reason="auto resolves to torch without onnx")
     torch.manual_seed(5)
     x = torch.rand(2, 3, 40, 52) * 0.3
-    auto = Enhancer(weights_file, device="cpu", scale=2, tile_size=24)
+    auto = Enhancer(weights_file, exposure="off", device="cpu", scale=2, tile_size=24)
     assert auto.backend == "onnxruntime" and "backend=onnxruntime" in repr(auto)
-    expected = Enhancer(weights_file, device="cpu", scale=2, tile_size=24, backend="torch")(x)
+    expected = Enhancer(weights_file, exposure="off", device="cpu", scale=2, tile_size=24, backend="torch")(x)
     assert (auto(x) - expected).abs().max().item() < 1e-4
-    assert Enhancer(weights_file, device="cpu", dtype=torch.bfloat16).backend == "torch"
+    assert Enhancer(weights_file, exposure="off", device="cpu", dtype=torch.bfloat16).backend == "torch"

@@ -72,7 +72,14 @@ def test_cli_binds_to_loopback_by_default() -> None:
 def test_page_and_enhance_endpoint(server: EnhanceServer) -> None:
     status, headers, page = _request(server, "GET", "/")
     assert status == 200 and headers["Content-Type"].startswith("text/html")
-    for element in (b'type="file"', b'id="exposure"', b'id="brightness"', b'id="mode"', b'id="divider"', b'id="download"'):
+    for element in (
+        b'type="file"',
+        b'id="exposure"',
+        b'id="brightness"',
+        b'id="mode"',
+        b'id="divider"',
+        b'id="download"',
+    ):
         assert element in page
     upload = _png(64, 48)
     status, headers, body = _request(server, "POST", "/api/enhance?name=night%20shot.png&mode=fast", upload)

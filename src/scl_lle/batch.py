@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from .atomic import remove_stale_temporaries
+from .exposure import Exposure
 from .imageio import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
@@ -33,7 +34,6 @@ from .imageio import (
     read_image,
     write_image,
 )
-from .exposure import Exposure
 from .inference import Enhancer
 from .video import DEFAULT_SMOOTHING, VIDEO_EXTENSIONS, VideoError, enhance_video
 

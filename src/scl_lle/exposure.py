@@ -20,22 +20,21 @@ page and evaluation method specs (``scl-lle@0.45``):
 from __future__ import annotations
 
 import math
-from typing import Union
 
 import torch
 
-from .model import apply_curves, downsample
+from .model import apply_curves
 
 __all__ = [
     "AUTO",
     "AUTO_LEVEL",
     "AUTO_POLICY",
+    "FEATURE_QUANTILES",
     "MAX_GAIN",
     "OFF",
     "THUMBNAIL_SIDE",
     "Exposure",
     "auto_target",
-    "FEATURE_QUANTILES",
     "exposure_features",
     "mean_brightness",
     "parse_exposure",
@@ -47,7 +46,7 @@ __all__ = [
 AUTO = "auto"
 OFF = "off"
 #: An exposure setting: ``"auto"``, ``"off"`` or a target mean brightness in (0, 1).
-Exposure = Union[str, float]
+Exposure = str | float
 
 #: Largest gain on the curve maps the solve tries: past it nearly every map is clipped at -1 anyway.
 MAX_GAIN = 32.0
@@ -171,7 +170,9 @@ AUTO_POLICY = (-16.624, -12.009, -3.222, -1.509, -2.060)
 AUTO_LEVEL = 0.500
 
 
-def auto_target(image: torch.Tensor, policy: tuple[float, ...] = AUTO_POLICY, level: float = AUTO_LEVEL) -> torch.Tensor:
+def auto_target(
+    image: torch.Tensor, policy: tuple[float, ...] = AUTO_POLICY, level: float = AUTO_LEVEL
+) -> torch.Tensor:
     """The ``"auto"`` exposure target of ``(B, 3, h, w)`` in [0, 1] (a thumbnail): ``(B,)`` mean brightness.
 
     ``m + p * max(level - m, 0)``: ``m`` the photo's mean brightness, ``p`` the policy's probability that it is
