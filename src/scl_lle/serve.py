@@ -10,7 +10,17 @@ slider, and a download link. Safety:
   decoding) and videos in frame size and duration;
 - every upload and result lives in a fresh folder inside the server's own temporary folder and is deleted when
   the response has been sent; the uploaded file name is used only for its ending (checked against the known
-  image and video endings) and for the download name, never as a path; no other file is ever served.
+  image and video endings, and a video's container against its first bytes) and for the download name, never
+  as a path; no other file is ever served;
+- an answer given before the request body was read (a refusal) closes the connection, so that body can never be
+  taken for a second request (request smuggling); the socket is half-closed and what the client still sends is
+  dropped for a moment, bounded in bytes and time, so the answer is not lost to a reset;
+- at most ``max_queue`` uploads are in the works at once (received, waiting for the engine, enhanced, answered);
+  more are answered 503 with ``Retry-After``. Pictures are decoded only once the engine is theirs, so waiting
+  uploads hold no pixels, and freed memory is handed back to the system after each enhancement (glibc).
+
+The standard library's server is kept rather than uvicorn or starlette: a local single-user tool needs no extra
+dependencies, and every early answer goes through one method (``_Handler._send``), where the connection is closed.
 
 "Exposure" is the enhancer's ``exposure`` (:mod:`scl_lle.exposure`), the same setting as ``--exposure``:
 ``auto`` (a target chosen from the photo; well-exposed photos come back nearly unchanged), ``off`` (the
@@ -21,19 +31,24 @@ network's curves at full strength) or a target mean brightness E in (0, 1), reac
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import ipaddress
 import json
 import os
 import re
 import shutil
+import signal
+import socket
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import FrameType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -52,9 +67,26 @@ MODES = {"full": 1, "fast": FAST_SCALE}
 _RESULT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp", ".png": "image/png"}
 _VIDEO_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime", ".webm": "video/webm"}
 _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
-# An upload over the limit is read and dropped up to this many bytes, so the client sees the answer (413) rather
-# than a reset connection; beyond it the connection is simply closed.
+# After an early answer, what the client still sends is read and dropped (so that closing the socket does not
+# reset the connection and lose the answer) up to this many bytes, for at most _LINGER_SECONDS in all and
+# _LINGER_IDLE_SECONDS without data; then the connection is closed.
 _DRAIN_BYTES = 256 * 2**20
+_LINGER_SECONDS = 2.0
+_LINGER_IDLE_SECONDS = 0.5
+_TEXT = "text/plain; charset=utf-8"
+_ISO_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot")  # what an MP4/QuickTime file opens with
+# How each video container begins (its first 256 bytes are given); an ending not listed here is not checked.
+_CONTAINERS: dict[str, Callable[[bytes], bool]] = {
+    **dict.fromkeys((".mp4", ".m4v", ".mov", ".3gp"), lambda head: head[4:8] in _ISO_BOXES),
+    **dict.fromkeys((".webm", ".mkv"), lambda head: head.startswith(b"\x1a\x45\xdf\xa3")),
+    ".avi": lambda head: head[:4] == b"RIFF" and head[8:12] == b"AVI ",
+    **dict.fromkeys((".mpg", ".mpeg"), lambda head: head[:4] in (b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3")),
+    ".ts": lambda head: head[:1] == b"G" and head[188:189] in (b"", b"G"),
+    **dict.fromkeys((".mts", ".m2ts"), lambda head: head[4:5] == b"G" and head[196:197] in (b"", b"G")),
+    ".wmv": lambda head: head.startswith(bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c")),
+    ".flv": lambda head: head.startswith(b"FLV"),
+    ".ogv": lambda head: head.startswith(b"OggS"),
+}
 
 
 @dataclass(frozen=True)
@@ -65,6 +97,8 @@ class ServeLimits:
     max_pixels: int = 40_000_000
     max_video_pixels: int = 3840 * 2160
     max_video_seconds: float = 20.0
+    #: Uploads in the works at once (received, waiting for the engine, enhanced, answered); more get 503.
+    max_queue: int = 4
 
 
 class _Engine:
@@ -86,6 +120,7 @@ class EnhanceServer(ThreadingHTTPServer):
     """The web app's HTTP server; ``url`` is where the page is. Close with ``shutdown()`` + ``server_close()``."""
 
     daemon_threads = True
+    request_queue_size = 128  # connections the kernel holds while none is accepted (Python's default: 5)
 
     def __init__(
         self,
@@ -95,6 +130,7 @@ class EnhanceServer(ThreadingHTTPServer):
     ) -> None:
         self.engine = engine
         self.limits = limits
+        self.slots = threading.BoundedSemaphore(max(1, limits.max_queue))
         self._scratch = tempfile.TemporaryDirectory(prefix="scl-lle-serve-")
         self.scratch = Path(self._scratch.name)
         super().__init__(address, _Handler)
@@ -128,6 +164,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "scl-lle"
     timeout = 120  # seconds a client may stall while sending (a slow or stuck upload does not hold a thread)
     protocol_version = "HTTP/1.1"
+    _body_read = False  # whether this request's body has been read in full (set per request)
 
     def log_message(self, format: str, *args: Any) -> None:
         sys.stderr.write(f"scl-lle serve: {self.address_string()} {format % args}\n")
@@ -153,26 +190,40 @@ class _Handler(BaseHTTPRequestHandler):
         if parts.path != "/api/enhance":
             self._send_error(HTTPStatus.NOT_FOUND, "not found")
             return
-        work = Path(tempfile.mkdtemp(dir=self.server.scratch))
-        try:
-            answer = self._enhance_upload(parts.query, work)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)  # before answering: nothing outlives the request
-        self._send(*answer)
-
-    def _enhance_upload(self, query: str, work: Path) -> tuple[HTTPStatus, bytes, str, dict[str, str]]:
-        """Receive, check and enhance the upload inside ``work``; the answer as (status, body, type, headers)."""
-        text = "text/plain; charset=utf-8"
-        try:
-            name, mode, exposure = self._parameters(query)
+        try:  # everything that can be refused without reading the body
+            name, mode, exposure = self._parameters(parts.query)
             suffix = Path(name).suffix.lower()
             if suffix not in IMAGE_EXTENSIONS and suffix not in VIDEO_EXTENSIONS:
                 known = ", ".join(sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))
                 raise _RequestError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, f"unsupported file type; use one of {known}")
+            length = self._upload_length()
+        except _RequestError as error:
+            self._send_error(error.status, str(error))
+            return
+        if not self.server.slots.acquire(blocking=False):
+            message = b"the server is busy with other uploads; try again in a few seconds"
+            self._send(HTTPStatus.SERVICE_UNAVAILABLE, message, _TEXT, {"Retry-After": "5"})
+            return
+        try:
+            work = Path(tempfile.mkdtemp(dir=self.server.scratch))
+            try:
+                answer = self._enhance_upload(work, name, suffix, length, mode, exposure)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)  # before answering: nothing outlives the request
+            self._send(*answer)
+        finally:
+            self.server.slots.release()
+
+    def _enhance_upload(
+        self, work: Path, name: str, suffix: str, length: int, mode: str, exposure: Exposure
+    ) -> tuple[HTTPStatus, bytes, str, dict[str, str]]:
+        """Receive, check and enhance the upload inside ``work``; the answer as (status, body, type, headers)."""
+        try:
             upload = work / f"upload{suffix}"
-            self._receive(upload)
+            self._receive(upload, length)
             started = time.perf_counter()
             if suffix in VIDEO_EXTENSIONS:
+                _check_container(upload)
                 result, content_type = self._enhance_video(upload, work, mode, exposure)
             else:
                 result, content_type = self._enhance_image(upload, work, mode, exposure)
@@ -185,14 +236,14 @@ class _Handler(BaseHTTPRequestHandler):
             }
             return HTTPStatus.OK, result.read_bytes(), content_type, headers
         except _RequestError as error:
-            return error.status, str(error).encode(), text, {}
+            return error.status, str(error).encode(), _TEXT, {}
         except (ImageReadError, VideoError) as error:
-            return HTTPStatus.UNPROCESSABLE_ENTITY, f"cannot use this file: {error}".encode(), text, {}
+            return HTTPStatus.UNPROCESSABLE_ENTITY, f"cannot use this file: {error}".encode(), _TEXT, {}
         except ImportError as error:
-            return HTTPStatus.NOT_IMPLEMENTED, str(error).encode(), text, {}
+            return HTTPStatus.NOT_IMPLEMENTED, str(error).encode(), _TEXT, {}
         except Exception as error:  # the server must answer, whatever went wrong
             message = f"enhancement failed: {type(error).__name__}: {error}"
-            return HTTPStatus.INTERNAL_SERVER_ERROR, message.encode(), text, {}
+            return HTTPStatus.INTERNAL_SERVER_ERROR, message.encode(), _TEXT, {}
 
     # ------------------------------------------------------------------------------------------- helpers
     def _trusted_origin(self) -> bool:
@@ -210,7 +261,10 @@ class _Handler(BaseHTTPRequestHandler):
         return True
 
     def _parameters(self, query: str) -> tuple[str, str, Exposure]:
-        values = parse_qs(query, max_num_fields=8)
+        try:
+            values = parse_qs(query, max_num_fields=8)
+        except ValueError:  # more fields than that
+            raise _RequestError(HTTPStatus.BAD_REQUEST, "too many query parameters") from None
         name = values.get("name", ["upload.png"])[0][:255]
         mode = values.get("mode", ["full"])[0]
         if mode not in MODES:
@@ -221,49 +275,79 @@ class _Handler(BaseHTTPRequestHandler):
             raise _RequestError(HTTPStatus.BAD_REQUEST, str(error)) from None
         return name, mode, exposure
 
-    def _receive(self, target: Path) -> None:
-        """Copy the request body into ``target``, refusing it unless its announced length is within the limit."""
+    def parse_request(self) -> bool:
+        """Parse the request line and headers; no body of this request has been read yet."""
+        self._body_read = False
+        return super().parse_request()
+
+    def _declared_length(self) -> int | None:
+        """The body's length from ``Content-Length`` (``None``: absent); ``-1`` if unusable or chunked."""
+        values = self.headers.get_all("Content-Length") or []
+        if self.headers.get("Transfer-Encoding") or len(set(values)) > 1:
+            return -1
+        if not values:
+            return None
+        return int(values[0]) if re.fullmatch(r"[0-9]{1,20}", values[0].strip()) else -1
+
+    def _body_pending(self) -> bool:
+        """Whether the request has a body not (entirely) read: answering now must close the connection."""
+        return not self._body_read and self._declared_length() not in (None, 0)
+
+    def _upload_length(self) -> int:
+        """The upload's announced length, refused unless present and within the limit (nothing is read)."""
         limit = self.server.limits.max_upload_bytes
-        if self.headers.get("Transfer-Encoding"):
+        length = self._declared_length()
+        if length is None or length < 0:
             raise _RequestError(HTTPStatus.LENGTH_REQUIRED, "send the file with a Content-Length")
-        try:
-            length = int(self.headers.get("Content-Length", ""))
-        except ValueError:
-            raise _RequestError(HTTPStatus.LENGTH_REQUIRED, "send the file with a Content-Length") from None
         if length > limit:
-            self.close_connection = True  # the body must not be taken for the next request
-            self._discard(min(length, _DRAIN_BYTES))  # so the client, still sending, can read the answer
             raise _RequestError(
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the file is larger than the limit of {limit / 2**20:.0f} MB"
             )
-        if length <= 0:
+        if length == 0:
             raise _RequestError(HTTPStatus.BAD_REQUEST, "empty upload")
+        return length
+
+    def _receive(self, target: Path, length: int) -> None:
+        """Copy the request body, ``length`` bytes, into ``target``."""
         remaining = length
         with open(target, "wb") as handle:
             while remaining:
                 chunk = self.rfile.read(min(remaining, 1 << 20))
                 if not chunk:
-                    self.close_connection = True
                     raise _RequestError(HTTPStatus.BAD_REQUEST, "the upload ended early")
                 handle.write(chunk)
                 remaining -= len(chunk)
+        self._body_read = True
 
-    def _discard(self, length: int) -> None:
-        with contextlib.suppress(OSError):
-            while length > 0:
-                chunk = self.rfile.read(min(length, 1 << 20))
+    def _linger(self) -> None:
+        """Half-close the connection and drop what the client still sends, within bounds, before it is closed.
+
+        The answer is complete (the client sees the end of it at once); closing a socket with unread data would
+        make the kernel reset the connection, and a reset can destroy an answer the client has not read yet.
+        """
+        declared = self._declared_length()
+        budget = declared if declared is not None and declared > 0 else _DRAIN_BYTES
+        budget = min(budget, _DRAIN_BYTES)
+        deadline = time.monotonic() + _LINGER_SECONDS
+        with contextlib.suppress(OSError, ValueError):
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+            while budget > 0 and (left := deadline - time.monotonic()) > 0:
+                self.connection.settimeout(min(left, _LINGER_IDLE_SECONDS))
+                chunk = self.rfile.read1(min(budget, 1 << 20))
                 if not chunk:
                     break
-                length -= len(chunk)
+                budget -= len(chunk)
 
     def _enhance_image(self, upload: Path, work: Path, mode: str, exposure: Exposure) -> tuple[Path, str]:
-        picture = read_image(upload, max_pixels=self.server.limits.max_pixels)
-        engine = self.server.engine
-        with engine.lock:
-            enhanced = engine.enhancer(mode).enhance_picture(picture, exposure)
         suffix = upload.suffix.lower() if upload.suffix.lower() in _RESULT_TYPES else ".png"
         target = work / f"result{suffix}"
-        write_image(target, enhanced, quality=95)
+        engine = self.server.engine
+        with engine.lock:  # decoded pixels exist only while the engine is this upload's: one picture at a time
+            try:
+                _enhance_image_file(upload, target, engine.enhancer(mode), exposure, self.server.limits.max_pixels)
+            finally:
+                _release_memory()
         return target, _RESULT_TYPES[suffix]
 
     def _enhance_video(self, upload: Path, work: Path, mode: str, exposure: Exposure) -> tuple[Path, str]:
@@ -272,19 +356,26 @@ class _Handler(BaseHTTPRequestHandler):
         target = work / f"result{suffix}"
         engine = self.server.engine
         with engine.lock:
-            enhance_video(
-                upload,
-                target,
-                enhancer=engine.enhancer(mode),
-                exposure=exposure,
-                max_pixels=limits.max_video_pixels,
-                max_seconds=limits.max_video_seconds,
-                progress=False,
-            )
+            try:
+                enhance_video(
+                    upload,
+                    target,
+                    enhancer=engine.enhancer(mode),
+                    exposure=exposure,
+                    max_pixels=limits.max_video_pixels,
+                    max_seconds=limits.max_video_seconds,
+                    progress=False,
+                )
+            finally:
+                _release_memory()
         return target, _VIDEO_TYPES[suffix]
 
     def _send(self, status: HTTPStatus, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+        """Answer; if the request's body was not read, the connection is then closed (it cannot be reused)."""
+        pending = self._body_pending()
         self.send_response(status)
+        if pending:
+            self.send_header("Connection", "close")  # also sets self.close_connection
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
@@ -299,9 +390,46 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+        if pending:
+            self.close_connection = True
+            self._linger()
 
     def _send_error(self, status: HTTPStatus, message: str) -> None:
-        self._send(status, message.encode(), "text/plain; charset=utf-8")
+        self._send(status, message.encode(), _TEXT)
+
+
+def _enhance_image_file(upload: Path, target: Path, enhancer: Enhancer, exposure: Exposure, max_pixels: int) -> None:
+    """Decode, enhance and encode one picture; its pixels are freed on return."""
+    enhanced = enhancer.enhance_picture(read_image(upload, max_pixels=max_pixels), exposure)
+    write_image(target, enhanced, quality=95)
+
+
+def _check_container(upload: Path) -> None:
+    """Refuse a video whose first bytes are not those of the container its ending names."""
+    suffix = upload.suffix.lower()
+    with open(upload, "rb") as handle:
+        head = handle.read(256)
+    if suffix in _CONTAINERS and not _CONTAINERS[suffix](head):
+        message = f"the file is named {suffix} but its content is not a {suffix[1:].upper()} video"
+        raise _RequestError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, message)
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim  # glibc; musl and others have no such library or function
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _find_malloc_trim()
+
+
+def _release_memory() -> None:
+    """Hand the heap memory freed by an enhancement back to the system (glibc only; elsewhere nothing)."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def _is_loopback(host: str) -> bool:
@@ -334,18 +462,33 @@ def serve(
     device: str = "auto",
     limits: ServeLimits | None = None,
 ) -> None:
-    """Run the web app until interrupted (Ctrl-C)."""
+    """Run the web app until interrupted (Ctrl-C) or terminated (SIGTERM); either way the scratch folder goes."""
     server = make_server(host, port, weights=weights, device=device, limits=limits)
     if not _is_loopback(host):
         print(
             f"scl-lle serve: warning: listening on {host}, reachable from other machines; the app has no login",
             file=sys.stderr,
         )
+    restore = _stop_on_sigterm(server)
     print(f"scl-lle serve: open {server.url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
     try:
         server.serve_forever()
     finally:
+        restore()
         server.server_close()
+
+
+def _stop_on_sigterm(server: EnhanceServer) -> Callable[[], None]:
+    """Make SIGTERM end ``serve_forever`` (so the caller cleans up); returns the undo. Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        # shutdown() waits for serve_forever, which runs in this (the main) thread: ask from another one
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 PAGE = """<!doctype html>
