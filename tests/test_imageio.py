@@ -180,3 +180,66 @@ def test_unreadable_and_special_files(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(Image, "open", denied)
     with pytest.raises(ImageReadError, match="permission denied"):
         read_image(locked)
+
+
+def test_multi_frame_files_warn_that_only_the_first_frame_is_read(tmp_path: Path):
+    from scl_lle.imageio import ImageWarning
+
+    frames = [Image.fromarray(_asymmetric_rgb(12, 16)) for _ in range(4)]
+    for name in ("anim.gif", "anim.png", "pages.tiff", "anim.webp"):
+        frames[0].save(tmp_path / name, save_all=True, append_images=frames[1:])
+        told: list[str] = []
+        assert read_image(tmp_path / name, on_warning=told.append).size == (16, 12)
+        assert told == ["only the first of 4 frames is used"], name
+    with pytest.warns(ImageWarning, match="first of 4 frames"):
+        read_image(tmp_path / "anim.gif")
+    frames[0].save(tmp_path / "one.gif")
+    told = []
+    read_image(tmp_path / "one.gif", on_warning=told.append)
+    assert told == []
+
+
+def test_jpeg_drops_oversized_exif_and_refuses_oversized_images(tmp_path: Path):
+    from scl_lle.imageio import ImageWarning, ImageWriteError
+
+    exif = Image.Exif()
+    exif[0x010E] = "x" * 70_000
+    picture = Picture(_asymmetric_rgb(), exif=exif.tobytes())
+    with pytest.warns(ImageWarning, match="over JPEG's 64 KB limit; written without EXIF"):
+        write_image(tmp_path / "big_exif.jpg", picture)
+    with Image.open(tmp_path / "big_exif.jpg") as image:
+        assert image.format == "JPEG" and not image.getexif()
+    write_image(tmp_path / "big_exif.png", picture)  # PNG holds it
+    assert len(read_image(tmp_path / "big_exif.png").exif or b"") > 65_533
+    wide = Picture(np.zeros((1, 65_501, 3), np.uint8))
+    with pytest.raises(ImageWriteError, match="JPEG cannot hold 65501x1 pixels"):
+        write_image(tmp_path / "wide.jpg", wide)
+    assert not (tmp_path / "wide.jpg").exists()
+    write_image(tmp_path / "wide.png", wide)
+
+
+def test_sniff_container_reads_the_first_bytes_only(tmp_path: Path):
+    from scl_lle.imageio import sniff_container
+
+    samples = {
+        "clip.mp4": b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00",
+        "clip.webm": b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01",
+        "photo.mp4": _png_bytes(),
+        "photo.mkv": _jpeg_bytes(),
+        "text.mp4": b"hello",
+        "empty.mp4": b"",
+    }
+    for name, content in samples.items():
+        (tmp_path / name).write_bytes(content)
+    assert {name: sniff_container(tmp_path / name) for name in samples} == {
+        "clip.mp4": "mp4",
+        "clip.webm": "matroska",
+        "photo.mp4": "PNG",
+        "photo.mkv": "JPEG",
+        "text.mp4": None,
+        "empty.mp4": None,
+    }
+    os.mkfifo(tmp_path / "pipe.mp4")
+    assert sniff_container(tmp_path / "pipe.mp4") is None  # never opened: no writer, would block
+    assert sniff_container(tmp_path / "missing.mp4") is None
+    assert sniff_container(tmp_path) is None

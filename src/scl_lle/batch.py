@@ -8,10 +8,15 @@ are enhanced frame by frame into a video of the same kind by :func:`scl_lle.vide
 Scale-out: under ``torchrun`` (``RANK`` / ``WORLD_SIZE`` set) each process takes the jobs whose index in the
 sorted job list is its rank modulo the world size: disjoint shards that together cover every input, with the
 same guarantees per process and no communication between them.
+
+Messages are one line per file (names with line breaks or other control characters are quoted with escapes):
+``error: NAME: reason`` for a failed file, ``warning: NAME: ...`` for one written with a loss (only the first
+frame of an animation, EXIF too large for JPEG dropped).
 """
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import sys
@@ -28,10 +33,14 @@ from .exposure import Exposure
 from .imageio import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
+    SNIFFED_IMAGE_FORMATS,
     WRITABLE_EXTENSIONS,
     ImageReadError,
     ImageWriteError,
+    one_line,
     read_image,
+    show_path,
+    sniff_container,
     write_image,
 )
 from .inference import Enhancer
@@ -93,9 +102,15 @@ def _glob_root(pattern: str) -> Path:
     return Path(*fixed) if fixed else Path(".")
 
 
-def _walk(folder: Path, recursive: bool, exclude: Path | None) -> list[Path]:
+def _walk(folder: Path, recursive: bool, exclude: Path | None, problems: list[tuple[Path, str]]) -> list[Path]:
+    """The media files in ``folder``; folders that cannot be listed are added to ``problems``."""
+
+    def unreadable(error: OSError) -> None:
+        where = Path(error.filename) if error.filename else folder
+        problems.append((where, f"cannot read this folder ({(error.strerror or str(error)).lower()})"))
+
     found = []
-    for root, dirs, files in os.walk(folder, followlinks=False):
+    for root, dirs, files in os.walk(folder, onerror=unreadable, followlinks=False):
         here = Path(root)
         dirs[:] = sorted(
             d for d in dirs if not d.startswith(".") and (exclude is None or (here / d).resolve() != exclude)
@@ -149,9 +164,11 @@ def collect_jobs(
         text = os.fspath(item)
         path = Path(text)
         if path.is_dir():
-            pairs += [(f, f.relative_to(path)) for f in _walk(path, recursive, output_resolved)]
+            pairs += [(f, f.relative_to(path)) for f in _walk(path, recursive, output_resolved, problems)]
         elif path.is_file():
             pairs.append((path, Path(path.name)))
+        elif path.exists():  # a FIFO, socket or device: never opened
+            problems.append((path, "not a regular file or folder"))
         elif _has_magic(text):
             root = _glob_root(text)
             matches = sorted(Path(m) for m in glob.glob(text, recursive=recursive) if Path(m).is_file())
@@ -172,14 +189,13 @@ def collect_jobs(
         seen.add(resolved)
         destination = _destination(relative, output, format)
         target = destination.resolve()
+        shown = show_path(destination)
         if not target.is_relative_to(output_resolved):
-            problems.append((source, f"its output {destination} would fall outside {output}"))
+            problems.append((source, f"its output {shown} would fall outside {show_path(output)}"))
         elif target in sources:
-            problems.append(
-                (source, f"its output {destination} would overwrite an input file; choose another --output")
-            )
+            problems.append((source, f"its output {shown} would overwrite an input file; choose another --output"))
         elif target in claimed:
-            problems.append((source, f"its output {destination} is already the output of {claimed[target]}"))
+            problems.append((source, f"its output {shown} is already the output of {show_path(claimed[target])}"))
         else:
             claimed[target] = source
             jobs.append(Job(source, destination))
@@ -195,6 +211,25 @@ def shard_from_env() -> tuple[int, int]:
     if world < 1 or not 0 <= rank < world:
         raise ValueError(f"need 0 <= RANK < WORLD_SIZE, got RANK={rank}, WORLD_SIZE={world}")
     return rank, world
+
+
+def _output_problem(output: Path) -> str | None:
+    """Why ``output`` cannot be the output folder: it, or a folder above it, is an existing file."""
+    for path in (output, *output.parents):
+        if path.exists():
+            if path.is_dir():
+                return None
+            where = "" if path == output else f": {show_path(path)}"
+            return f"-o {show_path(output)}{where} is an existing file; give a folder"
+    return None
+
+
+def _video_problem(path: Path) -> str | None:
+    """Why a file named as a video must not go to the video decoder: its bytes are an image."""
+    kind = sniff_container(path)
+    if kind in SNIFFED_IMAGE_FORMATS:
+        return f"named {path.suffix} but holds a {kind} image; rename it"
+    return None
 
 
 def _single_host(world_size: int) -> bool:
@@ -243,7 +278,8 @@ def enhance(
             With neither, an existing output is reported as a failure and left untouched.
         max_pixels: refuse images with more pixels (decompression bombs); ``None`` or 0: no limit.
         progress: show a progress bar on stderr.
-        report: called with one line per failed file (default: printed to stderr).
+        report: called with one line per failed file (``error: ...``) and per file written with a loss
+            (``warning: ...``: only the first frame of a multi-frame image, EXIF dropped); default: stderr.
         backend, threads, compile, finish, exposure: as for :class:`~scl_lle.inference.Enhancer`
             (``exposure``: ``"auto"``, ``"off"`` or a mean brightness in (0, 1); videos hold it per shot).
         rank, world_size: process this shard only: the jobs whose index in the sorted job list (sorted by
@@ -254,6 +290,9 @@ def enhance(
 
     Returns:
         A :class:`BatchResult`; ``result.ok`` is false when any file failed.
+
+    Raises:
+        ValueError: bad arguments, or ``output`` (or a folder above it) is an existing file.
     """
     if skip_existing and overwrite:
         raise ValueError("skip_existing and overwrite exclude each other")
@@ -265,16 +304,22 @@ def enhance(
         world_size = env_world if world_size is None else world_size
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+    problem = _output_problem(Path(output))
+    if problem is not None:
+        raise ValueError(problem)
     started = time.perf_counter()
     result = BatchResult(rank=rank, world_size=world_size)
 
-    def fail(path: Path, reason: str) -> None:
-        result.failed.append((path, reason))
-        line = f"error: {path}: {reason}"
+    def tell(kind: str, path: Path, message: str) -> None:
+        line = f"{kind}: {show_path(path)}: {one_line(message)}"
         if report is not None:
             report(line)
         else:
             tqdm.write(line, file=sys.stderr)
+
+    def fail(path: Path, reason: str) -> None:
+        result.failed.append((path, reason))
+        tell("error", path, reason)
 
     jobs, problems = collect_jobs(inputs, output, recursive=recursive, format=format)
     if world_size > 1:
@@ -305,10 +350,15 @@ def enhance(
                 result.skipped.append(job.destination)
                 continue
             if not overwrite:
-                fail(job.source, f"{job.destination} exists (use --overwrite to replace it or --skip-existing)")
+                shown = show_path(job.destination)
+                fail(job.source, f"{shown} exists (use --overwrite to replace it or --skip-existing)")
                 continue
         try:
             if job.source.suffix.lower() in VIDEO_EXTENSIONS:
+                problem = _video_problem(job.source)
+                if problem is not None:
+                    fail(job.source, problem)
+                    continue
                 enhance_video(
                     job.source,
                     job.destination,
@@ -321,16 +371,17 @@ def enhance(
                 )
                 result.written.append(job.destination)
                 continue
-            picture = read_image(job.source, max_pixels=max_pixels)
+            warn = functools.partial(tell, "warning", job.source)
+            picture = read_image(job.source, max_pixels=max_pixels, on_warning=warn)
             enhanced = enhancer.enhance_picture(picture)
-            write_image(job.destination, enhanced, quality=quality, overwrite=overwrite)
+            write_image(job.destination, enhanced, quality=quality, overwrite=overwrite, on_warning=warn)
         except (ImageReadError, ImageWriteError, VideoError, ImportError) as error:
             fail(job.source, str(error))
         except FileExistsError:
             if skip_existing:  # another process finished it meanwhile
                 result.skipped.append(job.destination)
             else:
-                fail(job.source, f"{job.destination} appeared while writing (another process?)")
+                fail(job.source, f"{show_path(job.destination)} appeared while writing (another process?)")
         except (MemoryError, _DeviceOutOfMemory):
             fail(job.source, "out of memory (try a smaller tile size or a lower --max-pixels)")
         except Exception as error:  # one file must not stop the batch

@@ -27,6 +27,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text}")
+    return value
+
+
 def _quality(text: str) -> int:
     value = int(text)
     if not 1 <= value <= 100:
@@ -144,7 +151,7 @@ def _add_enhance(commands: argparse._SubParsersAction) -> None:
     existing.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
     parser.add_argument(
         "--max-pixels",
-        type=int,
+        type=_non_negative_int,
         default=DEFAULT_MAX_PIXELS,
         metavar="N",
         help=f"refuse images with more pixels (decompression bombs); 0: no limit (default: {DEFAULT_MAX_PIXELS:,})",
@@ -181,6 +188,7 @@ def _run_enhance(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from .batch import enhance
+    from .imageio import one_line, show_path
     from .inference import FAST_SCALE
     from .weights import WeightsError
 
@@ -208,13 +216,10 @@ def _run_enhance(args: argparse.Namespace) -> int:
             temporal_smoothing=args.temporal_smoothing,
             video_batch=args.video_batch,
         )
-    except ImportError as error:
-        print(f"scl-lle enhance: error: {error}", file=sys.stderr)
+    except (ImportError, WeightsError, ValueError, RuntimeError) as error:
+        print(f"scl-lle enhance: error: {one_line(str(error))}", file=sys.stderr)
         return 2
-    except (WeightsError, ValueError, RuntimeError) as error:
-        print(f"scl-lle enhance: error: {error}", file=sys.stderr)
-        return 2
-    print(f"scl-lle: {result.summary()}; outputs in {args.output}", file=sys.stderr)
+    print(f"scl-lle: {result.summary()}; outputs in {show_path(args.output)}", file=sys.stderr)
     return 0 if result.ok else 1
 
 
@@ -417,9 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 some files failed, 2 usage or setup error)."""
-    args = build_parser().parse_args(argv)
+    """Run the command line; returns the exit status (0 ok, 1 some files failed, 2 usage or setup error,
+    130 interrupted: Ctrl-C from the moment this runs, sub-command imports and model loading included)."""
     try:
+        args = build_parser().parse_args(argv)
         return args.run(args)
     except KeyboardInterrupt:
         print(

@@ -4,7 +4,9 @@
 - EXIF and the ICC profile are carried to the output;
 - 16-bit PNG and TIFF (grey or colour) stay 16-bit; grey stays grey; alpha is passed through unchanged;
 - a pixel-count limit guards against decompression bombs;
-- every failure is an :class:`ImageReadError` / :class:`ImageWriteError` with a reason a person can act on.
+- every failure is an :class:`ImageReadError` / :class:`ImageWriteError` with a reason a person can act on;
+- what is lost on the way (frames after the first, EXIF too large for JPEG) is told through ``on_warning``
+  (default: an :class:`ImageWarning`).
 
 Pixels travel as numpy arrays: ``(H, W)`` grey or ``(H, W, 3)`` RGB, dtype ``uint8``, ``uint16`` or
 ``float32`` (in [0, 1]); alpha, when present, is a separate ``(H, W)`` array of the same dtype.
@@ -17,6 +19,7 @@ import stat
 import struct
 import warnings
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -28,15 +31,20 @@ from .atomic import atomic_write
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "IMAGE_EXTENSIONS",
+    "SNIFFED_IMAGE_FORMATS",
     "WRITABLE_EXTENSIONS",
     "ImageReadError",
     "ImageTooLargeError",
+    "ImageWarning",
     "ImageWriteError",
     "Picture",
     "apply_orientation",
+    "one_line",
     "picture_from_pil",
     "picture_to_pil",
     "read_image",
+    "show_path",
+    "sniff_container",
     "write_image",
 ]
 
@@ -75,6 +83,10 @@ _WRITE_FORMATS = {
 #: File endings that :func:`write_image` can write.
 WRITABLE_EXTENSIONS = frozenset(_WRITE_FORMATS)
 _HIGH_DEPTH_FORMATS = {"PNG", "TIFF"}
+# Largest width or height each format can store (libjpeg: 65,500; WebP: 16,383).
+_MAX_SIDE = {"JPEG": 65_500, "WEBP": 16_383}
+# Largest EXIF block a JPEG APP1 marker holds (Pillow refuses larger ones).
+_JPEG_MAX_EXIF = 65_533
 _ALPHA_FORMATS = {"PNG", "TIFF", "WEBP", "TGA", "BMP"}
 
 
@@ -88,6 +100,68 @@ class ImageTooLargeError(ImageReadError):
 
 class ImageWriteError(Exception):
     """An output file could not be written; the message says why."""
+
+
+class ImageWarning(UserWarning):
+    """Something of the file was not carried through (later frames, oversized EXIF); the image still was."""
+
+
+WarningHandler = Callable[[str], None]
+
+
+def _warn(message: str, on_warning: WarningHandler | None) -> None:
+    if on_warning is None:
+        warnings.warn(message, ImageWarning, stacklevel=3)
+    else:
+        on_warning(message)
+
+
+def show_path(path: str | os.PathLike[str]) -> str:
+    """``path`` for a one-line message: as it is when printable, else quoted with escapes (``'a\\nb.png'``)."""
+    text = os.fsdecode(path)
+    return text if text.isprintable() else repr(text)
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other unprintable characters escaped, so a message stays one line."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+#: What :func:`sniff_container` calls images (Pillow format names; containers are lower case).
+SNIFFED_IMAGE_FORMATS = frozenset({"PNG", "JPEG", "GIF", "TIFF", "BMP", "WEBP"})
+_SIGNATURES = [  # (offset, bytes, name)
+    (0, b"\x89PNG\r\n\x1a\n", "PNG"),
+    (0, b"\xff\xd8\xff", "JPEG"),
+    (0, b"GIF87a", "GIF"),
+    (0, b"GIF89a", "GIF"),
+    (0, b"II*\x00", "TIFF"),
+    (0, b"MM\x00*", "TIFF"),
+    (0, b"BM", "BMP"),
+    (8, b"WEBP", "WEBP"),
+    (4, b"ftyp", "mp4"),  # ISO base media: .mp4, .m4v, .mov, .3gp
+    (0, b"\x1a\x45\xdf\xa3", "matroska"),  # EBML: .mkv, .webm
+    (8, b"AVI ", "avi"),
+]
+
+
+def sniff_container(path: str | os.PathLike[str]) -> str | None:
+    """What the first bytes of a file say it holds, whatever its name.
+
+    Returns an image format from :data:`SNIFFED_IMAGE_FORMATS` (``"PNG"``, ``"JPEG"``, ...), a video container
+    (``"mp4"`` for MP4/QuickTime, ``"matroska"`` for MKV/WebM, ``"avi"``), or ``None``: unrecognised,
+    unreadable or not a regular file (a FIFO or device is never opened).
+    """
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
+        with open(path, "rb") as handle:
+            head = handle.read(16)
+    except OSError:
+        return None
+    for offset, magic, name in _SIGNATURES:
+        if head[offset : offset + len(magic)] == magic:
+            return name
+    return None
 
 
 @dataclass
@@ -216,8 +290,23 @@ def picture_from_pil(image: Image.Image) -> Picture:
     return Picture(pixels=np.ascontiguousarray(pixels), alpha=alpha, format=image.format, icc_profile=icc)
 
 
-def read_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Picture:
+def _frame_count(image: Image.Image) -> int:
+    try:
+        return max(1, int(getattr(image, "n_frames", 1)))
+    except Exception:  # a broken later frame does not spoil the first
+        return 1
+
+
+def read_image(
+    path: str | os.PathLike[str],
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    *,
+    on_warning: WarningHandler | None = None,
+) -> Picture:
     """Read an image file, upright, with its ICC profile and EXIF.
+
+    Of a multi-frame file (animated GIF/PNG/WebP, multi-page TIFF) the first frame is read; ``on_warning`` is
+    then called with a one-line message (default: an :class:`ImageWarning` is issued).
 
     Raises:
         ImageTooLargeError: more than ``max_pixels`` pixels (``None`` or 0: no limit).
@@ -282,6 +371,7 @@ def read_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MA
             raise ImageReadError(f"truncated or corrupt image data ({error})") from None
         except Exception as error:  # any other decoder failure on hostile data is still this file's fault
             raise ImageReadError(f"corrupt image data ({type(error).__name__}: {error})") from None
+        frames = _frame_count(image)
     if picture.pixels.shape[:2] != (height, width):
         raise ImageReadError(f"decoded size {picture.pixels.shape[:2]} differs from the header's {width}x{height}")
     picture.format = image.format
@@ -290,6 +380,8 @@ def read_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MA
         picture.pixels = np.ascontiguousarray(apply_orientation(picture.pixels, orientation))
         if picture.alpha is not None:
             picture.alpha = np.ascontiguousarray(apply_orientation(picture.alpha, orientation))
+    if frames > 1:
+        _warn(f"only the first of {frames} frames is used", on_warning)
     return picture
 
 
@@ -408,18 +500,30 @@ def write_image(
     *,
     quality: int = 95,
     overwrite: bool = False,
+    on_warning: WarningHandler | None = None,
 ) -> Path:
     """Write ``picture`` atomically in the format given by the file ending of ``path``.
 
     Samples are converted to what the format stores (JPEG, BMP, WebP: 8-bit; PNG and TIFF: 8 or 16-bit, TIFF
     also float grey); alpha is kept where the format has it. ``quality`` (1-100) applies to JPEG and WebP.
+    EXIF too large for a JPEG (over 64 KB) is left out and ``on_warning`` called (default: an
+    :class:`ImageWarning`).
 
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is false.
-        ImageWriteError: the format cannot be written or the encoder failed.
+        ImageWriteError: the format cannot be written, cannot hold the picture's size, or the encoder failed.
     """
     path = Path(path)
     fmt = output_format(path)
+    width, height = picture.size
+    limit = _MAX_SIDE.get(fmt)
+    if limit is not None and max(width, height) > limit:
+        raise ImageWriteError(
+            f"{fmt} cannot hold {width}x{height} pixels (at most {limit:,} per side); write PNG or TIFF"
+        )
+    if fmt == "JPEG" and picture.exif and len(picture.exif) > _JPEG_MAX_EXIF:
+        _warn(f"EXIF of {len(picture.exif):,} bytes is over JPEG's 64 KB limit; written without EXIF", on_warning)
+        picture = replace(picture, exif=None)
     fitted = _fit_to_format(picture, fmt)
     high_depth = fitted.pixels.dtype == np.uint16 and (fitted.pixels.ndim == 3 or fitted.alpha is not None)
     try:
@@ -435,7 +539,7 @@ def write_image(
     except ImageWriteError:
         raise
     except (OSError, ValueError, KeyError) as error:
-        raise ImageWriteError(f"cannot write {path.name}: {error}") from None
+        raise ImageWriteError(f"cannot write {show_path(path.name)}: {error}") from None
     return path
 
 
