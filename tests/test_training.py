@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,7 @@ from conftest import tiny_training_config
 from scl_lle import Enhancer
 from scl_lle.config import apply_overrides, load_config
 from scl_lle.training import Trainer, train
-from scl_lle.weights import load_dcenet
+from scl_lle.weights import WeightsError, load_dcenet
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -88,6 +90,56 @@ def test_best_validation_is_brightness_aware(tiny_config: dict, random_vgg: None
 def test_resume_without_checkpoint_is_an_error(tiny_config: dict, random_vgg: None):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         Trainer(tiny_config, resume=True, progress=False)
+
+
+@pytest.fixture(scope="module")
+def two_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The config of a finished tiny run of 4 steps with checkpoints at steps 2 and 4 (tests work on copies)."""
+    root = tmp_path_factory.mktemp("two_checkpoints")
+    config = tiny_training_config(
+        root, ["steps=4", "checkpoint_every=2", "sample_every=1000", "validation.folder=null"]
+    )
+    with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the random VGG16 guide
+        patch.setenv("SCL_LLE_CACHE", str(root / "empty-cache"))
+        patch.setenv("TORCH_HOME", str(root / "empty-torch"))
+        train(config, progress=False)
+    names = sorted(p.name for p in (root / "runs" / "tiny" / "checkpoints").iterdir())
+    assert names == ["step_0000002.pt", "step_0000004.pt"]
+    return config
+
+
+def _corrupt(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    corrupted = {
+        "truncated": data[: len(data) // 2],
+        "empty": b"",
+        "random bytes": np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes(),
+    }
+    path.write_bytes(corrupted[how])
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("how", ["truncated", "empty", "random bytes"])
+def test_resume_falls_back_to_the_newest_readable_checkpoint(
+    two_checkpoints: dict, how: str, tmp_path: Path, random_vgg: None, capsys
+):
+    shutil.copytree(two_checkpoints["output_root"], tmp_path / "runs")
+    checkpoints = tmp_path / "runs" / "tiny" / "checkpoints"
+    older, newest = checkpoints / "step_0000002.pt", checkpoints / "step_0000004.pt"
+    _corrupt(newest, how)
+    config = apply_overrides(two_checkpoints, [f"output_root={tmp_path / 'runs'}"])
+    capsys.readouterr()
+    trainer = Trainer(config, resume=True, progress=False)
+    assert trainer.step == 2
+    saved = torch.load(older, weights_only=True)["model"]
+    assert all(torch.equal(saved[k], v) for k, v in trainer.model.state_dict().items())
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"scl-lle train: skipped {newest}: "), err
+    assert err[0].endswith(f"; resumed from {older} (step 2)"), err
+    _corrupt(older, "empty")
+    with pytest.raises(WeightsError, match=r"step_0000004\.pt"):  # none readable: the newest one's error
+        Trainer(config, resume=True, progress=False)
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")

@@ -15,11 +15,18 @@ Two variants:
   the engine's finishing (:mod:`scl_lle.finishing`), i.e. what ``Enhancer(finish=False)`` gives.
 
 The model's metadata says which (``scl_lle.outputs``: ``curve_maps`` or ``enhanced``).
+
+An ``.onnx`` file given to :func:`onnxruntime_session` is checked before it runs, each refusal a one-line
+:class:`~scl_lle.weights.WeightsError`: it must parse; use only default-domain operators; hold all its tensors
+inside (external data is refused, never looked for); take one float image ``(batch, 3, height, width)``; have one
+float output; have finite initialisers; and turn the 32x32 test image of the PyTorch checks into finite curve maps
+``(1, 3 * iterations, 32, 32)`` (``iterations`` from the metadata, default 8).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +36,7 @@ import torch
 from . import __version__
 from .atomic import atomic_write
 from .model import DCENet
-from .weights import is_onnx_file, load_dcenet
+from .weights import WeightsError, _first_line, check_probe, is_onnx_file, load_dcenet, probe_image
 
 __all__ = ["DEFAULT_OPSET", "MIN_OPSET", "build_onnx", "export_onnx", "onnxruntime_session"]
 
@@ -52,6 +59,18 @@ def _model_of(weights: str | os.PathLike[str] | DCENet | None) -> DCENet:
     return model.to(device="cpu", dtype=torch.float32).eval()
 
 
+def _flush_subnormals(array: np.ndarray) -> np.ndarray:
+    """``array`` (float32) with subnormal values (below about 1.2e-38) set to 0.
+
+    The released SCL-LLE checkpoint has weights down to 1e-44; ONNX Runtime's CPU kernels take a slow path on
+    them that ``torch.set_flush_denormal`` does not reach (a 256x256 image: 14.6 s instead of 0.3 s). Zeroing
+    them changes no output visibly (the PyTorch backend flushes them on the CPU too, see inference.py)."""
+    # Read the bits: once denormals are flushed (inference.py), float comparisons would see these values as 0.
+    bits = np.ascontiguousarray(array, np.float32).view(np.uint32)
+    subnormal = ((bits & 0x7F800000) == 0) & ((bits & 0x007FFFFF) != 0)  # exponent 0, mantissa not 0
+    return np.where(subnormal, np.float32(0), array) if subnormal.any() else array
+
+
 def build_onnx(
     weights: str | os.PathLike[str] | DCENet | None, *, opset: int = DEFAULT_OPSET, include_curves: bool = False
 ) -> Any:
@@ -63,7 +82,7 @@ def build_onnx(
     if not MIN_OPSET <= opset <= latest:
         raise ValueError(f"opset must be within {MIN_OPSET}..{latest} (this onnx package), got {opset}")
     model = _model_of(weights)
-    state = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in model.state_dict().items()}
+    state = {k: _flush_subnormals(v.detach().cpu().numpy().astype(np.float32)) for k, v in model.state_dict().items()}
     initializers = [numpy_helper.from_array(value, name) for name, value in state.items()]
     nodes = []
 
@@ -173,6 +192,101 @@ def export_onnx(
     return final
 
 
+def _subgraphs(graph: Any) -> Iterator[Any]:
+    """``graph`` and every graph nested in its nodes' attributes (If, Loop, Scan bodies)."""
+    yield graph
+    for node in graph.node:
+        for attribute in node.attribute:
+            for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                yield from _subgraphs(sub)
+
+
+def _tensors(graph: Any) -> Iterator[Any]:
+    """Every TensorProto of ``graph`` and its subgraphs: initialisers and constant attributes."""
+    for g in _subgraphs(graph):
+        yield from g.initializer
+        for sparse in g.sparse_initializer:
+            yield from (sparse.values, sparse.indices)
+        for node in g.node:
+            for attribute in node.attribute:
+                yield from ([attribute.t] if attribute.HasField("t") else []) + list(attribute.tensors)
+                if attribute.HasField("sparse_tensor"):
+                    yield from (attribute.sparse_tensor.values, attribute.sparse_tensor.indices)
+
+
+def _check_onnx(path: Path, proto: Any) -> int:
+    """Check a parsed ``.onnx`` before ONNX Runtime sees it (see the module docstring); returns the number of
+    curve-map channels the engine needs from it."""
+    onnx = _require("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = proto.graph
+    tensors = list(_tensors(graph))
+    external = [t.name for t in tensors if t.data_location == TensorProto.EXTERNAL or len(t.external_data)]
+    if external:
+        raise WeightsError(
+            f"{path}: refers to external data for {external[:3]}; give a self-contained .onnx "
+            "(scl-lle export writes one)"
+        )
+    foreign = sorted({n.domain for g in _subgraphs(graph) for n in g.node if n.domain not in ("", "ai.onnx")})
+    if foreign or len(proto.functions):
+        names = foreign or sorted({f.domain for f in proto.functions})
+        raise WeightsError(f"{path}: uses operators outside the default ONNX domain ({', '.join(names)})")
+    try:
+        onnx.checker.check_model(proto)
+    except Exception as error:
+        raise WeightsError(f"{path}: not a valid ONNX model ({_first_line(error)})") from None
+    props = {p.key: p.value for p in proto.metadata_props}
+    if props.get("scl_lle.outputs", "curve_maps") != "curve_maps":
+        raise WeightsError(
+            f"{path} was exported with the curves included; the engine needs the network alone "
+            "(scl-lle export --onnx PATH, without --with-curves)"
+        )
+    constants = {t.name for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in constants]
+    image = inputs[0].type if len(inputs) == 1 else None
+    dims = image.tensor_type.shape.dim if image is not None and image.HasField("tensor_type") else []
+    if image is None or image.tensor_type.elem_type != TensorProto.FLOAT or len(dims) != 4 or dims[1].dim_value != 3:
+        found = "; ".join(f"{i.name}: {helper.printable_type(i.type)}" for i in inputs) or "none"
+        raise WeightsError(f"{path}: needs exactly one input, a float image (batch, 3, height, width); has {found}")
+    outputs = list(graph.output)
+    if len(outputs) != 1 or outputs[0].type.tensor_type.elem_type != TensorProto.FLOAT:
+        found = "; ".join(f"{o.name}: {helper.printable_type(o.type)}" for o in outputs) or "none"
+        raise WeightsError(f"{path}: needs exactly one output, float curve maps; has {found}")
+    floats = (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16)
+    for tensor in (t for t in tensors if t.data_type in floats):
+        if not np.isfinite(numpy_helper.to_array(tensor).astype(np.float32)).all():
+            raise WeightsError(f"{path}: initialiser {tensor.name} is not finite (NaN or infinity)")
+    try:
+        iterations = int(props.get("scl_lle.iterations", "8"))
+    except ValueError:
+        raise WeightsError(f"{path}: scl_lle.iterations is not a number") from None
+    return 3 * iterations
+
+
+def _read_onnx(path: Path) -> tuple[bytes, int]:
+    """The bytes of a checked ``.onnx`` file and the curve-map channels it must give (see :func:`_check_onnx`)."""
+    onnx = _require("onnx")
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise WeightsError(f"{path}: cannot read it ({error.strerror or error})") from None
+    try:
+        proto = onnx.load_from_string(data)  # never resolves external data
+    except Exception as error:
+        raise WeightsError(f"{path}: not a readable ONNX model ({_first_line(error)})") from None
+    channels = _check_onnx(path, proto)
+    from onnx import TensorProto, numpy_helper
+
+    flushed = False  # subnormal weights: see _flush_subnormals (files exported before it was used)
+    for tensor in (t for t in proto.graph.initializer if t.data_type == TensorProto.FLOAT):
+        values = numpy_helper.to_array(tensor)
+        if (new := _flush_subnormals(values)) is not values:
+            tensor.CopyFrom(numpy_helper.from_array(new, tensor.name))
+            flushed = True
+    return (proto.SerializeToString() if flushed else data), channels
+
+
 def onnxruntime_session(
     weights: str | os.PathLike[str] | DCENet | None,
     *,
@@ -181,22 +295,17 @@ def onnxruntime_session(
 ) -> Any:
     """An ONNX Runtime session that estimates curve maps (the network-alone export).
 
-    ``weights``: a ``.onnx`` file from :func:`export_onnx` (the network alone), or anything
+    ``weights``: a ``.onnx`` file from :func:`export_onnx` (the network alone; checked as the module docstring
+    says, a :class:`~scl_lle.weights.WeightsError` if it does not fit), or anything
     :class:`~scl_lle.inference.Enhancer` takes (exported in memory). CUDA devices use ONNX Runtime's CUDA
     provider, which must be installed (``onnxruntime-gpu``). ``threads``: intra-op threads (``None``: PyTorch's
     thread count, so both backends use the same).
     """
     ort = _require("onnxruntime")
     device = torch.device(device)
-    if is_onnx_file(weights):
-        data = Path(weights).read_bytes()
-        onnx = _require("onnx")
-        props = {p.key: p.value for p in onnx.load_from_string(data).metadata_props}
-        if props.get("scl_lle.outputs", "curve_maps") != "curve_maps":
-            raise ValueError(
-                f"{weights} was exported with the curves included; the engine needs the network alone "
-                "(scl-lle export --onnx PATH, without --with-curves)"
-            )
+    path = Path(weights) if is_onnx_file(weights) else None  # type: ignore[arg-type]
+    if path is not None:
+        data, channels = _read_onnx(path)
     else:
         data = build_onnx(weights).SerializeToString()
     options = ort.SessionOptions()
@@ -214,4 +323,12 @@ def onnxruntime_session(
         providers = ["CPUExecutionProvider"]
     else:
         raise ValueError(f"the onnxruntime backend runs on cpu or cuda, not {device}")
-    return ort.InferenceSession(data, options, providers=providers)
+    if path is None:
+        return ort.InferenceSession(data, options, providers=providers)
+    try:
+        session = ort.InferenceSession(data, options, providers=providers)
+        (maps, *_) = session.run(None, {session.get_inputs()[0].name: probe_image().numpy()})
+    except Exception as error:
+        raise WeightsError(f"{path}: ONNX Runtime cannot run it on a test image ({_first_line(error)})") from None
+    check_probe(path, torch.from_numpy(np.asarray(maps)), channels)
+    return session

@@ -39,7 +39,7 @@ from .batch import shard_from_env
 from .config import expand_path, load_config
 from .inference import resolve_device
 from .model import DCENet
-from .weights import WeightsError, load_dcenet, save_weights
+from .weights import WeightsError, _first_line, inspect_pickle, load_dcenet, save_weights
 
 __all__ = ["Trainer", "train"]
 
@@ -81,18 +81,22 @@ def _learning_rate_factor(step: int, optim: dict[str, Any], total: int) -> float
 def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
     """A training checkpoint written by :meth:`Trainer.save_checkpoint`, loaded with ``weights_only=True``.
 
-    Raises :class:`~scl_lle.weights.WeightsError` (one line naming the file) for a file holding Python objects
-    other than tensors and plain containers (refused without running them), or one that is not a checkpoint.
+    Raises :class:`~scl_lle.weights.WeightsError` (one line: ``--resume: <path>: <reason>``) for a file holding
+    Python objects other than tensors and plain containers (refused without running them), and for one that is
+    empty, truncated, damaged or not a checkpoint (found before any tensor data is read, where the file shows it).
     """
     try:
+        inspect_pickle(path, kind="checkpoint")
         state = torch.load(path, map_location=device, weights_only=True)
+    except WeightsError as error:
+        raise WeightsError(f"--resume: {error}") from None
     except pickle.UnpicklingError as error:
         raise WeightsError(
             f"--resume: {path}: refused to load: it contains Python objects that could run code when unpickled "
-            f"(weights_only=True). Details: {str(error).splitlines()[0]}"
+            f"(weights_only=True). Details: {_first_line(error)}"
         ) from None
-    except Exception as error:  # truncated or not a checkpoint at all
-        raise WeightsError(f"--resume: {path}: not a readable checkpoint ({error})") from None
+    except Exception as error:  # damaged in a way the inspection could not see
+        raise WeightsError(f"--resume: {path}: not a readable checkpoint ({_first_line(error)})") from None
     missing = [
         k for k in ("step", "model", "optimizer", "scaler", "history") if not isinstance(state, dict) or k not in state
     ]
@@ -226,12 +230,22 @@ class Trainer:
         return sorted(self.checkpoint_dir.glob("step_*.pt"))
 
     def _resume(self) -> None:
+        """Load the newest readable checkpoint; unreadable newer ones are skipped (and said so on stderr)."""
         if self.rank == 0:  # a run killed while writing leaves temporary files (never a partial checkpoint)
             remove_stale_temporaries(self.run_dir)
         candidates = self._checkpoints()
         if not candidates:
             raise FileNotFoundError(f"--resume: no checkpoint in {self.checkpoint_dir}")
-        state = _load_checkpoint(candidates[-1], self.device)
+        skipped: list[tuple[Path, WeightsError]] = []
+        for path in reversed(candidates):
+            try:
+                state = _load_checkpoint(path, self.device)
+                break
+            except WeightsError as error:  # e.g. damaged on disk after it was written: try the one before
+                skipped.append((path, error))
+        else:
+            newest = skipped[0][1]
+            raise newest if len(skipped) == 1 else WeightsError(f"{newest}; no older checkpoint is readable either")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
@@ -243,7 +257,8 @@ class Trainer:
             self.ema.load_state_dict(state["ema"] if state.get("ema") is not None else state["model"])
         if self.rank == 0:
             self._rewrite_log()
-            print(f"scl-lle train: resumed from {candidates[-1]} (step {self.step})", file=sys.stderr)
+            notes = [f"skipped {p}: {str(e).removeprefix(f'--resume: {p}: ')}; " for p, e in skipped]
+            print(f"scl-lle train: {''.join(notes)}resumed from {path} (step {self.step})", file=sys.stderr)
 
     def save_checkpoint(self) -> Path | None:
         """Write ``checkpoints/step_XXXXXXX.pt`` atomically (rank 0); keep the newest ``keep_checkpoints``."""
