@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from scl_lle.finishing import (
+    NOISE_BLOCK,
     box_filter,
     estimate_noise,
     guided_filter,
+    noise_band_rows,
+    noise_of_bands,
     split_detail,
 )
-from scl_lle.inference import Enhancer, base_layer
+from scl_lle.inference import Enhancer
 from scl_lle.model import DCENet
 
 
@@ -77,19 +81,29 @@ def test_estimate_noise_recovers_the_added_sigma() -> None:
     assert float(estimates[1]) < 1e-3
 
 
-def test_base_layer_in_strips_equals_one_piece() -> None:
+def test_noise_read_in_bands_equals_the_estimate_over_every_block_of_the_whole_image() -> None:
+    # the engine reads the bands one at a time; up to 64 bands they must cover every 16x16 block of the image
     torch.manual_seed(2)
-    image = torch.rand(1, 3, 50, 23)
-    assert torch.allclose(base_layer(image, tile_size=8), base_layer(image, tile_size=None), atol=1e-6)
+    image = torch.rand(2, 3, 150, 61) * 0.2
+    rows = noise_band_rows(150)
+    banded = noise_of_bands(image[..., top : top + NOISE_BLOCK + 2, :] for top in rows)
+    luma = 0.299 * image[:, :1] + 0.587 * image[:, 1:2] + 0.114 * image[:, 2:]
+    laplace = torch.tensor([[1.0, -2, 1], [-2, 4, -2], [1, -2, 1]]).view(1, 1, 3, 3)
+    blocks = F.avg_pool2d(F.conv2d(luma, laplace).abs(), NOISE_BLOCK).flatten(1)  # all (150-2)//16 x (61-2)//16
+    assert blocks.shape[1] == 9 * 3
+    expected = torch.quantile(blocks, 0.1, dim=1) * (torch.pi / 2) ** 0.5 / 6.0
+    assert torch.allclose(banded, expected, atol=1e-7)
+    assert torch.allclose(estimate_noise(image), expected, atol=1e-7)
 
 
-def test_base_layer_is_computed_in_float32_for_half_inputs() -> None:
+def test_half_precision_enhancer_finishes_like_float32() -> None:
     torch.manual_seed(6)
     image = torch.rand(1, 3, 40, 30) * 0.1
-    half = base_layer(image.to(torch.bfloat16), tile_size=None)
+    model = _model()
+    half = Enhancer(model, device="cpu", dtype=torch.bfloat16, backend="torch")(image.to(torch.bfloat16))
     assert half.dtype == torch.bfloat16
-    full = base_layer(image.to(torch.bfloat16).float(), tile_size=None)
-    assert torch.allclose(half.float(), full, atol=1e-2)
+    full = Enhancer(model, device="cpu", backend="torch")(image.to(torch.bfloat16).float())
+    assert torch.allclose(half.float(), full, atol=2e-2)
 
 
 def _model() -> DCENet:

@@ -43,7 +43,7 @@ from .imageio import (
     sniff_container,
     write_image,
 )
-from .inference import Enhancer
+from .inference import DEFAULT_TILE, Enhancer
 from .video import DEFAULT_SMOOTHING, VIDEO_EXTENSIONS, VideoError, enhance_video
 
 __all__ = ["OUTPUT_FORMATS", "BatchResult", "Job", "collect_jobs", "enhance", "shard_from_env"]
@@ -251,7 +251,7 @@ def enhance(
     skip_existing: bool = False,
     overwrite: bool = False,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    tile_size: int | None = 1024,
+    tile_size: int | None = DEFAULT_TILE,
     enhancer: Enhancer | None = None,
     progress: bool = True,
     report: Callable[[str], None] | None = None,

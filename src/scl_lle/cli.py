@@ -83,7 +83,7 @@ def _add_enhance(commands: argparse._SubParsersAction) -> None:
         default="auto",
         help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps (default: auto)",
     )
-    from .inference import BACKENDS, FAST_SCALE
+    from .inference import BACKENDS, DEFAULT_TILE, FAST_SCALE
 
     speed = parser.add_mutually_exclusive_group()
     speed.add_argument(
@@ -159,9 +159,10 @@ def _add_enhance(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--tile",
         type=_positive_int,
-        default=1024,
+        default=DEFAULT_TILE,
         metavar="PX",
-        help="process large images in tiles of PX x PX to bound memory; same result (default: 1024)",
+        help=f"process images in tiles of PX x PX: memory grows with PX, not with the image; same result "
+        f"(default: {DEFAULT_TILE})",
     )
     from .video import DEFAULT_SMOOTHING
 

@@ -85,15 +85,17 @@ def mean_brightness(images: torch.Tensor) -> torch.Tensor:
     return images.flatten(1).mean(dim=1, dtype=torch.float32 if images.dtype != torch.float64 else None)
 
 
-def scale_maps(maps: torch.Tensor, gain: torch.Tensor | float) -> torch.Tensor:
+def scale_maps(maps: torch.Tensor, gain: torch.Tensor | float, *, inplace: bool = False) -> torch.Tensor:
     """Curve maps ``(B, 3n, h, w)`` times a gain per image (``(B,)`` or a float), clipped to [-1, 1].
 
     Clipped maps keep every curve ``x + r (x^2 - x)`` monotone on [0, 1] with [0, 1] as its range. Gain 0 is the
-    identity, gain 1 the maps as estimated.
+    identity, gain 1 the maps as estimated. ``inplace``: scale ``maps`` itself (no copy of full-size maps).
     """
-    if not isinstance(gain, torch.Tensor):
-        return maps if gain == 1.0 else (maps * gain).clamp_(-1.0, 1.0)
-    return (maps * gain.to(device=maps.device, dtype=maps.dtype).view(-1, 1, 1, 1)).clamp_(-1.0, 1.0)
+    if not isinstance(gain, torch.Tensor) and gain == 1.0:
+        return maps
+    factor = gain if not isinstance(gain, torch.Tensor) else gain.to(maps.device, maps.dtype).view(-1, 1, 1, 1)
+    out = maps.mul_(factor) if inplace else maps * factor
+    return out.clamp_(-1.0, 1.0)
 
 
 def thumbnail_factor(height: int, width: int, side: int = THUMBNAIL_SIDE) -> int:

@@ -21,6 +21,8 @@ eval15); the measurements are in docs/MODEL_CARD.md.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 import torch.nn.functional as F
 
@@ -28,11 +30,15 @@ from .baselines import luminance
 
 __all__ = [
     "DETAIL_RADIUS",
+    "NOISE_BLOCK",
     "NOISE_MULTIPLE",
     "box_filter",
     "detail_eps",
     "estimate_noise",
     "guided_filter",
+    "noise_band_rows",
+    "noise_eps",
+    "noise_of_bands",
     "split_detail",
 ]
 
@@ -79,10 +85,16 @@ def guided_filter(guide: torch.Tensor, source: torch.Tensor, radius: int, eps: f
     return box_filter(a, radius) * guide + box_filter(b, radius)
 
 
+def noise_eps(noise: torch.Tensor) -> torch.Tensor:
+    """The guided filter's ``eps`` for images with noise deviations ``noise`` ``(B,)``:
+    ``(NOISE_MULTIPLE * noise) ** 2`` (at least 1e-6), ``(B, 1, 1, 1)`` float32."""
+    return (NOISE_MULTIPLE * noise.float()).square().clamp(min=1e-6).view(-1, 1, 1, 1)
+
+
 def detail_eps(image: torch.Tensor) -> torch.Tensor:
-    """The guided filter's ``eps`` for ``(B, 3, H, W)`` in [0, 1], ``(NOISE_MULTIPLE * noise) ** 2`` (at least
-    1e-6): ``(B, 1, 1, 1)``."""
-    return (NOISE_MULTIPLE * estimate_noise(image)).square().clamp(min=1e-6).view(-1, 1, 1, 1).to(image.dtype)
+    """The guided filter's ``eps`` for ``(B, 3, H, W)`` in [0, 1] (:func:`noise_eps` of :func:`estimate_noise`):
+    ``(B, 1, 1, 1)`` in the image's dtype."""
+    return noise_eps(estimate_noise(image)).to(image.dtype)
 
 
 def split_detail(
@@ -98,29 +110,52 @@ def split_detail(
     return base, image - base
 
 
+NOISE_BLOCK = 16  # rows and columns of the blocks estimate_noise takes its quantile over
 _NOISE_BANDS = 64  # row bands sampled by estimate_noise on large images
 _LAPLACE = ((1.0, -2.0, 1.0), (-2.0, 4.0, -2.0), (1.0, -2.0, 1.0))
 
 
-def estimate_noise(image: torch.Tensor, block: int = 16, quantile: float = 0.1) -> torch.Tensor:
+def noise_band_rows(height: int, block: int = NOISE_BLOCK) -> list[int]:
+    """First rows of the ``block + 2``-row bands :func:`estimate_noise` reads from an image ``height`` rows high.
+
+    Up to 64 bands: every block of rows (consecutive bands overlap by the Laplacian's 2 rows), so every pixel
+    counts; more: every k-th of the disjoint bands, 64 or a few more (enough for the quantile, and cheap).
+    """
+    bands = height // (block + 2)
+    if bands > _NOISE_BANDS:
+        step = bands // _NOISE_BANDS
+        return list(range(0, bands * (block + 2), step * (block + 2)))
+    return list(range(0, height - block - 1, block))
+
+
+def noise_of_bands(bands: Iterable[torch.Tensor], block: int = NOISE_BLOCK, quantile: float = 0.1) -> torch.Tensor:
+    """:func:`estimate_noise` from the bands it reads (:func:`noise_band_rows`), each ``(B, 3, block + 2, W)`` in
+    [0, 1] with ``W >= block + 2``: ``(B,)``. Bands can be read one at a time from a picture never held whole."""
+    kernel = torch.tensor(_LAPLACE).view(1, 1, 3, 3)
+    blocks = []
+    for band in bands:
+        luma = luminance(band.float())
+        response = F.conv2d(luma, kernel.to(luma.device)).abs()
+        blocks.append(F.avg_pool2d(response, block).flatten(1))
+    per_block = torch.cat(blocks, dim=1)
+    return torch.quantile(per_block, quantile, dim=1) * (torch.pi / 2) ** 0.5 / 6.0
+
+
+def estimate_noise(image: torch.Tensor, block: int = NOISE_BLOCK, quantile: float = 0.1) -> torch.Tensor:
     """Standard deviation of the noise in ``(B, 3, H, W)`` in [0, 1], per image: ``(B,)``.
 
     Immerkaer's estimator (the mean absolute response to a Laplacian difference mask, which cancels smooth
     signal) taken over ``block``-pixel blocks of the luminance; the ``quantile`` block is kept, so edges and
-    texture, which inflate the estimate, are left out.
+    texture, which inflate the estimate, are left out. Large images are sampled in row bands
+    (:func:`noise_band_rows`).
     """
+    height, width = image.shape[-2:]
+    if min(height, width) >= block + 2:
+        rows = noise_band_rows(height, block)
+        return noise_of_bands((image[..., top : top + block + 2, :] for top in rows), block, quantile)
     luma = luminance(image.float())
-    if min(luma.shape[-2:]) < 3:  # too small to tell noise from signal
+    if min(height, width) < 3:  # too small to tell noise from signal
         return torch.zeros(luma.shape[0], dtype=luma.dtype, device=luma.device)
-    height = luma.shape[-2]
-    bands = height // (block + 2)
-    if bands > _NOISE_BANDS:  # large image: every k-th band of rows is enough (and keeps this cheap)
-        step = bands // _NOISE_BANDS
-        rows = luma[..., : bands * (block + 2), :].unflatten(-2, (bands, block + 2))[:, :, ::step]
-        luma = rows.transpose(1, 2).flatten(0, 1)  # (B * bands', 1, block + 2, W), one band per item
     kernel = torch.tensor(_LAPLACE, dtype=luma.dtype, device=luma.device).view(1, 1, 3, 3)
-    response = F.conv2d(luma, kernel).abs()
-    if min(response.shape[-2:]) >= block:
-        response = F.avg_pool2d(response, block)
-    per_block = response.reshape(image.shape[0], -1)
-    return torch.quantile(per_block, quantile, dim=1) * (torch.pi / 2) ** 0.5 / 6.0
+    per_pixel = F.conv2d(luma, kernel).abs().flatten(1)  # too small for whole blocks: every response counts
+    return torch.quantile(per_pixel, quantile, dim=1) * (torch.pi / 2) ** 0.5 / 6.0

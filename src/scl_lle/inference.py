@@ -18,33 +18,40 @@ import importlib.util
 import os
 import warnings
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from PIL import Image
 
 from .exposure import OFF, Exposure, auto_target, parse_exposure, scale_maps, solve_gain, thumbnail_factor
-from .finishing import DETAIL_RADIUS, detail_eps, split_detail
+from .finishing import (
+    DETAIL_RADIUS,
+    NOISE_BLOCK,
+    estimate_noise,
+    noise_band_rows,
+    noise_eps,
+    noise_of_bands,
+    split_detail,
+)
 from .imageio import Picture, picture_from_pil, picture_to_pil
 from .model import RECEPTIVE_RADIUS, DCENet, apply_upsampled_curves, downsample, upsampled_curves_band
+from .pixels import TileReader, TileWriter
 from .weights import is_onnx_file, load_dcenet
 
 __all__ = [
     "BACKENDS",
+    "DEFAULT_TILE",
     "FAST_SCALE",
     "Enhancer",
-    "apply_curve_maps",
-    "base_layer",
-    "enhance_tensor",
     "estimate_curve_maps",
-    "finish_curves",
     "resolve_backend",
     "resolve_device",
 ]
 
 Region = tuple[int, int, int, int]  # top, left, bottom, right
 CurveEstimator = Callable[[torch.Tensor], torch.Tensor]
+_T = TypeVar("_T")
 
 #: Where the curve-estimation network runs; ``"auto"`` picks one of the others (:func:`resolve_backend`).
 BACKENDS = ("auto", "torch", "onnxruntime")
@@ -53,8 +60,9 @@ BACKENDS = ("auto", "torch", "onnxruntime")
 #: PSNR against full resolution) for scales 1-8 is measured in docs/PERFORMANCE.md.
 FAST_SCALE = 8
 
-# ITU-R BT.601 luma weights (Pillow's RGB -> L): grey pictures are enhanced as RGB and turned back to grey.
-_LUMA = (0.299, 0.587, 0.114)
+#: Side of the square tiles the network runs on at full resolution (the engine's working set grows with its
+#: square, not with the picture: peak memory by tile size and picture size is in docs/RELIABILITY.md).
+DEFAULT_TILE = 512
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -102,9 +110,16 @@ def resolve_backend(
     return "onnxruntime" if cpu_float32 and _onnxruntime_installed() else "torch"
 
 
-def _regions(height: int, width: int, tile: int | None) -> Iterator[Region]:
+def _regions(height: int, width: int, tile: int | None, square: bool = True) -> Iterator[Region]:
+    """Regions covering ``(height, width)``: ``tile`` x ``tile`` squares, or (``square=False``) full-width strips
+    of about the same area; one piece without ``tile`` or when the image fits in one square."""
     if not tile or (height <= tile and width <= tile):
         yield 0, 0, height, width
+        return
+    if not square:
+        rows = max(1, tile * tile // width)
+        for top in range(0, height, rows):
+            yield top, 0, min(top + rows, height), width
         return
     for top in range(0, height, tile):
         for left in range(0, width, tile):
@@ -135,43 +150,8 @@ def _apply_curves_into(out: torch.Tensor, image: torch.Tensor, maps: torch.Tenso
         out.add_(torch.mul(out, out).sub_(out).mul_(maps[:, 3 * i : 3 * i + 3]))
 
 
-def enhance_tensor(
-    model: DCENet | CurveEstimator,
-    image: torch.Tensor,
-    scale: int = 1,
-    tile_size: int | None = 1024,
-    *,
-    band_kernel: Callable[..., torch.Tensor] | None = None,
-    apply_to: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Enhance ``(B, 3, H, W)`` in [0, 1] with ``model``, in tiles of ``tile_size`` (``None``: one piece).
-
-    ``model`` is a :class:`~scl_lle.model.DCENet` or any function from an image tile to its curve maps (another
-    runtime, a compiled network). With ``scale > 1`` the maps are estimated on the image shrunk ``scale`` times
-    and applied with the fused upsample-and-curves pass (``band_kernel``: a compiled
-    :func:`~scl_lle.model.upsampled_curves_band`, or ``None`` for eager). ``apply_to`` (same shape as
-    ``image``, default ``image``): the picture the curves estimated from ``image`` are applied to, for example
-    its base layer (:mod:`scl_lle.finishing`). Returns ``(B, 3, H, W)``.
-    """
-    target = image if apply_to is None else apply_to
-    if target.shape != image.shape:
-        raise ValueError(f"apply_to must have the image's shape {tuple(image.shape)}, got {tuple(target.shape)}")
-    if int(scale) != scale or scale < 1:
-        raise ValueError(f"scale must be an integer >= 1, got {scale}")
-    scale = int(scale)
-    estimate = _as_estimator(model)
-    if scale == 1:
-        out = torch.empty(image.shape, dtype=image.dtype, device=image.device)
-        for (top, left, bottom, right), maps in _estimated_maps(estimate, image, tile_size):
-            region = (..., slice(top, bottom), slice(left, right))
-            _apply_curves_into(out[region], target[region], maps)
-        return out.clamp_(0.0, 1.0)
-    small_maps = estimate_curve_maps(estimate, image, scale, tile_size)
-    return apply_curve_maps(target, small_maps, tile_size, band_kernel=band_kernel)
-
-
 def estimate_curve_maps(
-    model: DCENet | CurveEstimator, image: torch.Tensor, scale: int = 1, tile_size: int | None = 1024
+    model: DCENet | CurveEstimator, image: torch.Tensor, scale: int = 1, tile_size: int | None = DEFAULT_TILE
 ) -> torch.Tensor:
     """Curve maps of ``(B, 3, H, W)`` estimated on the image shrunk ``scale`` times, in tiles of ``tile_size``.
 
@@ -185,40 +165,6 @@ def estimate_curve_maps(
         small_maps[..., top:bottom, left:right] = maps
     assert small_maps is not None
     return small_maps
-
-
-def apply_curve_maps(
-    image: torch.Tensor,
-    small_maps: torch.Tensor,
-    tile_size: int | None = 1024,
-    *,
-    band_kernel: Callable[..., torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """Apply curve maps ``(B, 3 * n, h, w)`` (full or lower resolution) to ``(B, 3, H, W)``; clamped to [0, 1].
-
-    Lower-resolution maps are upsampled bilinearly on the fly (the fused pass), in full-width strips of
-    ``tile_size`` rows. Returns ``(B, 3, H, W)``.
-    """
-    height, width = image.shape[-2:]
-    out = torch.empty(image.shape, dtype=image.dtype, device=image.device)
-    if small_maps.shape[-2:] == image.shape[-2:]:
-        _apply_curves_into(out, image, small_maps.to(image.dtype))
-        return out.clamp_(0.0, 1.0)
-    # Full-width strips: the fused pass holds only 3-channel full-resolution data, so memory stays bounded by
-    # the strip height while long rows keep the per-operation overhead low.
-    strip = tile_size or height
-    for top in range(0, height, strip):
-        bottom = min(top + strip, height)
-        apply_upsampled_curves(
-            image[..., top:bottom, :],
-            small_maps,
-            (height, width),
-            (top, 0, bottom, width),
-            band_kernel=band_kernel,
-            out=out[..., top:bottom, :],
-            clamp=True,
-        )
-    return out
 
 
 _COMPILED_BAND: Callable[..., torch.Tensor] | None = None
@@ -260,59 +206,12 @@ class _OnnxEstimator:
         return torch.from_numpy(maps).to(device=tile.device, dtype=tile.dtype)
 
 
-def base_layer(image: torch.Tensor, tile_size: int | None = 1024) -> torch.Tensor:
-    """The base layer of ``(B, 3, H, W)`` (:func:`~scl_lle.finishing.split_detail`), in strips of ``tile_size``
-    rows with enough context that the result equals the one-piece computation. Computed in float32 whatever the
-    image's dtype (the filter's variances cancel badly in half precision). Returns ``(B, 3, H, W)``."""
-    eps = detail_eps(image).float()  # from the whole image, so every strip uses the same threshold
-    height = image.shape[-2]
-    if not tile_size or height <= tile_size:
-        return split_detail(image.float(), eps=eps)[0].to(image.dtype)
-    margin = 2 * DETAIL_RADIUS  # the guided filter averages twice over radius-wide windows
-    out = torch.empty_like(image)
-    for top in range(0, height, tile_size):
-        bottom = min(top + tile_size, height)
-        y0, y1 = max(top - margin, 0), min(bottom + margin, height)
-        base = split_detail(image[..., y0:y1, :].float(), eps=eps)[0]
-        out[..., top:bottom, :] = base[..., top - y0 : bottom - y0, :]
-    return out
-
-
-def finish_curves(
-    image: torch.Tensor, curves: Callable[[torch.Tensor], torch.Tensor], tile_size: int | None = 1024
-) -> torch.Tensor:
-    """Apply ``curves`` (a function of a ``(B, 3, H, W)`` picture) the finished way (:mod:`scl_lle.finishing`):
-    to the base layer of ``image``, with the detail layer added back at unit gain. Returns ``(B, 3, H, W)`` in
-    [0, 1]; curves that are the identity (gain 0) return ``image``."""
-    base = base_layer(image, tile_size)
-    out = curves(base)
-    return out.add_(image).sub_(base).clamp_(0.0, 1.0)
-
-
 def _keep_unchanged(out: torch.Tensor, image: torch.Tensor, gain: torch.Tensor | float) -> torch.Tensor:
-    """``out`` ``(B, 3, H, W)`` with the images whose gain is 0 (identity curves) replaced by ``image`` exactly."""
+    """``out`` ``(B, 3, h, w)`` with the images whose gain is 0 (identity curves) replaced by ``image`` exactly."""
     if isinstance(gain, torch.Tensor) and bool((gain == 0).any()):
         keep = (gain == 0).to(out.device).view(-1, 1, 1, 1)
         out = torch.where(keep, image, out)
     return out
-
-
-def _to_unit_float(array: np.ndarray) -> np.ndarray:
-    if array.dtype == np.uint8:
-        return array.astype(np.float32) / 255.0
-    if array.dtype == np.uint16:
-        return array.astype(np.float32) / 65535.0
-    if np.issubdtype(array.dtype, np.floating):
-        return np.clip(np.nan_to_num(array.astype(np.float32)), 0.0, 1.0)
-    raise TypeError(f"unsupported pixel type {array.dtype}: use uint8, uint16 or float in [0, 1]")
-
-
-def _from_unit_float(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    if dtype == np.uint8:
-        return np.round(array * 255.0).astype(np.uint8)
-    if dtype == np.uint16:
-        return np.round(array * 65535.0).astype(np.uint16)
-    return array.astype(dtype)
 
 
 class Enhancer:
@@ -356,7 +255,7 @@ class Enhancer:
         weights: str | os.PathLike[str] | DCENet | None = None,
         device: str | torch.device = "auto",
         scale: int = 1,
-        tile_size: int | None = 1024,
+        tile_size: int | None = DEFAULT_TILE,
         dtype: torch.dtype = torch.float32,
         *,
         backend: str = "auto",
@@ -431,53 +330,76 @@ class Enhancer:
             f"finish={self.finish}, exposure={self.exposure!r})"
         )
 
-    def _run(self, x: torch.Tensor, exposure: Exposure) -> torch.Tensor:
-        """Enhance ``(B, 3, H, W)`` on the enhancer's device: maps estimated tile by tile, scaled by the
-        exposure's gain, applied (finished or not). Images whose gain is 0 (already at or above the target)
-        come back exactly as they were."""
-        small_maps = None
-        if self.scale > 1:
-            small_maps = estimate_curve_maps(self._estimate, x, self.scale, self.tile_size)
-        gain = self._gain(x, small_maps, exposure)
-        unchanged = isinstance(gain, torch.Tensor) and bool((gain == 0).all())
-        if unchanged:
-            return x.clone()
-        if small_maps is None:
-            base = self._estimate
+    def _process(
+        self, reader: TileReader, writer: TileWriter, exposure: Exposure, maps: torch.Tensor | None = None
+    ) -> None:
+        """Enhance what ``reader`` holds into ``writer``, one tile at a time.
 
-            def estimate(tile: torch.Tensor) -> torch.Tensor:
-                return scale_maps(base(tile), gain)
+        ``maps``: curve maps ``(B, 3n, h, w)`` (from :meth:`curve_maps`) to apply; ``None``: estimated here, tile
+        by tile at ``scale`` 1, or once on the image shrunk ``scale`` times. They are scaled by the exposure's
+        gain; images whose gain is 0 (already at or above the target) come back exactly as they were. Each tile
+        is read with a margin of real context for the network and the finishing's filter, so the tiled result
+        equals the one-piece result, and the memory used is bounded by the tile size.
+        """
+        height, width = reader.height, reader.width
+        if maps is None and self.scale > 1:
+            maps = estimate_curve_maps(self._estimate, reader.downsample(self.scale), 1, self.tile_size)
+        gain = self._gain(reader, maps, exposure)
+        identity = isinstance(gain, torch.Tensor) and bool((gain == 0).all())
+        network = maps is None and not identity
+        scaled = None if maps is None or identity else scale_maps(maps, gain)
+        eps = self._detail_eps(reader) if self.finish and not identity else None
+        margin = max(RECEPTIVE_RADIUS if network else 0, 2 * DETAIL_RADIUS if eps is not None else 0)
+        # Square tiles where the network runs at full resolution (least margin per pixel); elsewhere full-width
+        # strips of the same area (long rows keep the per-operation overhead of the fused curves low).
+        for top, left, bottom, right in _regions(height, width, self.tile_size, square=network):
+            y0, x0 = max(top - margin, 0), max(left - margin, 0)
+            y1, x1 = min(bottom + margin, height), min(right + margin, width)
+            x = reader.read(y0, x0, y1, x1)
+            inner = (..., slice(top - y0, bottom - y0), slice(left - x0, right - x0))
+            if identity:
+                writer.write(top, left, x[inner])
+                continue
+            base = split_detail(x.float(), eps=eps)[0].to(x.dtype)[inner] if eps is not None else x[inner]
+            if network:
+                out = torch.empty_like(base)
+                _apply_curves_into(out, base, scale_maps(self._estimate(x), gain)[inner])
+            elif scaled is not None and scaled.shape[-2:] == (height, width):
+                out = torch.empty_like(base)
+                _apply_curves_into(out, base, scaled[..., top:bottom, left:right].to(base.dtype))
+            else:
+                assert scaled is not None
+                region = (top, left, bottom, right)
+                out = apply_upsampled_curves(base, scaled, (height, width), region, band_kernel=self._band_kernel)
+            if eps is not None:
+                out.add_(x[inner]).sub_(base)  # the detail layer back at unit gain
+            writer.write(top, left, _keep_unchanged(out.clamp_(0.0, 1.0), x[inner], gain))
 
-            def curves(picture: torch.Tensor) -> torch.Tensor:
-                return enhance_tensor(estimate, x, 1, self.tile_size, apply_to=picture)
+    def _detail_eps(self, reader: TileReader) -> torch.Tensor:
+        """The finishing filter's ``eps`` ``(B, 1, 1, 1)`` of the whole picture, from the row bands that
+        :func:`~scl_lle.finishing.estimate_noise` samples (read one at a time)."""
+        height, width = reader.height, reader.width
+        if min(height, width) < NOISE_BLOCK + 2:  # a tiny picture: read whole
+            return noise_eps(estimate_noise(reader.read(0, 0, height, width)))
+        rows = noise_band_rows(height)
+        return noise_eps(noise_of_bands(reader.read(top, 0, top + NOISE_BLOCK + 2, width) for top in rows))
 
-        else:
-            maps = scale_maps(small_maps, gain)
-
-            def curves(picture: torch.Tensor) -> torch.Tensor:
-                return apply_curve_maps(picture, maps, self.tile_size, band_kernel=self._band_kernel)
-
-        return _keep_unchanged(self._apply(x, curves), x, gain)
-
-    def _apply(self, x: torch.Tensor, curves: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        return finish_curves(x, curves, self.tile_size) if self.finish else curves(x)
-
-    def _gain(self, x: torch.Tensor, maps: torch.Tensor | None, exposure: Exposure) -> torch.Tensor | float:
-        """The gain on the curve maps that realises ``exposure`` for ``x`` ``(B, 3, H, W)``: ``(B,)``, or 1.0
-        for ``"off"``. Solved on a thumbnail: every ``f``-th pixel of ``x`` (sampled, not averaged, so the
-        brightness histogram and with it the mean after the curves are kept) with the curve maps at that grid:
-        ``maps`` (low-resolution maps already estimated) shrunk to it, or, without them, maps the network
-        estimates on the thumbnail (one small extra forward)."""
+    def _gain(self, reader: TileReader, maps: torch.Tensor | None, exposure: Exposure) -> torch.Tensor | float:
+        """The gain on the curve maps that realises ``exposure`` for the picture ``reader`` holds: ``(B,)``, or
+        1.0 for ``"off"``. Solved on a thumbnail: every ``f``-th pixel (sampled, not averaged, so the brightness
+        histogram and with it the mean after the curves are kept) with the curve maps at that grid: ``maps``
+        (already estimated) shrunk to it, or, without them, maps the network estimates on the picture shrunk
+        ``f`` times (one small extra forward)."""
         if exposure == OFF:
             return 1.0
         if maps is None:
-            factor = thumbnail_factor(*x.shape[-2:])
-            thumb_maps = self._estimate(downsample(x, factor))
+            factor = thumbnail_factor(reader.height, reader.width)
+            thumb_maps = self._estimate(reader.downsample(factor))
         else:
             shrink = thumbnail_factor(*maps.shape[-2:])
-            factor = self.scale * shrink
+            factor = -(-reader.height // maps.shape[-2]) * shrink
             thumb_maps = downsample(maps, shrink)
-        thumb = x[..., ::factor, ::factor]
+        thumb = reader.strided(factor)
         target = auto_target(thumb) if isinstance(exposure, str) else exposure
         return solve_gain(thumb, thumb_maps, target)
 
@@ -495,12 +417,13 @@ class Enhancer:
         if images.ndim not in (3, 4) or images.shape[-3] != 3:
             raise ValueError(f"expected shape (B, 3, H, W) or (3, H, W), got {tuple(images.shape)}")
         batch = images if images.ndim == 4 else images.unsqueeze(0)
-        x = batch.to(device=self.device, dtype=self.dtype)
-        out = self._guarded(self._run, x, setting)
-        out = out.to(device=images.device, dtype=images.dtype)
+        writer = TileWriter(batch)
+        self._guarded(self._process, TileReader(batch, self.device, self.dtype), writer, setting)
+        out = writer.result
+        assert isinstance(out, torch.Tensor)
         return out if images.ndim == 4 else out.squeeze(0)
 
-    def _guarded(self, function: Callable[..., torch.Tensor], *args: Any) -> torch.Tensor:
+    def _guarded(self, function: Callable[..., _T], *args: Any) -> _T:
         """Run ``function`` without autograd; if ``torch.compile`` fails, warn and fall back to eager."""
         if self.compile:
             try:
@@ -530,8 +453,8 @@ class Enhancer:
         """The gain on ``maps`` (from :meth:`curve_maps`) that realises ``exposure`` for ``(B, 3, H, W)`` in [0, 1]:
         ``(B,)`` float32, or 1.0 for ``"off"``. Scale the maps with :func:`~scl_lle.exposure.scale_maps`."""
         setting = self._exposure(exposure)
-        x = images.to(device=self.device, dtype=self.dtype)
-        return self._guarded(lambda t, m: self._gain(t, m, setting), x, maps.to(device=self.device, dtype=self.dtype))
+        reader = TileReader(images, self.device, self.dtype)
+        return self._guarded(lambda m: self._gain(reader, m, setting), maps.to(device=self.device, dtype=self.dtype))
 
     def apply_curve_maps(
         self, images: torch.Tensor, maps: torch.Tensor, exposure: Exposure | None = None
@@ -543,37 +466,26 @@ class Enhancer:
         given (maps scaled beforehand, such as a video's smoothed gains). Finished as set by ``finish``.
         """
         x = images.to(device=self.device, dtype=self.dtype)
+        writer = TileWriter(x)
         maps = maps.to(device=self.device, dtype=self.dtype)
-        setting = self._exposure(exposure)
-
-        def run(t: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-            gain = self._gain(t, m, setting)
-            scaled = scale_maps(m, gain)
-
-            def curves(picture: torch.Tensor) -> torch.Tensor:
-                return apply_curve_maps(picture, scaled, self.tile_size, band_kernel=self._band_kernel)
-
-            return _keep_unchanged(self._apply(t, curves), t, gain)
-
-        return self._guarded(run, x, maps)
+        self._guarded(self._process, TileReader(x, self.device, self.dtype), writer, self._exposure(exposure), maps)
+        assert isinstance(writer.result, torch.Tensor)
+        return writer.result
 
     def enhance_array(self, pixels: np.ndarray, exposure: Exposure | None = None) -> np.ndarray:
         """Enhance ``(H, W)`` grey or ``(H, W, 3)`` RGB pixels (uint8, uint16 or float in [0, 1]).
 
         Grey images are enhanced as RGB and turned back into grey (BT.601 luma). Returns the same shape and
-        dtype. ``exposure``: as for calling the enhancer.
+        dtype. ``exposure``: as for calling the enhancer. The picture is read and written a tile at a time (no
+        float copy of it is made), so the memory used beyond the input and the result is bounded by the tile
+        size.
         """
         pixels = np.asarray(pixels)
-        grey = pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[2] == 1)
-        if not grey and (pixels.ndim != 3 or pixels.shape[2] != 3):
-            raise ValueError(f"expected (H, W), (H, W, 1) or (H, W, 3) pixels, got shape {pixels.shape}")
-        unit = _to_unit_float(pixels)
-        rgb = np.repeat(unit.reshape(*unit.shape[:2], 1), 3, axis=2) if grey else unit
-        tensor = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).unsqueeze(0)
-        out = self(tensor, exposure)[0].permute(1, 2, 0).numpy()
-        if grey:
-            out = (out @ np.asarray(_LUMA, dtype=np.float32)).reshape(pixels.shape)
-        return _from_unit_float(out, pixels.dtype)
+        reader = TileReader(pixels, self.device, self.dtype)
+        writer = TileWriter(pixels)
+        self._guarded(self._process, reader, writer, self._exposure(exposure))
+        assert isinstance(writer.result, np.ndarray)
+        return writer.result
 
     def enhance_picture(self, picture: Picture, exposure: Exposure | None = None) -> Picture:
         """Enhance a decoded :class:`~scl_lle.imageio.Picture`; alpha and metadata pass through unchanged."""

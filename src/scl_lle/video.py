@@ -39,6 +39,7 @@ from .exposure import OFF, Exposure, parse_exposure, scale_maps
 from .imageio import DEFAULT_MAX_PIXELS
 from .inference import Enhancer
 from .model import downsample
+from .pixels import from_unit, tensor_view, to_unit
 
 __all__ = [
     "DEFAULT_SMOOTHING",
@@ -202,14 +203,16 @@ class CurveSmoother:
         self._gain = None
         self._cuts = []
 
-    def __call__(self, frames: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
-        """Smooth the maps of consecutive frames ``(B, 3, H, W)``: ``maps`` ``(B, 3n, h, w)`` → ``(B, 3n, h, w)``."""
+    def __call__(self, frames: torch.Tensor, maps: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
+        """Smooth the maps of consecutive frames ``(B, 3, H, W)``: ``maps`` ``(B, 3n, h, w)`` → ``(B, 3n, h, w)``.
+
+        ``inplace``: write the smoothed maps into ``maps`` (full-resolution maps are large)."""
         if frames.shape[0] != maps.shape[0]:
             raise ValueError(f"{frames.shape[0]} frames but {maps.shape[0]} sets of curve maps")
         if self.smoothing == 0.0:
             return maps
         guides = downsample(frame_luma(frames.to(maps.dtype)), self.cell)
-        out = torch.empty_like(maps)
+        out = maps if inplace else torch.empty_like(maps)
         self._cuts = []
         for i in range(maps.shape[0]):
             guide, new = guides[i : i + 1], maps[i : i + 1]
@@ -224,7 +227,7 @@ class CurveSmoother:
                 self._guide = torch.lerp(guide, self._guide, keep)
                 if keep.shape[-2:] != new.shape[-2:]:
                     keep = F.interpolate(keep, size=new.shape[-2:], mode="bilinear", align_corners=False)
-                self._maps = torch.lerp(new, self._maps, keep)
+                torch.lerp(new, self._maps, keep, out=self._maps)
             out[i] = self._maps[0]
         return out
 
@@ -246,6 +249,20 @@ class CurveSmoother:
         return out
 
 
+#: Pixels (frames x frame size) enhanced in one pass, per pixel of a tile: with the network at full resolution a
+#: pass holds its frames' 24-channel curve maps, so this bounds the video's memory by the tile size.
+PASS_PIXELS_PER_TILE_PIXEL = 8
+
+
+def frames_per_pass(tile_size: int | None, frame_pixels: int, batch_size: int) -> int:
+    """How many of ``batch_size`` frames of ``frame_pixels`` pixels go through the enhancer together: at most
+    ``PASS_PIXELS_PER_TILE_PIXEL * tile_size**2`` pixels, at least one frame (``tile_size=None``: all)."""
+    if tile_size is None:
+        return batch_size
+    budget = PASS_PIXELS_PER_TILE_PIXEL * tile_size * tile_size
+    return max(1, min(batch_size, budget // max(frame_pixels, 1)))
+
+
 def enhance_frames(
     enhancer: Enhancer,
     frames: torch.Tensor,
@@ -257,13 +274,14 @@ def enhance_frames(
     ``exposure``: as for the enhancer (``None``: its setting); the gains are smoothed per shot by ``smoother``.
     """
     maps = enhancer.curve_maps(frames)
-    if smoother is not None:
-        with torch.no_grad():
-            maps = smoother(frames.to(maps.device), maps)
-    gains = enhancer.exposure_gain(frames, maps, exposure)
-    if smoother is not None and isinstance(gains, torch.Tensor):
-        gains = smoother.smooth_gains(gains)
-    return enhancer.apply_curve_maps(frames, scale_maps(maps, gains), exposure=OFF)
+    with torch.inference_mode():  # the maps are smoothed and scaled in place (full-resolution maps are large)
+        if smoother is not None:
+            maps = smoother(frames.to(maps.device), maps, inplace=True)
+        gains = enhancer.exposure_gain(frames, maps, exposure)
+        if smoother is not None and isinstance(gains, torch.Tensor):
+            gains = smoother.smooth_gains(gains)
+        maps = scale_maps(maps, gains, inplace=True)
+    return enhancer.apply_curve_maps(frames, maps, exposure=OFF)
 
 
 def _high_depth(pix_fmt: str | None, av: Any) -> bool:
@@ -298,22 +316,18 @@ def _pixel_format(encoder: Any, wanted: str | None) -> str:
 
 def _to_tensor(batch: list[np.ndarray], device: torch.device) -> torch.Tensor:
     """``B`` frames ``(H, W, 3)`` uint8 / uint16 → ``(B, 3, H, W)`` float32 in [0, 1] on ``device``."""
-    stacked = np.stack(batch)
-    peak = 65535.0 if stacked.dtype == np.uint16 else 255.0
-    if stacked.dtype == np.uint16:
-        stacked = stacked.astype(np.int32)  # torch has no uint16 arithmetic on every device
-    tensor = torch.from_numpy(stacked)
+    stacked = tensor_view(np.stack(batch))
     if device.type == "cuda":
-        tensor = tensor.pin_memory().to(device, non_blocking=True)
-    return tensor.to(device).permute(0, 3, 1, 2).float().div_(peak)
+        stacked = (stacked.to(torch.int32) if stacked.dtype == torch.uint16 else stacked).pin_memory()
+    return to_unit(stacked, torch.float32, device).permute(0, 3, 1, 2)
 
 
 def _from_tensor(frames: torch.Tensor, dtype: np.dtype) -> np.ndarray:
     """``(B, 3, H, W)`` in [0, 1] → ``(B, H, W, 3)`` ``dtype`` (uint8 or uint16) on the CPU."""
-    peak = 65535.0 if dtype == np.uint16 else 255.0
-    scaled = frames.float().mul(peak).round_().clamp_(0, peak).permute(0, 2, 3, 1)
-    kind = torch.int32 if dtype == np.uint16 else torch.uint8
-    return scaled.to(kind).cpu().numpy().astype(dtype, copy=False)
+    kind = torch.uint16 if dtype == np.uint16 else torch.uint8
+    pixels = from_unit(frames.permute(0, 2, 3, 1), kind).cpu()
+    array = pixels.view(torch.int16).numpy().view(np.uint16) if kind == torch.uint16 else pixels.numpy()
+    return np.ascontiguousarray(array)
 
 
 def read_video_frames(
@@ -372,7 +386,8 @@ def enhance_video(
         smoothing: temporal smoothing of the curve maps (see :class:`CurveSmoother`); 0 turns it off.
         exposure: ``"auto"``, ``"off"`` or a mean brightness in (0, 1) (:mod:`scl_lle.exposure`), held per shot;
             ``None``: the enhancer's setting (``"auto"`` for one made here).
-        batch_size: frames enhanced together on the device.
+        batch_size: frames decoded and enhanced together on the device; passes hold at most
+            :func:`frames_per_pass` of them (bounded by the enhancer's ``tile_size``).
         max_pixels: refuse frames larger than this (``None`` or 0: no limit).
         max_frames, max_seconds: refuse videos with more frames or a longer duration (``None``: no limit).
         overwrite: replace an existing ``destination`` (else :class:`FileExistsError`).
@@ -542,9 +557,13 @@ def _transcode(
         def flush() -> None:
             if not batch:
                 return
-            frames = _to_tensor(batch, enhancer.device)
-            result.brightness += frames.flatten(1).mean(dim=1).tolist()
-            enhanced = _from_tensor(enhance_frames(enhancer, frames, smoother, exposure), dtype)
+            step = frames_per_pass(enhancer.tile_size, encoder.width * encoder.height, len(batch))
+            enhanced: list[np.ndarray] = []
+            for start in range(0, len(batch), step):
+                frames = _to_tensor(batch[start : start + step], enhancer.device)
+                result.brightness += frames.flatten(1).mean(dim=1).tolist()
+                enhanced.extend(_from_tensor(enhance_frames(enhancer, frames, smoother, exposure), dtype))
+                del frames
             for pixels, (pts, time_base, colorspace, color_range) in zip(enhanced, stamps, strict=True):
                 frame = av.VideoFrame.from_ndarray(pixels, format=rgb_format)
                 frame = frame.reformat(format=encoder.pix_fmt, dst_colorspace=colorspace, dst_color_range=color_range)
