@@ -198,11 +198,6 @@ def test_interrupt_while_setting_up_exits_130(monkeypatch, capsys):
     assert err.count("\n") == 1 and "interrupted" in err
 
 
-@pytest.mark.xfail(
-    reason="scl_lle/__init__.py imports torch (seconds) before scl_lle.cli exists, so no code in cli.py can catch "
-    "a SIGINT then; needs lazy imports in the package __init__",
-    strict=False,
-)
 @pytest.mark.parametrize("delay", [0.3, 1.0])
 def test_sigint_in_the_first_second_exits_130(tmp_path: Path, weights_file: Path, delay: float):
     a = _photo(tmp_path / "a.png")

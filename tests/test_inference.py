@@ -223,3 +223,32 @@ def test_auto_backend_is_onnxruntime_on_the_cpu_and_agrees_with_torch(weights_fi
     expected = Enhancer(weights_file, exposure="off", device="cpu", scale=2, tile_size=24, backend="torch")(x)
     assert (auto(x) - expected).abs().max().item() < 1e-4
     assert Enhancer(weights_file, exposure="off", device="cpu", dtype=torch.bfloat16).backend == "torch"
+
+
+def test_non_finite_curve_maps_fail_that_picture_clearly_and_the_batch_goes_on(tmp_path) -> None:
+    # finite but huge weights overflow to inf/NaN maps: once written as an all-black picture with exit 0
+    from PIL import Image
+
+    from scl_lle import enhance
+    from scl_lle.inference import EnhanceError
+
+    torch.manual_seed(0)
+    model = DCENet().eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.mul_(1e30)
+    for exposure in ("off", "auto", 0.4):
+        for scale in (1, 4):
+            enhancer = Enhancer(model, device="cpu", scale=scale, backend="torch", exposure=exposure)
+            with pytest.raises(EnhanceError, match="non-finite curve maps"):
+                enhancer.enhance_array(np.full((40, 30, 3), 30, dtype=np.uint8))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.full((20, 24, 3), 25, dtype=np.uint8)).save(folder / name)
+    messages: list[str] = []
+    enhancer = Enhancer(model, device="cpu", backend="torch", exposure="off")
+    result = enhance([folder], tmp_path / "out", enhancer=enhancer, progress=False, report=messages.append)
+    assert len(result.failed) == 2 and not result.written
+    assert all("non-finite curve maps" in line and "\n" not in line for line in messages)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -296,3 +296,15 @@ def test_sigterm_stops_cleanly_and_removes_the_scratch_folder(tmp_path: Path, we
             process.kill()
             process.wait(10)
     assert not list(scratch_root.glob("scl-lle-serve-*"))
+
+
+def test_max_queue_flag_reaches_the_server_limits(monkeypatch) -> None:
+    import scl_lle.serve
+    from scl_lle.cli import main
+
+    seen = {}
+    monkeypatch.setattr(scl_lle.serve, "serve", lambda *args, limits, **kwargs: seen.setdefault("limits", limits))
+    assert main(["serve", "--max-queue", "2", "--port", "0"]) == 0
+    assert seen["limits"].max_queue == 2
+    with pytest.raises(SystemExit):
+        main(["serve", "--max-queue", "0"])

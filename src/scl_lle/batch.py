@@ -43,7 +43,7 @@ from .imageio import (
     sniff_container,
     write_image,
 )
-from .inference import DEFAULT_TILE, Enhancer
+from .inference import DEFAULT_TILE, EnhanceError, Enhancer
 from .video import DEFAULT_SMOOTHING, VIDEO_EXTENSIONS, VideoError, enhance_video
 
 __all__ = ["OUTPUT_FORMATS", "BatchResult", "Job", "collect_jobs", "enhance", "shard_from_env"]
@@ -375,7 +375,7 @@ def enhance(
             picture = read_image(job.source, max_pixels=max_pixels, on_warning=warn)
             enhanced = enhancer.enhance_picture(picture)
             write_image(job.destination, enhanced, quality=quality, overwrite=overwrite, on_warning=warn)
-        except (ImageReadError, ImageWriteError, VideoError, ImportError) as error:
+        except (ImageReadError, ImageWriteError, VideoError, EnhanceError, ImportError) as error:
             fail(job.source, str(error))
         except FileExistsError:
             if skip_existing:  # another process finished it meanwhile

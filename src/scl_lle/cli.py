@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from . import __version__
@@ -262,6 +265,14 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         metavar="S",
         help=f"longest video accepted (default: {defaults.max_video_seconds:g})",
     )
+    parser.add_argument(
+        "--max-queue",
+        type=_positive_int,
+        default=defaults.max_queue,
+        metavar="N",
+        help=f"uploads in the works at once (one is enhanced at a time); more get 503 with Retry-After "
+        f"(default: {defaults.max_queue})",
+    )
     parser.set_defaults(run=_run_serve)
 
 
@@ -273,6 +284,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         max_upload_bytes=args.max_upload_mb * 2**20,
         max_pixels=args.max_pixels,
         max_video_seconds=args.max_video_seconds,
+        max_queue=args.max_queue,
     )
     try:
         serve(args.host, args.port, weights=args.weights, device=args.device, limits=limits)
@@ -422,18 +434,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_INTERRUPTED = "scl-lle: interrupted; outputs written so far are complete (resume with --skip-existing)"
+
+
+class _Interrupt:
+    """SIGINT handler that remembers it fired: a Ctrl-C that lands inside a C extension's import can surface as
+    another exception (seen in torch's), which must still end as an interruption, not a traceback."""
+
+    fired = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.fired = True
+        raise KeyboardInterrupt
+
+
+def _exit_at_once(signum: int, frame: object) -> None:
+    """SIGINT while the parser is built (PyTorch and the rest are imported): nothing to clean up yet, and an
+    exception raised inside an extension's import can end the process by the signal despite being caught."""
+    os.write(2, f"{_INTERRUPTED}\n".encode())
+    os._exit(130)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 some files failed, 2 usage or setup error,
     130 interrupted: Ctrl-C from the moment this runs, sub-command imports and model loading included)."""
+    interrupt = _Interrupt()
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, _exit_at_once) if main_thread else None
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        if main_thread:  # from here a Ctrl-C unwinds, so temporary files are removed on the way out
+            signal.signal(signal.SIGINT, interrupt)
+        args = parser.parse_args(argv)
         return args.run(args)
     except KeyboardInterrupt:
-        print(
-            "scl-lle: interrupted; outputs written so far are complete (resume with --skip-existing)",
-            file=sys.stderr,
-        )
-        return 130
+        return _interrupted()
+    except Exception:
+        if interrupt.fired:
+            return _interrupted()
+        raise
+    finally:
+        if main_thread:  # after an interruption, a second Ctrl-C while exiting is ignored
+            signal.signal(signal.SIGINT, signal.SIG_IGN if interrupt.fired else previous)
+
+
+def _interrupted() -> int:
+    print(_INTERRUPTED, file=sys.stderr)
+    return 130
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ __all__ = [
     "BACKENDS",
     "DEFAULT_TILE",
     "FAST_SCALE",
+    "EnhanceError",
     "Enhancer",
     "estimate_curve_maps",
     "resolve_backend",
@@ -206,6 +207,17 @@ class _OnnxEstimator:
         return torch.from_numpy(maps).to(device=tile.device, dtype=tile.dtype)
 
 
+class EnhanceError(RuntimeError):
+    """The enhancement of one picture failed (for example, the network gave non-finite curve maps)."""
+
+
+def _finite(maps: torch.Tensor) -> torch.Tensor:
+    """``maps`` unchanged, or :class:`EnhanceError` if any value is NaN or infinite (which would write black)."""
+    if not bool(torch.isfinite(maps).all()):
+        raise EnhanceError("the network gave non-finite curve maps for this picture (broken or overflowing weights?)")
+    return maps
+
+
 def _keep_unchanged(out: torch.Tensor, image: torch.Tensor, gain: torch.Tensor | float) -> torch.Tensor:
     """``out`` ``(B, 3, h, w)`` with the images whose gain is 0 (identity curves) replaced by ``image`` exactly."""
     if isinstance(gain, torch.Tensor) and bool((gain == 0).any()):
@@ -347,7 +359,7 @@ class Enhancer:
         gain = self._gain(reader, maps, exposure)
         identity = isinstance(gain, torch.Tensor) and bool((gain == 0).all())
         network = maps is None and not identity
-        scaled = None if maps is None or identity else scale_maps(maps, gain)
+        scaled = None if maps is None or identity else _finite(scale_maps(maps, gain))
         eps = self._detail_eps(reader) if self.finish and not identity else None
         margin = max(RECEPTIVE_RADIUS if network else 0, 2 * DETAIL_RADIUS if eps is not None else 0)
         # Square tiles where the network runs at full resolution (least margin per pixel); elsewhere full-width
@@ -363,7 +375,7 @@ class Enhancer:
             base = split_detail(x.float(), eps=eps)[0].to(x.dtype)[inner] if eps is not None else x[inner]
             if network:
                 out = torch.empty_like(base)
-                _apply_curves_into(out, base, scale_maps(self._estimate(x), gain)[inner])
+                _apply_curves_into(out, base, _finite(scale_maps(self._estimate(x), gain))[inner])
             elif scaled is not None and scaled.shape[-2:] == (height, width):
                 out = torch.empty_like(base)
                 _apply_curves_into(out, base, scaled[..., top:bottom, left:right].to(base.dtype))
@@ -401,7 +413,7 @@ class Enhancer:
             thumb_maps = downsample(maps, shrink)
         thumb = reader.strided(factor)
         target = auto_target(thumb) if isinstance(exposure, str) else exposure
-        return solve_gain(thumb, thumb_maps, target)
+        return solve_gain(thumb, _finite(thumb_maps), target)
 
     def _exposure(self, exposure: Exposure | None) -> Exposure:
         return self.exposure if exposure is None else parse_exposure(exposure)
