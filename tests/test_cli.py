@@ -227,3 +227,17 @@ def torch_threads() -> int:
     import torch
 
     return torch.get_num_threads()
+
+
+def test_package_exports_resolve_and_the_package_imports_without_torch() -> None:
+    import subprocess
+    import sys
+
+    import scl_lle
+
+    assert set(scl_lle.__all__) == {*scl_lle._EXPORTS, "__version__"}
+    for name in scl_lle.__all__:
+        assert getattr(scl_lle, name) is not None
+    code = "import sys, scl_lle; assert 'torch' not in sys.modules; print(scl_lle.__version__)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
