@@ -8,6 +8,11 @@ the interpreter, PyTorch and the model included. ``--video`` adds a synthetic cl
     python benchmarks/memory.py                                  # 5, 20 and 40 MP photos, default settings
     python benchmarks/memory.py --sizes 40 --args "--tile 512"   # one size, other flags
     python benchmarks/memory.py --sizes 5,20,40 --video 1080p    # photos and a 1080p clip
+    python benchmarks/memory.py --sizes "" --serve 3             # the web server: 3 uploads of a 7300x5466 PNG
+
+``--serve N`` starts ``scl-lle serve`` in a child process, posts a flat 7300x5466 PNG (130 KB, 39.9 MP: the
+largest picture the server takes by default) N times, one after another, and reads the server's peak and current
+RSS from ``/proc`` (Linux).
 
 This is a script, not a test: the figures depend on the machine, the allocator and the installed packages
 (printed with the results).
@@ -83,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="5,20,40", help="photo sizes in megapixels, comma-separated")
     parser.add_argument("--video", default="", help=f"also a clip of this size: {', '.join(VIDEO_SIZES)}")
     parser.add_argument("--video-frames", type=int, default=48, help="frames of the clip")
+    parser.add_argument("--serve", type=int, default=0, help="also: uploads of a 7300x5466 PNG to scl-lle serve")
     parser.add_argument("--args", default="", help="extra flags for scl-lle enhance, e.g. '--tile 512'")
     options = parser.parse_args(argv)
 
@@ -113,7 +119,58 @@ def main(argv: list[str] | None = None) -> int:
             rss, seconds, code = peak_rss_of([*base, str(clip), "-o", str(work / "out"), "--overwrite", *extra])
             label = f"{options.video} video, {options.video_frames} frames"
             print(f"| {label} | {height * width:,} per frame | {rss:.0f} | {seconds:.1f} | {code} |")
+        if options.serve:
+            serve_uploads(work, options.serve, extra)
     return 0
+
+
+def _proc_status(pid: int, key: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{key}:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def serve_uploads(work: Path, count: int, extra: list[str]) -> None:
+    """Post a flat 7300x5466 PNG ``count`` times to a fresh ``scl-lle serve``; print its RSS after each."""
+    import http.client
+    import socket
+
+    source = work / "flat.png"
+    Image.new("RGB", (7300, 5466), (20, 24, 30)).save(source)
+    body = source.read_bytes()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "scl_lle", "serve", "--port", str(port), *extra]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+                connection.request("GET", "/")
+                connection.getresponse().read()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        for index in range(count):
+            started = time.perf_counter()
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+            connection.request("POST", "/api/enhance?name=flat.png", body=body)
+            response = connection.getresponse()
+            response.read()
+            seconds = time.perf_counter() - started
+            peak, now = _proc_status(server.pid, "VmHWM"), _proc_status(server.pid, "VmRSS")
+            print(
+                f"| serve upload {index + 1}: flat PNG {len(body) // 1024} KB | 39,901,800 | {peak:.0f} "
+                f"(RSS after: {now:.0f}) | {seconds:.1f} | HTTP {response.status} |"
+            )
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
 
 
 if __name__ == "__main__":

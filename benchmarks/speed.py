@@ -48,7 +48,7 @@ if str(REPO / "src") not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(REPO / "src"))
 
 from scl_lle import DCENet, Enhancer, WeightsError, load_dcenet  # noqa: E402
-from scl_lle.inference import FAST_SCALE  # noqa: E402
+from scl_lle.inference import DEFAULT_TILE, FAST_SCALE  # noqa: E402
 from scl_lle.weights import resolve_weights  # noqa: E402
 
 SIZES = {"720p": (720, 1280), "1080p": (1080, 1920), "4k": (2160, 3840), "12mp": (3000, 4000)}
@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--image", help="input photo, resized to each size (default: a DICM photo, or synthetic)")
     parser.add_argument("--threads", type=int, help="torch / onnxruntime CPU threads (default: torch's)")
-    parser.add_argument("--tile", type=int, default=1024, help="engine tile size (default 1024)")
+    parser.add_argument("--tile", type=int, default=DEFAULT_TILE, help=f"engine tile size (default {DEFAULT_TILE})")
     parser.add_argument("--half", action="store_true", help="engine in float16 (CUDA); the reference stays fp32")
     parser.add_argument("--channels-last", action="store_true", help="force channels-last in the engine (CUDA)")
     parser.add_argument(

@@ -312,6 +312,9 @@ def onnxruntime_session(
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # A memory pattern is planned (and kept) per input shape, and tiles come in several shapes: without it the
+    # peak at 1080p falls from about 920 to 760 MiB at the same speed (benchmarks/memory.py, RELIABILITY.md).
+    options.enable_mem_pattern = False
     # No busy-waiting between runs: the engine's PyTorch threads run right after each call (upsampling, curves)
     # and would compete with spinning ONNX Runtime workers for the same cores.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")

@@ -213,7 +213,7 @@ class EnhanceError(RuntimeError):
 
 def _finite(maps: torch.Tensor) -> torch.Tensor:
     """``maps`` unchanged, or :class:`EnhanceError` if any value is NaN or infinite (which would write black)."""
-    if not bool(torch.isfinite(maps).all()):
+    if not bool(torch.isfinite(maps.sum(dtype=torch.float32))):  # a NaN or inf anywhere; no full-size temporaries
         raise EnhanceError("the network gave non-finite curve maps for this picture (broken or overflowing weights?)")
     return maps
 

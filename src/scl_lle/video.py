@@ -111,7 +111,8 @@ _CONTAINER_DEFAULT = {
 }
 # Constant-quality settings (visually transparent) for encoders that take them as options.
 _QUALITY_OPTIONS = {
-    "libx264": {"crf": "18", "preset": "medium"},
+    # rc-lookahead 20 (medium's default is 40): x264 holds that many frames, 100 MB at 1080p for the extra 20.
+    "libx264": {"crf": "18", "preset": "medium", "rc-lookahead": "20"},
     "libx265": {"crf": "20", "preset": "medium"},
     "libvpx-vp9": {"crf": "24", "b": "0"},
     "libaom-av1": {"crf": "28", "b": "0"},
@@ -558,17 +559,20 @@ def _transcode(
             if not batch:
                 return
             step = frames_per_pass(enhancer.tile_size, encoder.width * encoder.height, len(batch))
-            enhanced: list[np.ndarray] = []
-            for start in range(0, len(batch), step):
+            for start in range(0, len(batch), step):  # each pass encoded before the next is enhanced
                 frames = _to_tensor(batch[start : start + step], enhancer.device)
                 result.brightness += frames.flatten(1).mean(dim=1).tolist()
-                enhanced.extend(_from_tensor(enhance_frames(enhancer, frames, smoother, exposure), dtype))
+                enhanced = _from_tensor(enhance_frames(enhancer, frames, smoother, exposure), dtype)
                 del frames
-            for pixels, (pts, time_base, colorspace, color_range) in zip(enhanced, stamps, strict=True):
-                frame = av.VideoFrame.from_ndarray(pixels, format=rgb_format)
-                frame = frame.reformat(format=encoder.pix_fmt, dst_colorspace=colorspace, dst_color_range=color_range)
-                frame.pts, frame.time_base = pts, time_base
-                mux(encoder.encode(frame))
+                for pixels, (pts, time_base, colorspace, color_range) in zip(
+                    enhanced, stamps[start : start + step], strict=True
+                ):
+                    frame = av.VideoFrame.from_ndarray(pixels, format=rgb_format)
+                    frame = frame.reformat(
+                        format=encoder.pix_fmt, dst_colorspace=colorspace, dst_color_range=color_range
+                    )
+                    frame.pts, frame.time_base = pts, time_base
+                    mux(encoder.encode(frame))
             result.frames += len(batch)
             bar.update(len(batch))
             if on_frames is not None:
