@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 from scl_lle.evaluation import load_image
-from scl_lle.exposure import exposure_features, mean_brightness, thumbnail_factor
+from scl_lle.exposure import exposure_features, thumbnail_factor
+from scl_lle.metrics import mean_brightness
 
 HISTOGRAM_BINS = 64
 ACCEPTABLE = 0.85  # a member whose histogram entropy is at least this share of its sequence's best is acceptable

@@ -16,11 +16,11 @@ from scl_lle.exposure import (
     MAX_GAIN,
     auto_target,
     exposure_features,
-    mean_brightness,
     parse_exposure,
     scale_maps,
     solve_gain,
 )
+from scl_lle.metrics import mean_brightness
 from scl_lle.model import apply_curves
 
 

@@ -252,3 +252,34 @@ def test_non_finite_curve_maps_fail_that_picture_clearly_and_the_batch_goes_on(t
     assert len(result.failed) == 2 and not result.written
     assert all("non-finite curve maps" in line and "\n" not in line for line in messages)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def _peak_rss_growth_mib(run) -> float:
+    """Peak RSS growth (MiB) while ``run()`` runs: VmHWM after resetting it through /proc/self/clear_refs."""
+
+    def status(key: str) -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key):
+                return int(line.split()[1])
+        raise KeyError(key)
+
+    Path("/proc/self/clear_refs").write_text("5")
+    before = status("VmRSS:")
+    run()
+    return (status("VmHWM:") - before) / 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="peak RSS is read from Linux's /proc")
+def test_memory_grows_with_the_tile_not_with_the_picture() -> None:
+    # A 12 MP uint8 photo is 34 MiB; as float32 it would be 137 MiB, and the engine used to hold several such
+    # copies (input, output, conversions). Read and written a tile at a time, the growth beyond the
+    # result (34 MiB) stays near the tile's working set, the same for a picture 4x as large.
+    enhancer = Enhancer(DCENet().eval(), device="cpu", scale=8, finish=False, backend="torch", tile_size=256)
+    enhancer.enhance_array(np.full((64, 64, 3), 20, dtype=np.uint8))  # warm-up: first-call allocations
+    growth = {}
+    for height, width in ((1500, 2000), (3000, 4000)):
+        pixels = np.random.default_rng(0).integers(0, 60, (height, width, 3), dtype=np.uint8)
+        growth[height] = _peak_rss_growth_mib(lambda pixels=pixels: enhancer.enhance_array(pixels))
+    result_mib = 3000 * 4000 * 3 / 2**20
+    assert growth[3000] < result_mib + 120, growth
+    assert growth[3000] - growth[1500] < 0.75 * result_mib + 40, growth  # the result grows by 3/4 of it

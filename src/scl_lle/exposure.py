@@ -23,6 +23,7 @@ import math
 
 import torch
 
+from .metrics import mean_brightness
 from .model import apply_curves
 
 __all__ = [
@@ -36,7 +37,6 @@ __all__ = [
     "Exposure",
     "auto_target",
     "exposure_features",
-    "mean_brightness",
     "parse_exposure",
     "scale_maps",
     "solve_gain",
@@ -78,11 +78,6 @@ def parse_exposure(value: Exposure | None) -> Exposure:
     if not (math.isfinite(number) and 0.0 < number < 1.0):
         raise ValueError(f"exposure must be 'auto', 'off' or a number in (0, 1), got {value!r}")
     return number
-
-
-def mean_brightness(images: torch.Tensor) -> torch.Tensor:
-    """Mean of all channels and pixels of ``(B, C, H, W)``, per image: ``(B,)`` (float32 or wider)."""
-    return images.flatten(1).mean(dim=1, dtype=torch.float32 if images.dtype != torch.float64 else None)
 
 
 def scale_maps(maps: torch.Tensor, gain: torch.Tensor | float, *, inplace: bool = False) -> torch.Tensor:

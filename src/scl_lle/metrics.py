@@ -464,9 +464,10 @@ def loe(enhanced: torch.Tensor, original: torch.Tensor, grid: int = LOE_GRID) ->
 
 
 def mean_brightness(x: torch.Tensor) -> torch.Tensor:
-    """Mean intensity of ``x`` ``(B, C, H, W)`` over channels and pixels -> ``(B,)`` (in ``x``'s range)."""
+    """Mean intensity of ``x`` ``(B, C, H, W)`` over channels and pixels -> ``(B,)`` (in ``x``'s range),
+    accumulated in float32 at least (half-precision inputs included)."""
     x = _check_image(x)
-    return x.flatten(1).mean(dim=1)
+    return x.flatten(1).mean(dim=1, dtype=torch.float32 if x.dtype != torch.float64 else None)
 
 
 def flicker(frames: torch.Tensor, relative: bool = False) -> torch.Tensor:
