@@ -313,7 +313,7 @@ def onnxruntime_session(
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # A memory pattern is planned (and kept) per input shape, and tiles come in several shapes: without it the
-    # peak at 1080p falls from about 920 to 760 MiB at the same speed (benchmarks/memory.py, RELIABILITY.md).
+    # peak memory is lower at the same speed (measure with benchmarks/memory.py and benchmarks/speed.py).
     options.enable_mem_pattern = False
     # No busy-waiting between runs: the engine's PyTorch threads run right after each call (upsampling, curves)
     # and would compete with spinning ONNX Runtime workers for the same cores.
