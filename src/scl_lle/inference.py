@@ -409,7 +409,7 @@ class Enhancer:
             thumb_maps = self._estimate(reader.downsample(factor))
         else:
             shrink = thumbnail_factor(*maps.shape[-2:])
-            factor = -(-reader.height // maps.shape[-2]) * shrink
+            factor = self.scale * shrink
             thumb_maps = downsample(maps, shrink)
         thumb = reader.strided(factor)
         target = auto_target(thumb) if isinstance(exposure, str) else exposure
