@@ -46,10 +46,12 @@ from .imageio import (
 from .inference import DEFAULT_TILE, EnhanceError, Enhancer
 from .video import DEFAULT_SMOOTHING, VIDEO_EXTENSIONS, VideoError, enhance_video
 
-__all__ = ["OUTPUT_FORMATS", "BatchResult", "Job", "collect_jobs", "enhance", "shard_from_env"]
+__all__ = ["OUTPUT_FORMATS", "BatchResult", "Job", "collect_jobs", "enhance", "is_file_output", "shard_from_env"]
 
 #: ``format`` choices: ``same`` keeps each input's file type where it can be written, else PNG.
 OUTPUT_FORMATS = {"same": None, "png": ".png", "jpg": ".jpg", "tiff": ".tiff"}
+# File endings each explicit ``format`` agrees with (an output named as one file must match it).
+_FORMAT_ENDINGS = {"png": {".png"}, "jpg": {".jpg", ".jpeg"}, "tiff": {".tif", ".tiff"}}
 _DeviceOutOfMemory = getattr(torch, "OutOfMemoryError", MemoryError)
 
 
@@ -213,9 +215,35 @@ def shard_from_env() -> tuple[int, int]:
     return rank, world
 
 
-def _output_problem(output: Path) -> str | None:
-    """Why ``output`` cannot be the output folder: it, or a folder above it, is an existing file."""
-    for path in (output, *output.parents):
+def is_file_output(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str]) -> bool:
+    """Whether ``output`` names the one output file rather than a folder.
+
+    True for exactly one input that is a regular file and an ``output`` with an image ending (a video ending for
+    a video input) that is neither an existing folder nor written with a trailing slash.
+    """
+    if len(inputs) != 1:
+        return False
+    text, source = os.fspath(output), Path(os.fspath(inputs[0]))
+    if text.endswith(("/", os.sep)) or Path(text).is_dir() or not source.is_file():
+        return False
+    is_video = source.suffix.lower() in VIDEO_EXTENSIONS
+    return Path(text).suffix.lower() in (VIDEO_EXTENSIONS if is_video else IMAGE_EXTENSIONS)
+
+
+def _file_output_problem(source: Path, output: Path, format: str) -> str | None:
+    """Why ``output`` cannot be the output file of ``source``: it is the input, or ``format`` disagrees."""
+    if output.resolve() == source.resolve() or (output.exists() and output.samefile(source)):
+        return f"-o {show_path(output)} is the input file; an input is never written over"
+    is_video = source.suffix.lower() in VIDEO_EXTENSIONS
+    if format != "same" and not is_video and output.suffix.lower() not in _FORMAT_ENDINGS[format]:
+        return f"--format {format} disagrees with -o {show_path(output)}; drop --format or change the ending"
+    return None
+
+
+def _output_problem(output: Path, *, file: bool = False) -> str | None:
+    """Why ``output`` cannot be the output folder (or, with ``file``, the output file): it (the folder for a
+    file), or a folder above it, is an existing file."""
+    for path in output.parents if file else (output, *output.parents):
         if path.exists():
             if path.is_dir():
                 return None
@@ -269,7 +297,9 @@ def enhance(
 
     Args:
         inputs: files, folders and glob patterns.
-        output: the output folder (created if needed); it mirrors the input tree.
+        output: the output folder (created if needed); it mirrors the input tree. For a single input file, an
+            ``output`` with an image ending (a video ending for a video) is that output file instead
+            (:func:`is_file_output`); its type follows the ending.
         weights, device, scale, tile_size: as for :class:`~scl_lle.inference.Enhancer` (or pass ``enhancer``).
         recursive: descend into sub-folders of folder inputs.
         format: ``same``, ``png``, ``jpg`` or ``tiff``.
@@ -292,7 +322,8 @@ def enhance(
         A :class:`BatchResult`; ``result.ok`` is false when any file failed.
 
     Raises:
-        ValueError: bad arguments, or ``output`` (or a folder above it) is an existing file.
+        ValueError: bad arguments, ``output`` (or a folder above it) is an existing file, or an output file
+            that is the input or whose ending disagrees with ``format``.
     """
     if skip_existing and overwrite:
         raise ValueError("skip_existing and overwrite exclude each other")
@@ -304,7 +335,13 @@ def enhance(
         world_size = env_world if world_size is None else world_size
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
-    problem = _output_problem(Path(output))
+    if format not in OUTPUT_FORMATS:
+        raise ValueError(f"format must be one of {', '.join(OUTPUT_FORMATS)}, got {format!r}")
+    single = is_file_output(inputs, output)
+    output = Path(output)
+    problem = _output_problem(output, file=single)
+    if single and problem is None:
+        problem = _file_output_problem(Path(os.fspath(inputs[0])), output, format)
     if problem is not None:
         raise ValueError(problem)
     started = time.perf_counter()
@@ -321,7 +358,10 @@ def enhance(
         result.failed.append((path, reason))
         tell("error", path, reason)
 
-    jobs, problems = collect_jobs(inputs, output, recursive=recursive, format=format)
+    if single:
+        jobs, problems = [Job(Path(os.fspath(inputs[0])), output)], []
+    else:
+        jobs, problems = collect_jobs(inputs, output, recursive=recursive, format=format)
     if world_size > 1:
         jobs = sorted(jobs, key=lambda job: job.destination.as_posix())[rank::world_size]
         problems = problems if rank == 0 else []
@@ -329,7 +369,7 @@ def enhance(
         fail(path, reason)
     if jobs:
         if _single_host(world_size):  # other hosts' process ids cannot be checked from here
-            remove_stale_temporaries(output)
+            remove_stale_temporaries(output.parent if single else output, recursive=not single)
         if enhancer is None:
             enhancer = Enhancer(
                 weights,

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import __version__
 
 EXAMPLES = """\
 examples:
   scl-lle enhance night.jpg --output bright/
+  scl-lle enhance night.png -o bright.jpg           (one file in, that file out; type from the ending)
+  cat night.png | scl-lle enhance - -o - > bright.png
   scl-lle enhance photos/ --recursive --output bright/ --skip-existing
   scl-lle enhance night.jpg --output bright/ --exposure 0.35     (or off: the network's full curves)
   scl-lle enhance "scans/**/*.tif" --recursive --output out/ --weights my_model.safetensors --scale 4
@@ -72,8 +77,20 @@ def _add_enhance(commands: argparse._SubParsersAction) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image or video files, folders or glob patterns")
-    parser.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder (created if needed)")
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="image or video files, folders or glob patterns; '-': one image read from stdin",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="DIR|FILE|-",
+        help="output folder (created if needed); with one input file, a file with an image ending (a video "
+        "ending for a video): exactly that file, its type from the ending; '-': that one image to stdout",
+    )
     parser.add_argument(
         "-w",
         "--weights",
@@ -188,19 +205,97 @@ def _add_enhance(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=_run_enhance)
 
 
+#: Most bytes ``scl-lle enhance -`` reads from stdin.
+MAX_STDIN_BYTES = 2**30
+# File ending for what stdin holds, by :func:`scl_lle.imageio.sniff_container`; unknown: none (Pillow guesses).
+_SNIFFED_ENDINGS = {
+    "PNG": ".png",
+    "JPEG": ".jpg",
+    "GIF": ".gif",
+    "TIFF": ".tiff",
+    "BMP": ".bmp",
+    "WEBP": ".webp",
+    "mp4": ".mp4",
+    "matroska": ".mkv",
+    "avi": ".avi",
+}
+
+
+def _spool_stdin(folder: Path) -> Path:
+    """Copy stdin into ``folder/stdin.<ending>`` (ending from the bytes); at most :data:`MAX_STDIN_BYTES`."""
+    from .imageio import sniff_container
+
+    spool = folder / "stdin"
+    size = 0
+    with open(spool, "wb") as handle:
+        while chunk := sys.stdin.buffer.read(2**20):
+            size += len(chunk)
+            if size > MAX_STDIN_BYTES:
+                raise ValueError(f"stdin holds more than {MAX_STDIN_BYTES // 2**20} MiB")
+            handle.write(chunk)
+    if size == 0:
+        raise ValueError("stdin is empty; give an image on it, or a file instead of '-'")
+    return spool.rename(spool.with_suffix(_SNIFFED_ENDINGS.get(sniff_container(spool) or "", "")))
+
+
+def _stdout_file(source: Path, format: str, folder: Path) -> Path:
+    """Where the one output goes before it is copied to stdout: ``--format``'s ending, else the input's."""
+    from .batch import OUTPUT_FORMATS
+    from .imageio import WRITABLE_EXTENSIONS
+    from .video import VIDEO_EXTENSIONS
+
+    suffix = source.suffix.lower()
+    if suffix not in VIDEO_EXTENSIONS:
+        suffix = OUTPUT_FORMATS[format] or (suffix if suffix in WRITABLE_EXTENSIONS else ".png")
+    return folder / f"stdout{suffix}"
+
+
 def _run_enhance(args: argparse.Namespace) -> int:
+    from .imageio import one_line
+
+    if "-" not in args.inputs and args.output != "-":
+        return _enhance_files(args, list(args.inputs), args.output)
+    try:  # stdin and stdout go through files in a temporary folder
+        with tempfile.TemporaryDirectory(prefix="scl-lle-") as folder:
+            return _enhance_with_pipes(args, Path(folder))
+    except ValueError as error:
+        print(f"scl-lle enhance: error: {one_line(str(error))}", file=sys.stderr)
+        return 2
+
+
+def _enhance_with_pipes(args: argparse.Namespace, folder: Path) -> int:
+    """``_run_enhance`` with ``-`` (stdin) and ``-o -`` (stdout) mapped to files in the temporary ``folder``."""
+    inputs, output = list(args.inputs), args.output
+    if "-" in inputs:
+        if len(inputs) != 1:
+            raise ValueError("'-' (stdin) must be the only input")
+        inputs = [os.fspath(_spool_stdin(folder))]
+    if output == "-":
+        if len(inputs) != 1 or not Path(inputs[0]).is_file():
+            raise ValueError("-o - (stdout) takes exactly one input file")
+        output = os.fspath(_stdout_file(Path(inputs[0]), args.format, folder))
+    status = _enhance_files(args, inputs, output)
+    if args.output == "-" and Path(output).is_file():
+        with open(output, "rb") as handle:
+            shutil.copyfileobj(handle, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+    return status
+
+
+def _enhance_files(args: argparse.Namespace, inputs: list[str], output: str) -> int:
     from PIL import Image
 
-    from .batch import enhance
+    from .batch import enhance, is_file_output
     from .imageio import one_line, show_path
     from .inference import FAST_SCALE
     from .weights import WeightsError
 
     Image.MAX_IMAGE_PIXELS = None  # --max-pixels is the limit that applies
+    single = is_file_output(inputs, output)
     try:
         result = enhance(
-            args.inputs,
-            args.output,
+            inputs,
+            output,
             weights=args.weights,
             device=args.device,
             scale=FAST_SCALE if args.fast else (args.scale or 1),
@@ -223,7 +318,13 @@ def _run_enhance(args: argparse.Namespace) -> int:
     except (ImportError, WeightsError, ValueError, RuntimeError) as error:
         print(f"scl-lle enhance: error: {one_line(str(error))}", file=sys.stderr)
         return 2
-    print(f"scl-lle: {result.summary()}; outputs in {show_path(args.output)}", file=sys.stderr)
+    if args.output == "-":
+        where = "output to stdout"
+    elif single:
+        where = f"output {show_path(output)}"
+    else:
+        where = f"outputs in {show_path(output)}"
+    print(f"scl-lle: {result.summary()}; {where}", file=sys.stderr)
     return 0 if result.ok else 1
 
 

@@ -1,0 +1,150 @@
+"""``scl-lle enhance`` with one file in and one file out (issue 20): ``-o out.jpg``, ``-o -`` and ``-``."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from scl_lle.cli import main
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def _photo(path: Path, size: tuple[int, int] = (16, 12), seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 60, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def _enhance(*args: str, weights: Path) -> list[str]:
+    return ["enhance", *args, "-w", str(weights), "-q"]
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def _run(args: list[str], weights: Path, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "2"}
+    command = [sys.executable, "-m", "scl_lle", *_enhance(*args, weights=weights)]
+    return subprocess.run(command, input=stdin, capture_output=True, env=env, timeout=300, check=False)
+
+
+def test_one_file_in_gives_exactly_that_file(tmp_path: Path, weights_file: Path, capsys):
+    source = _photo(tmp_path / "in" / "night.png")
+    out = tmp_path / "out" / "bright.jpg"
+    assert main(_enhance(str(source), "-o", str(out), weights=weights_file)) == 0
+    assert _files(tmp_path / "out") == ["bright.jpg"]
+    with Image.open(out) as image:
+        assert image.format == "JPEG" and image.size == (16, 12)
+    assert f"output {out}" in capsys.readouterr().err
+
+
+def test_existing_output_file_is_refused_unless_overwrite(tmp_path: Path, weights_file: Path, capsys):
+    source = _photo(tmp_path / "a.png")
+    out = tmp_path / "b.png"
+    out.write_bytes(b"keep me")
+    assert main(_enhance(str(source), "-o", str(out), weights=weights_file)) == 1
+    assert f"{out} exists (use --overwrite to replace it or --skip-existing)" in capsys.readouterr().err
+    assert out.read_bytes() == b"keep me"
+    assert main(_enhance(str(source), "-o", str(out), "--skip-existing", weights=weights_file)) == 0
+    assert out.read_bytes() == b"keep me"
+    assert main(_enhance(str(source), "-o", str(out), "--overwrite", weights=weights_file)) == 0
+    with Image.open(out) as image:
+        assert image.format == "PNG" and image.size == (16, 12)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_output_equal_to_the_input_is_a_usage_error(tmp_path: Path, weights_file: Path, capsys, overwrite: bool):
+    source = _photo(tmp_path / "a.png")
+    before = source.read_bytes()
+    extra = ["--overwrite"] if overwrite else []
+    for output in (source, tmp_path / "." / "a.png"):
+        assert main(_enhance(str(source), "-o", str(output), *extra, weights=weights_file)) == 2
+        assert "is the input file" in capsys.readouterr().err
+    assert source.read_bytes() == before
+
+
+def test_several_inputs_with_a_file_output_is_a_usage_error(tmp_path: Path, weights_file: Path, capsys):
+    a, b = _photo(tmp_path / "a.png"), _photo(tmp_path / "b.png", seed=1)
+    out = tmp_path / "x.jpg"
+    out.write_bytes(b"keep me")
+    assert main(_enhance(str(a), str(b), "-o", str(out), weights=weights_file)) == 2
+    assert f"-o {out} is an existing file; give a folder" in capsys.readouterr().err
+    assert out.read_bytes() == b"keep me"
+
+
+def test_format_that_disagrees_with_the_ending_is_a_usage_error(tmp_path: Path, weights_file: Path, capsys):
+    source = _photo(tmp_path / "a.png")
+    out = tmp_path / "out.jpg"
+    assert main(_enhance(str(source), "--format", "png", "-o", str(out), weights=weights_file)) == 2
+    assert "--format png disagrees with -o" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(_enhance(str(source), "--format", "jpg", "-o", str(tmp_path / "ok.jpeg"), weights=weights_file)) == 0
+
+
+def test_folder_output_is_unchanged(tmp_path: Path, weights_file: Path):
+    source = _photo(tmp_path / "a.png")
+    assert main(_enhance(str(source), "-o", str(tmp_path / "out.jpg") + "/", weights=weights_file)) == 0
+    assert _files(tmp_path / "out.jpg") == ["a.png"]
+    assert main(_enhance(str(source), "-o", str(tmp_path / "plain"), weights=weights_file)) == 0
+    assert _files(tmp_path / "plain") == ["a.png"]
+
+
+def test_stdout_gets_the_same_bytes_as_a_file(tmp_path: Path, weights_file: Path, capsysbinary):
+    source = _photo(tmp_path / "a.png")
+    out = tmp_path / "out.png"
+    assert main(_enhance(str(source), "-o", str(out), weights=weights_file)) == 0
+    capsysbinary.readouterr()
+    assert main(_enhance(str(source), "-o", "-", weights=weights_file)) == 0
+    captured = capsysbinary.readouterr()
+    assert captured.out == out.read_bytes()
+    assert b"output to stdout" in captured.err
+    assert main(_enhance(str(source), "-o", "-", "--format", "jpg", weights=weights_file)) == 0
+    with Image.open(io.BytesIO(capsysbinary.readouterr().out)) as image:
+        assert image.format == "JPEG" and image.size == (16, 12)
+
+
+def test_stdout_takes_one_input_file(tmp_path: Path, weights_file: Path, capsysbinary):
+    a, b = _photo(tmp_path / "a.png"), _photo(tmp_path / "b.png", seed=1)
+    assert main(_enhance(str(a), str(b), "-o", "-", weights=weights_file)) == 2
+    assert main(_enhance(str(tmp_path), "-o", "-", weights=weights_file)) == 2
+    captured = capsysbinary.readouterr()
+    assert captured.out == b"" and b"-o - (stdout) takes exactly one input file" in captured.err
+
+
+def test_stdin_to_a_file_and_to_a_folder(tmp_path: Path, weights_file: Path, monkeypatch):
+    source = _photo(tmp_path / "a.png")
+    reference = tmp_path / "reference.png"
+    assert main(_enhance(str(source), "-o", str(reference), weights=weights_file)) == 0
+    for output, written in ((tmp_path / "from_stdin.png", tmp_path / "from_stdin.png"), (tmp_path / "dir", None)):
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(source.read_bytes())))
+        assert main(_enhance("-", "-o", str(output), weights=weights_file)) == 0
+        assert (written or output / "stdin.png").read_bytes() == reference.read_bytes()
+
+
+def test_stdin_is_the_only_input(tmp_path: Path, weights_file: Path, capsys):
+    source = _photo(tmp_path / "a.png")
+    assert main(_enhance("-", str(source), "-o", str(tmp_path / "out"), weights=weights_file)) == 2
+    assert "'-' (stdin) must be the only input" in capsys.readouterr().err
+
+
+def test_pipe_from_stdin_to_stdout(tmp_path: Path, weights_file: Path):
+    source = _photo(tmp_path / "a.png")
+    reference = tmp_path / "reference.png"
+    assert main(_enhance(str(source), "-o", str(reference), weights=weights_file)) == 0
+    done = _run(["-", "-o", "-"], weights_file, stdin=source.read_bytes())
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout == reference.read_bytes()
+    assert b"output to stdout" in done.stderr
+    empty = _run(["-", "-o", "-"], weights_file)
+    assert empty.returncode == 2 and empty.stdout == b"" and b"stdin is empty" in empty.stderr
