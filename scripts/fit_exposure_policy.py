@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import glob
 import os
 import sys
 from pathlib import Path
@@ -46,15 +47,20 @@ def entropy(image: torch.Tensor) -> float:
     return float(-(p * p.log2()).sum())
 
 
+def thumbnail(path: Path) -> torch.Tensor:
+    """The thumbnail ``(1, 3, h, w)`` the engine solves the exposure on: every f-th pixel (Enhancer._gain)."""
+    image = load_image(path)
+    factor = thumbnail_factor(*image.shape[-2:])
+    return image[..., ::factor, ::factor]
+
+
 def load_sequences(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per photo: sequence id, mean brightness, histogram entropy and policy features, on the thumbnail."""
     with open(root / "files.tsv", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
     sequence, brightness, information, features = [], [], [], []
     for row in rows:
-        image = load_image(root / row["dest_path"])
-        factor = thumbnail_factor(*image.shape[-2:])
-        thumb = image[..., ::factor, ::factor]  # as Enhancer._gain samples it
+        thumb = thumbnail(root / row["dest_path"])
         sequence.append(int(row["sequence"]))
         brightness.append(float(mean_brightness(thumb)[0]))
         information.append(entropy(thumb))
@@ -113,6 +119,14 @@ def main(argv: list[str] | None = None) -> int:
         default=ACCEPTABLE,
         help=f"share of the best entropy that is still acceptably exposed (default: {ACCEPTABLE})",
     )
+    parser.add_argument(
+        "--targets-on",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="also print the median auto target the fitted policy gives the images matching GLOB (repeatable), "
+        "e.g. '../shared/data/seg_CamVid_SegNet_subset/test/0001TP_*.png'",
+    )
     args = parser.parse_args(argv)
     root = Path(args.shared) / "data" / "train_exposure_SICE_sequences"
     if not (root / "files.tsv").is_file():
@@ -157,7 +171,22 @@ def main(argv: list[str] | None = None) -> int:
     w = fit(x, y)
     print("AUTO_POLICY = (" + ", ".join(f"{v:.3f}" for v in w) + ")")
     print(f"AUTO_LEVEL = {np.median(levels):.3f}")
+    for pattern in args.targets_on:
+        paths = sorted(glob.glob(pattern))
+        brightness_of, features_of = thumbnail_features(paths)
+        chosen = targets(w, float(np.median(levels)), features_of, brightness_of)
+        print(
+            f"{pattern}: {len(paths)} images, input brightness median {np.median(brightness_of):.3f}, "
+            f"auto target median {np.median(chosen):.3f}"
+        )
     return 0
+
+
+def thumbnail_features(paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean brightness and policy features of each image's thumbnail."""
+    thumbs = [thumbnail(Path(path)) for path in paths]
+    brightness = [float(mean_brightness(thumb)[0]) for thumb in thumbs]
+    return np.array(brightness), np.stack([exposure_features(thumb)[0].double().numpy() for thumb in thumbs])
 
 
 if __name__ == "__main__":
