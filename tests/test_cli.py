@@ -241,3 +241,32 @@ def test_package_exports_resolve_and_the_package_imports_without_torch() -> None
     code = "import sys, scl_lle; assert 'torch' not in sys.modules; print(scl_lle.__version__)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_folder_with_images_only_below_says_recursive_and_fails(
+    photos: Path, tmp_path: Path, weights_file: Path, capsys
+):
+    # once: "0 enhanced ... (of 0)" and exit 0, with no hint
+    out, nested = tmp_path / "out", tmp_path / "nested"
+    _photo(nested / "day1" / "x.png")
+    _photo(nested / "day2" / "deeper" / "y.png", seed=1)
+    assert main(["enhance", str(nested), "-o", str(out), "-w", str(weights_file), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "no images or videos in this folder, but 2 in its sub-folders: add --recursive" in err
+    assert main(["enhance", str(nested), "-o", str(out), "-w", str(weights_file), "-q", "-r"]) == 0
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["enhance", str(empty), "-o", str(out), "-w", str(weights_file), "-q"]) == 1
+    assert "no images or videos in this folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda", "cuda:7", "mps"])
+def test_an_unusable_device_is_one_line_and_exit_2(photos: Path, tmp_path: Path, weights_file: Path, capsys, device):
+    from scl_lle.inference import available_devices
+
+    if device in available_devices():
+        pytest.skip(f"{device} exists here")
+    args = [str(photos / "a.png"), "-o", str(tmp_path / "out"), "-w", str(weights_file), "--device", device]
+    assert main(["enhance", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "available here: auto, cpu" in err and "Traceback" not in err

@@ -126,6 +126,15 @@ def _walk(folder: Path, recursive: bool, exclude: Path | None, problems: list[tu
     return found
 
 
+def _empty_folder_reason(folder: Path, recursive: bool, exclude: Path | None) -> str:
+    """Why an input folder gave no files: none at all, or (without ``recursive``) only in its sub-folders."""
+    if not recursive:
+        deeper = len(_walk(folder, True, exclude, []))
+        if deeper:
+            return f"no images or videos in this folder, but {deeper} in its sub-folders: add --recursive"
+    return "no images or videos in this folder"
+
+
 def _is_media(suffix: str) -> bool:
     return suffix.lower() in IMAGE_EXTENSIONS or suffix.lower() in VIDEO_EXTENSIONS
 
@@ -166,7 +175,11 @@ def collect_jobs(
         text = os.fspath(item)
         path = Path(text)
         if path.is_dir():
-            pairs += [(f, f.relative_to(path)) for f in _walk(path, recursive, output_resolved, problems)]
+            before = len(problems)
+            files = _walk(path, recursive, output_resolved, problems)
+            if not files and len(problems) == before:
+                problems.append((path, _empty_folder_reason(path, recursive, output_resolved)))
+            pairs += [(f, f.relative_to(path)) for f in files]
         elif path.is_file():
             pairs.append((path, Path(path.name)))
         elif path.exists():  # a FIFO, socket or device: never opened

@@ -72,15 +72,38 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     Under ``torchrun`` (``LOCAL_RANK`` set) a CUDA device without an index becomes ``cuda:LOCAL_RANK``.
     """
     if str(device) == "auto":
-        if torch.cuda.is_available():
-            device = "cuda"
-        else:
-            mps = getattr(torch.backends, "mps", None)
-            device = "mps" if mps is not None and mps.is_available() else "cpu"
-    resolved = torch.device(device)
+        device = "cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu"
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {str(device)!r}; available here: {', '.join(available_devices())}") from None
     if resolved.type == "cuda" and resolved.index is None and "LOCAL_RANK" in os.environ:
         resolved = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    if resolved.type == "cuda" and (
+        not torch.cuda.is_available() or (resolved.index or 0) >= torch.cuda.device_count()
+    ):
+        why = "this PyTorch has no CUDA support" if torch.version.cuda is None else "no such CUDA GPU is visible"
+        raise ValueError(f"device {str(device)!r}: {why}; available here: {', '.join(available_devices())}")
+    if resolved.type == "mps" and not _mps_available():
+        raise ValueError(
+            f"device {str(device)!r}: MPS is not available; available here: {', '.join(available_devices())}"
+        )
     return resolved
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return mps is not None and mps.is_available()
+
+
+def available_devices() -> list[str]:
+    """The device names :func:`resolve_device` accepts on this machine: ``auto``, ``cpu``, ``cuda[:N]``, ``mps``."""
+    names = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        names += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+    if _mps_available():
+        names.append("mps")
+    return names
 
 
 def _onnxruntime_installed() -> bool:
