@@ -33,14 +33,13 @@ from .exposure import Exposure
 from .imageio import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
-    SNIFFED_IMAGE_FORMATS,
     WRITABLE_EXTENSIONS,
     ImageReadError,
     ImageWriteError,
+    image_named_as_video,
     one_line,
     read_image,
     show_path,
-    sniff_container,
     write_image,
 )
 from .inference import DEFAULT_TILE, EnhanceError, Enhancer
@@ -265,14 +264,6 @@ def _output_problem(output: Path, *, file: bool = False) -> str | None:
     return None
 
 
-def _video_problem(path: Path) -> str | None:
-    """Why a file named as a video must not go to the video decoder: its bytes are an image."""
-    kind = sniff_container(path)
-    if kind in SNIFFED_IMAGE_FORMATS:
-        return f"named {path.suffix} but holds a {kind} image; rename it"
-    return None
-
-
 def _single_host(world_size: int) -> bool:
     """Whether all ranks run on this machine (process ids are then comparable across ranks)."""
     local = os.environ.get("LOCAL_WORLD_SIZE")
@@ -408,7 +399,7 @@ def enhance(
                 continue
         try:
             if job.source.suffix.lower() in VIDEO_EXTENSIONS:
-                problem = _video_problem(job.source)
+                problem = image_named_as_video(job.source)
                 if problem is not None:
                     fail(job.source, problem)
                     continue

@@ -164,6 +164,15 @@ def sniff_container(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
+def image_named_as_video(path: str | os.PathLike[str]) -> str | None:
+    """Why a file with a video ending must not go to the video decoder: its first bytes are an image's (then it
+    would come out as a one-frame video). ``None`` otherwise; the decoder refuses anything else it cannot read."""
+    kind = sniff_container(path)
+    if kind in SNIFFED_IMAGE_FORMATS:
+        return f"named {Path(path).suffix} but holds a {kind} image; rename it"
+    return None
+
+
 @dataclass
 class Picture:
     """Decoded pixels plus what must be carried to the output file.

@@ -10,7 +10,7 @@ slider, and a download link. Safety:
   decoding) and videos in frame size and duration;
 - every upload and result lives in a fresh folder inside the server's own temporary folder and is deleted when
   the response has been sent; the uploaded file name is used only for its ending (checked against the known
-  image and video endings, and a video's container against its first bytes) and for the download name, never
+  image and video endings; a "video" whose first bytes are an image is refused) and for the download name, never
   as a path; no other file is ever served;
 - an answer given before the request body was read (a refusal) closes the connection, so that body can never be
   taken for a second request (request smuggling); the socket is half-closed and what the client still sends is
@@ -53,7 +53,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from .exposure import Exposure, parse_exposure
-from .imageio import IMAGE_EXTENSIONS, ImageReadError, read_image, write_image
+from .imageio import IMAGE_EXTENSIONS, ImageReadError, image_named_as_video, read_image, write_image
 from .inference import FAST_SCALE, Enhancer
 from .model import DCENet
 from .video import VIDEO_EXTENSIONS, VideoError, enhance_video
@@ -74,19 +74,6 @@ _DRAIN_BYTES = 256 * 2**20
 _LINGER_SECONDS = 2.0
 _LINGER_IDLE_SECONDS = 0.5
 _TEXT = "text/plain; charset=utf-8"
-_ISO_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot")  # what an MP4/QuickTime file opens with
-# How each video container begins (its first 256 bytes are given); an ending not listed here is not checked.
-_CONTAINERS: dict[str, Callable[[bytes], bool]] = {
-    **dict.fromkeys((".mp4", ".m4v", ".mov", ".3gp"), lambda head: head[4:8] in _ISO_BOXES),
-    **dict.fromkeys((".webm", ".mkv"), lambda head: head.startswith(b"\x1a\x45\xdf\xa3")),
-    ".avi": lambda head: head[:4] == b"RIFF" and head[8:12] == b"AVI ",
-    **dict.fromkeys((".mpg", ".mpeg"), lambda head: head[:4] in (b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3")),
-    ".ts": lambda head: head[:1] == b"G" and head[188:189] in (b"", b"G"),
-    **dict.fromkeys((".mts", ".m2ts"), lambda head: head[4:5] == b"G" and head[196:197] in (b"", b"G")),
-    ".wmv": lambda head: head.startswith(bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c")),
-    ".flv": lambda head: head.startswith(b"FLV"),
-    ".ogv": lambda head: head.startswith(b"OggS"),
-}
 
 
 @dataclass(frozen=True)
@@ -405,13 +392,10 @@ def _enhance_image_file(upload: Path, target: Path, enhancer: Enhancer, exposure
 
 
 def _check_container(upload: Path) -> None:
-    """Refuse a video whose first bytes are not those of the container its ending names."""
-    suffix = upload.suffix.lower()
-    with open(upload, "rb") as handle:
-        head = handle.read(256)
-    if suffix in _CONTAINERS and not _CONTAINERS[suffix](head):
-        message = f"the file is named {suffix} but its content is not a {suffix[1:].upper()} video"
-        raise _RequestError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, message)
+    """Refuse a video upload whose bytes are an image (it would come back as a one-frame video)."""
+    problem = image_named_as_video(upload)
+    if problem is not None:
+        raise _RequestError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, f"not a video: {problem}")
 
 
 def _find_malloc_trim() -> Callable[[int], int] | None:
