@@ -12,6 +12,7 @@ import pytest
 from PIL import Image, ImageCms, ImageOps
 
 from scl_lle.imageio import (
+    HAS_AVIF,
     ImageReadError,
     ImageTooLargeError,
     Picture,
@@ -22,6 +23,7 @@ from scl_lle.imageio import (
 )
 
 RNG = np.random.default_rng(7)
+AVIF = pytest.mark.skipif(not HAS_AVIF, reason="this Pillow has no AVIF codec")
 
 
 def _asymmetric_rgb(h: int = 6, w: int = 9) -> np.ndarray:
@@ -81,6 +83,29 @@ def test_icc_and_exif_carried_through_jpeg(tmp_path: Path):
         assert written.info["icc_profile"] == icc
         assert written.getexif()[0x010F] == "NightCam"
         assert written.getexif().get(0x0112) is None
+
+
+@pytest.mark.parametrize("suffix", [".webp", pytest.param(".avif", marks=AVIF)])
+def test_webp_and_avif_round_trip_with_alpha_icc_and_exif(tmp_path: Path, suffix: str):
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x010F] = "NightCam"
+    y, x = np.mgrid[0:32, 0:48]
+    rgb = np.dstack((x * 5, y * 7, 200 - x * 2)).astype(np.uint8)  # smooth: lossy codecs keep it closely
+    alpha = np.tile(np.linspace(0, 255, 48, dtype=np.uint8), (32, 1))
+    picture = Picture(rgb, alpha, "PNG", icc, exif.tobytes())
+    out = write_image(tmp_path / f"out{suffix}", picture, quality=100)
+    back = read_image(out)
+    assert back.format == suffix[1:].upper()
+    assert back.pixels.dtype == np.uint8 and back.pixels.shape == rgb.shape
+    assert back.alpha is not None and np.abs(back.alpha.astype(int) - alpha).max() <= 8
+    assert np.abs(back.pixels.astype(int) - rgb).mean() < 3  # lossy, but the same picture
+    assert back.icc_profile == icc
+    with Image.open(out) as written:
+        assert written.getexif()[0x010F] == "NightCam"
+    # a 16-bit picture is written at 8 bits (neither format keeps more through Pillow)
+    deep = write_image(tmp_path / f"deep{suffix}", Picture(rgb.astype(np.uint16) * 257), quality=100)
+    assert np.abs(read_image(deep).pixels.astype(int) - rgb).mean() < 3
 
 
 @pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "YCbCr", "I;16", "I", "F"])
@@ -226,6 +251,8 @@ def test_sniff_container_reads_the_first_bytes_only(tmp_path: Path):
         "clip.webm": b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01",
         "photo.mp4": _png_bytes(),
         "photo.mkv": _jpeg_bytes(),
+        "still.mp4": b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00",
+        "phone.mov": b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00",
         "text.mp4": b"hello",
         "empty.mp4": b"",
     }
@@ -236,6 +263,8 @@ def test_sniff_container_reads_the_first_bytes_only(tmp_path: Path):
         "clip.webm": "matroska",
         "photo.mp4": "PNG",
         "photo.mkv": "JPEG",
+        "still.mp4": "AVIF",
+        "phone.mov": "HEIF",
         "text.mp4": None,
         "empty.mp4": None,
     }

@@ -148,3 +148,23 @@ def test_pipe_from_stdin_to_stdout(tmp_path: Path, weights_file: Path):
     assert b"output to stdout" in done.stderr
     empty = _run(["-", "-o", "-"], weights_file)
     assert empty.returncode == 2 and empty.stdout == b"" and b"stdin is empty" in empty.stderr
+
+
+@pytest.mark.parametrize("format", ["webp", "avif"])
+def test_format_webp_and_avif_are_written(tmp_path: Path, weights_file: Path, format: str):
+    from scl_lle.imageio import HAS_AVIF
+
+    if format == "avif" and not HAS_AVIF:
+        pytest.skip("this Pillow has no AVIF codec")
+    source = _photo(tmp_path / "in" / "night.png")
+    assert (
+        main(_enhance(str(source.parent), "--format", format, "-o", str(tmp_path / "out"), weights=weights_file)) == 0
+    )
+    assert _files(tmp_path / "out") == [f"night.{format}"]
+    with Image.open(tmp_path / "out" / f"night.{format}") as image:
+        assert image.format == format.upper() and image.size == (16, 12)
+    # one file out: the ending decides, and --format must agree with it
+    assert main(_enhance(str(source), "-o", str(tmp_path / f"one.{format}"), weights=weights_file)) == 0
+    with Image.open(tmp_path / f"one.{format}") as image:
+        assert image.format == format.upper()
+    assert main(_enhance(str(source), "--format", format, "-o", str(tmp_path / "x.png"), weights=weights_file)) == 2

@@ -32,6 +32,7 @@ from .atomic import remove_stale_temporaries
 from .exposure import Exposure
 from .imageio import (
     DEFAULT_MAX_PIXELS,
+    HAS_AVIF,
     IMAGE_EXTENSIONS,
     WRITABLE_EXTENSIONS,
     ImageReadError,
@@ -48,9 +49,16 @@ from .video import DEFAULT_SMOOTHING, VIDEO_EXTENSIONS, VideoError, enhance_vide
 __all__ = ["OUTPUT_FORMATS", "BatchResult", "Job", "collect_jobs", "enhance", "is_file_output", "shard_from_env"]
 
 #: ``format`` choices: ``same`` keeps each input's file type where it can be written, else PNG.
-OUTPUT_FORMATS = {"same": None, "png": ".png", "jpg": ".jpg", "tiff": ".tiff"}
+OUTPUT_FORMATS = {
+    "same": None,
+    "png": ".png",
+    "jpg": ".jpg",
+    "tiff": ".tiff",
+    "webp": ".webp",
+    **({"avif": ".avif"} if HAS_AVIF else {}),
+}
 # File endings each explicit ``format`` agrees with (an output named as one file must match it).
-_FORMAT_ENDINGS = {"png": {".png"}, "jpg": {".jpg", ".jpeg"}, "tiff": {".tif", ".tiff"}}
+_FORMAT_ENDINGS = {"jpg": {".jpg", ".jpeg"}, "tiff": {".tif", ".tiff"}}
 _DeviceOutOfMemory = getattr(torch, "OutOfMemoryError", MemoryError)
 
 
@@ -247,7 +255,7 @@ def _file_output_problem(source: Path, output: Path, format: str) -> str | None:
     if output.resolve() == source.resolve() or (output.exists() and output.samefile(source)):
         return f"-o {show_path(output)} is the input file; an input is never written over"
     is_video = source.suffix.lower() in VIDEO_EXTENSIONS
-    if format != "same" and not is_video and output.suffix.lower() not in _FORMAT_ENDINGS[format]:
+    if format != "same" and not is_video and output.suffix.lower() not in _FORMAT_ENDINGS.get(format, {f".{format}"}):
         return f"--format {format} disagrees with -o {show_path(output)}; drop --format or change the ending"
     return None
 
@@ -306,7 +314,7 @@ def enhance(
             (:func:`is_file_output`); its type follows the ending.
         weights, device, scale, tile_size: as for :class:`~scl_lle.inference.Enhancer` (or pass ``enhancer``).
         recursive: descend into sub-folders of folder inputs.
-        format: ``same``, ``png``, ``jpg`` or ``tiff``.
+        format: ``same``, ``png``, ``jpg``, ``tiff``, ``webp`` or (where Pillow has it) ``avif``.
         quality: JPEG / WebP quality, 1-100.
         skip_existing: keep outputs that already exist (resume a batch); ``overwrite``: replace them.
             With neither, an existing output is reported as a failure and left untouched.

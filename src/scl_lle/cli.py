@@ -161,10 +161,15 @@ def _add_enhance(commands: argparse._SubParsersAction) -> None:
         "--format",
         choices=list(OUTPUT_FORMATS),
         default="same",
-        help="output file type; 'same' keeps each input's type where it can be written (default: same)",
+        help="output file type; 'same' keeps each input's type where it can be written, else PNG. JPEG, WebP "
+        "and AVIF store 8 bits; PNG and TIFF keep 16 bits (default: same)",
     )
     parser.add_argument(
-        "--quality", type=_quality, default=95, metavar="Q", help="JPEG/WebP quality 1-100 (default: 95)"
+        "--quality",
+        type=_quality,
+        default=95,
+        metavar="Q",
+        help="JPEG, WebP and AVIF quality 1-100 (default: 95)",
     )
     existing = parser.add_mutually_exclusive_group()
     existing.add_argument("--skip-existing", action="store_true", help="keep outputs that exist (resume a batch)")
@@ -215,6 +220,8 @@ _SNIFFED_ENDINGS = {
     "TIFF": ".tiff",
     "BMP": ".bmp",
     "WEBP": ".webp",
+    "AVIF": ".avif",
+    "HEIF": ".heic",
     "mp4": ".mp4",
     "matroska": ".mkv",
     "avi": ".avi",

@@ -24,12 +24,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError, features
 
 from .atomic import atomic_write
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "HAS_AVIF",
     "IMAGE_EXTENSIONS",
     "SNIFFED_IMAGE_FORMATS",
     "WRITABLE_EXTENSIONS",
@@ -51,9 +52,13 @@ __all__ = [
 #: Default limit on width x height; larger images are refused before their pixels are decoded.
 DEFAULT_MAX_PIXELS = 150_000_000
 
+#: Whether this Pillow reads and writes AVIF (Pillow 11.3+ built with libavif).
+HAS_AVIF = bool(features.check("avif"))
+
 #: File endings picked up when a folder is given as input.
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm", ".tga"}
+    | ({".avif"} if HAS_AVIF else set())
 )
 
 _EXIF_ORIENTATION = 0x0112
@@ -79,15 +84,19 @@ _WRITE_FORMATS = {
     ".pgm": "PPM",
     ".pnm": "PPM",
     ".tga": "TGA",
+    **({".avif": "AVIF"} if HAS_AVIF else {}),
 }
 #: File endings that :func:`write_image` can write.
 WRITABLE_EXTENSIONS = frozenset(_WRITE_FORMATS)
 _HIGH_DEPTH_FORMATS = {"PNG", "TIFF"}
-# Largest width or height each format can store (libjpeg: 65,500; WebP: 16,383).
-_MAX_SIDE = {"JPEG": 65_500, "WEBP": 16_383}
+# Largest width or height each format can store (libjpeg: 65,500; WebP: 16,383; AV1: 65,536).
+_MAX_SIDE = {"JPEG": 65_500, "WEBP": 16_383, "AVIF": 65_536}
+# Formats that take a ``quality`` and carry EXIF and an ICC profile through Pillow.
+_LOSSY_FORMATS = {"JPEG", "WEBP", "AVIF"}
+_METADATA_FORMATS = {"PNG", "JPEG", "TIFF", "WEBP", "AVIF"}
 # Largest EXIF block a JPEG APP1 marker holds (Pillow refuses larger ones).
 _JPEG_MAX_EXIF = 65_533
-_ALPHA_FORMATS = {"PNG", "TIFF", "WEBP", "TGA", "BMP"}
+_ALPHA_FORMATS = {"PNG", "TIFF", "WEBP", "AVIF", "TGA", "BMP"}
 
 
 class ImageReadError(Exception):
@@ -128,7 +137,7 @@ def one_line(text: str) -> str:
 
 
 #: What :func:`sniff_container` calls images (Pillow format names; containers are lower case).
-SNIFFED_IMAGE_FORMATS = frozenset({"PNG", "JPEG", "GIF", "TIFF", "BMP", "WEBP"})
+SNIFFED_IMAGE_FORMATS = frozenset({"PNG", "JPEG", "GIF", "TIFF", "BMP", "WEBP", "AVIF", "HEIF"})
 _SIGNATURES = [  # (offset, bytes, name)
     (0, b"\x89PNG\r\n\x1a\n", "PNG"),
     (0, b"\xff\xd8\xff", "JPEG"),
@@ -138,6 +147,12 @@ _SIGNATURES = [  # (offset, bytes, name)
     (0, b"MM\x00*", "TIFF"),
     (0, b"BM", "BMP"),
     (8, b"WEBP", "WEBP"),
+    # ISO base media files whose major brand is a still image (AVIF, HEIF/HEIC) come before the video rule.
+    *((4, b"ftyp" + brand, "AVIF") for brand in (b"avif", b"avis")),
+    *(
+        (4, b"ftyp" + brand, "HEIF")
+        for brand in (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
+    ),
     (4, b"ftyp", "mp4"),  # ISO base media: .mp4, .m4v, .mov, .3gp
     (0, b"\x1a\x45\xdf\xa3", "matroska"),  # EBML: .mkv, .webm
     (8, b"AVI ", "avi"),
@@ -513,8 +528,9 @@ def write_image(
 ) -> Path:
     """Write ``picture`` atomically in the format given by the file ending of ``path``.
 
-    Samples are converted to what the format stores (JPEG, BMP, WebP: 8-bit; PNG and TIFF: 8 or 16-bit, TIFF
-    also float grey); alpha is kept where the format has it. ``quality`` (1-100) applies to JPEG and WebP.
+    Samples are converted to what the format stores (JPEG, BMP, WebP, AVIF: 8-bit; PNG and TIFF: 8 or 16-bit,
+    TIFF also float grey); alpha is kept where the format has it. ``quality`` (1-100) applies to JPEG, WebP and
+    AVIF.
     EXIF too large for a JPEG (over 64 KB) is left out and ``on_warning`` called (default: an
     :class:`ImageWarning`).
 
@@ -555,11 +571,11 @@ def write_image(
 def _save_with_pillow(picture: Picture, target: Path, fmt: str, quality: int) -> None:
     image = picture_to_pil(picture)
     options: dict[str, object] = {}
-    if picture.icc_profile and fmt in {"PNG", "JPEG", "TIFF", "WEBP"}:
+    if picture.icc_profile and fmt in _METADATA_FORMATS:
         options["icc_profile"] = picture.icc_profile
-    if picture.exif and fmt in {"PNG", "JPEG", "TIFF", "WEBP"}:
+    if picture.exif and fmt in _METADATA_FORMATS:
         options["exif"] = picture.exif
-    if fmt in {"JPEG", "WEBP"}:
+    if fmt in _LOSSY_FORMATS:
         options["quality"] = int(quality)
     if fmt == "TIFF":
         options["compression"] = "tiff_deflate"
