@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -122,21 +123,22 @@ def _corrupt(path: Path, how: str) -> None:
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 @pytest.mark.parametrize("how", ["truncated", "empty", "random bytes"])
 def test_resume_falls_back_to_the_newest_readable_checkpoint(
-    two_checkpoints: dict, how: str, tmp_path: Path, random_vgg: None, capsys
+    two_checkpoints: dict, how: str, tmp_path: Path, random_vgg: None, caplog
 ):
     shutil.copytree(two_checkpoints["output_root"], tmp_path / "runs")
     checkpoints = tmp_path / "runs" / "tiny" / "checkpoints"
     older, newest = checkpoints / "step_0000002.pt", checkpoints / "step_0000004.pt"
     _corrupt(newest, how)
     config = apply_overrides(two_checkpoints, [f"output_root={tmp_path / 'runs'}"])
-    capsys.readouterr()
-    trainer = Trainer(config, resume=True, progress=False)
+    with caplog.at_level(logging.INFO, logger="scl_lle.training"):
+        trainer = Trainer(config, resume=True, progress=False)
     assert trainer.step == 2
     saved = torch.load(older, weights_only=True)["model"]
     assert all(torch.equal(saved[k], v) for k, v in trainer.model.state_dict().items())
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"scl-lle train: skipped {newest}: "), err
-    assert err[0].endswith(f"; resumed from {older} (step 2)"), err
+    told = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "scl_lle.training"]
+    assert len(told) == 2, told
+    assert told[0][0] == logging.WARNING and told[0][1].startswith(f"skipped {newest}: "), told
+    assert told[1] == (logging.INFO, f"resumed from {older} (step 2)"), told
     _corrupt(older, "empty")
     with pytest.raises(WeightsError, match=r"step_0000004\.pt"):  # none readable: the newest one's error
         Trainer(config, resume=True, progress=False)
@@ -171,7 +173,7 @@ def test_torchrun_two_ranks_agree(tiny_config: dict, tmp_path: Path):
         "OMP_NUM_THREADS": "1",
     }
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29531"]
-    command += ["-m", "scl_lle", "train", "--config", str(config_path), "-q"]
+    command += ["-m", "scl_lle", "train", "--config", str(config_path)]
     run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "parameters identical across 2 ranks" in run.stderr

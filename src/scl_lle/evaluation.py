@@ -1264,7 +1264,6 @@ def register_cli(commands: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--max-images", type=_positive, metavar="N", help="at most N images per data set (the first by name)"
     )
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=_run_evaluate)
     return parser
 
@@ -1283,7 +1282,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             device=args.device,
             registry=args.registry,
             max_images=args.max_images,
-            progress=not args.quiet,
+            progress=args.verbose >= args.quiet,  # -q: no progress bars
             command=command,
         )
     except (RegistryError, UnknownNameError, WeightsError, ValueError, FileNotFoundError) as error:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import logging
 import math
 import os
 import pickle
@@ -40,6 +41,8 @@ from .config import expand_path, load_config
 from .inference import resolve_device
 from .model import DCENet
 from .weights import WeightsError, _first_line, inspect_pickle, load_dcenet, save_weights
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["Trainer", "train"]
 
@@ -257,8 +260,9 @@ class Trainer:
             self.ema.load_state_dict(state["ema"] if state.get("ema") is not None else state["model"])
         if self.rank == 0:
             self._rewrite_log()
-            notes = [f"skipped {p}: {str(e).removeprefix(f'--resume: {p}: ')}; " for p, e in skipped]
-            print(f"scl-lle train: {''.join(notes)}resumed from {path} (step {self.step})", file=sys.stderr)
+            for skipped_path, error in skipped:
+                _log.warning("skipped %s: %s", skipped_path, str(error).removeprefix(f"--resume: {skipped_path}: "))
+            _log.info("resumed from %s (step %d)", path, self.step)
 
     def save_checkpoint(self) -> Path | None:
         """Write ``checkpoints/step_XXXXXXX.pt`` atomically (rank 0); keep the newest ``keep_checkpoints``."""
@@ -407,7 +411,7 @@ class Trainer:
         if self.rank == 0:
             info = {"steps": str(self.step), "ema_decay": str(self.ema_decay)}
             save_weights(self.served, final, config=self.config, metadata=info)
-            print(f"scl-lle train: {self.step} steps; weights in {final}", file=sys.stderr)
+            _log.info("%d steps; weights in %s", self.step, final)
         if self.writer:
             self.writer.close()
         return final
@@ -518,7 +522,7 @@ class Trainer:
         if not all(torch.equal(gathered[0], other) for other in gathered[1:]):
             raise RuntimeError("parameters differ across ranks after training")
         if self.rank == 0:
-            print(f"scl-lle train: parameters identical across {self.world} ranks", file=sys.stderr)
+            _log.info("parameters identical across %d ranks", self.world)
 
 
 def _tensorboard(folder: Path) -> Any:
