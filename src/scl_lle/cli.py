@@ -545,9 +545,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_cli(commands)
     _add_assets(commands)
+    _add_completion(commands)
     for command in _leaf_parsers(commands):
         _add_verbosity(command)
+        for action in command._actions:
+            if action.dest in _PATH_ARGUMENTS:
+                action.complete = _FILE_COMPLETION  # type: ignore[attr-defined]  # read by shtab
     return parser
+
+
+# Arguments that name files or folders, completed as paths by the shell (shtab's FILE completion).
+_PATH_ARGUMENTS = {"inputs", "output", "weights", "onnx", "config", "registry"}
+_FILE_COMPLETION = {"bash": "_shtab_compgen_files", "zsh": "_files", "tcsh": "f"}
+
+
+def _add_completion(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "completion",
+        help="print a shell completion script (bash or zsh)",
+        description="Print a completion script for scl-lle's commands, options, choices and file arguments. "
+        "bash: add 'source <(scl-lle completion bash)' to ~/.bashrc. zsh: write it as _scl-lle into a folder "
+        "on $fpath, e.g. 'scl-lle completion zsh > ~/.zfunc/_scl-lle' with 'fpath+=~/.zfunc' before compinit.",
+    )
+    parser.add_argument("shell", choices=["bash", "zsh"], help="the shell to complete in")
+    parser.set_defaults(run=_run_completion)
+
+
+def _run_completion(args: argparse.Namespace) -> int:
+    import shtab
+
+    sys.stdout.write(shtab.complete(build_parser(), shell=args.shell))
+    return 0
 
 
 def _leaf_parsers(commands: argparse._SubParsersAction) -> Iterator[argparse.ArgumentParser]:
