@@ -52,6 +52,8 @@ __all__ = [
 
 Region = tuple[int, int, int, int]  # top, left, bottom, right
 CurveEstimator = Callable[[torch.Tensor], torch.Tensor]
+#: A progress callback: ``(work done, work in all)``, both counted in tiles.
+Progress = Callable[[int, int], None]
 _T = TypeVar("_T")
 
 #: Where the curve-estimation network runs; ``"auto"`` picks one of the others (:func:`resolve_backend`).
@@ -366,7 +368,12 @@ class Enhancer:
         )
 
     def _process(
-        self, reader: TileReader, writer: TileWriter, exposure: Exposure, maps: torch.Tensor | None = None
+        self,
+        reader: TileReader,
+        writer: TileWriter,
+        exposure: Exposure,
+        maps: torch.Tensor | None = None,
+        progress: Progress | None = None,
     ) -> None:
         """Enhance what ``reader`` holds into ``writer``, one tile at a time.
 
@@ -374,7 +381,8 @@ class Enhancer:
         by tile at ``scale`` 1, or once on the image shrunk ``scale`` times. They are scaled by the exposure's
         gain; images whose gain is 0 (already at or above the target) come back exactly as they were. Each tile
         is read with a margin of real context for the network and the finishing's filter, so the tiled result
-        equals the one-piece result, and the memory used is bounded by the tile size.
+        equals the one-piece result, and the memory used is bounded by the tile size. ``progress``: called with
+        ``(tiles done, tiles in all)`` before each tile and once all are written.
         """
         height, width = reader.height, reader.width
         if maps is None and self.scale > 1:
@@ -387,7 +395,10 @@ class Enhancer:
         margin = max(RECEPTIVE_RADIUS if network else 0, 2 * DETAIL_RADIUS if eps is not None else 0)
         # Square tiles where the network runs at full resolution (least margin per pixel); elsewhere full-width
         # strips of the same area (long rows keep the per-operation overhead of the fused curves low).
-        for top, left, bottom, right in _regions(height, width, self.tile_size, square=network):
+        regions = list(_regions(height, width, self.tile_size, square=network))
+        for done, (top, left, bottom, right) in enumerate(regions):
+            if progress is not None:
+                progress(done, len(regions))
             y0, x0 = max(top - margin, 0), max(left - margin, 0)
             y1, x1 = min(bottom + margin, height), min(right + margin, width)
             x = reader.read(y0, x0, y1, x1)
@@ -409,6 +420,8 @@ class Enhancer:
             if eps is not None:
                 out.add_(x[inner]).sub_(base)  # the detail layer back at unit gain
             writer.write(top, left, _keep_unchanged(out.clamp_(0.0, 1.0), x[inner], gain))
+        if progress is not None:
+            progress(len(regions), len(regions))
 
     def _detail_eps(self, reader: TileReader) -> torch.Tensor:
         """The finishing filter's ``eps`` ``(B, 1, 1, 1)`` of the whole picture, from the row bands that
@@ -507,25 +520,31 @@ class Enhancer:
         assert isinstance(writer.result, torch.Tensor)
         return writer.result
 
-    def enhance_array(self, pixels: np.ndarray, exposure: Exposure | None = None) -> np.ndarray:
+    def enhance_array(
+        self, pixels: np.ndarray, exposure: Exposure | None = None, progress: Progress | None = None
+    ) -> np.ndarray:
         """Enhance ``(H, W)`` grey or ``(H, W, 3)`` RGB pixels (uint8, uint16 or float in [0, 1]).
 
         Grey images are enhanced as RGB and turned back into grey (BT.601 luma). Returns the same shape and
         dtype. ``exposure``: as for calling the enhancer. The picture is read and written a tile at a time (no
         float copy of it is made), so the memory used beyond the input and the result is bounded by the tile
-        size.
+        size. ``progress``: called with ``(tiles done, tiles in all)`` before each tile and once all are done
+        (an exception it raises stops the enhancement).
         """
         pixels = np.asarray(pixels)
         reader = TileReader(pixels, self.device, self.dtype)
         writer = TileWriter(pixels)
-        self._guarded(self._process, reader, writer, self._exposure(exposure))
+        self._guarded(self._process, reader, writer, self._exposure(exposure), None, progress)
         assert isinstance(writer.result, np.ndarray)
         return writer.result
 
-    def enhance_picture(self, picture: Picture, exposure: Exposure | None = None) -> Picture:
-        """Enhance a decoded :class:`~scl_lle.imageio.Picture`; alpha and metadata pass through unchanged."""
+    def enhance_picture(
+        self, picture: Picture, exposure: Exposure | None = None, progress: Progress | None = None
+    ) -> Picture:
+        """Enhance a decoded :class:`~scl_lle.imageio.Picture`; alpha and metadata pass through unchanged.
+        ``progress``: as for :meth:`enhance_array`."""
         return Picture(
-            pixels=self.enhance_array(picture.pixels, exposure),
+            pixels=self.enhance_array(picture.pixels, exposure, progress),
             alpha=picture.alpha,
             format=picture.format,
             icc_profile=picture.icc_profile,
