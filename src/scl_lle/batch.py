@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from .atomic import remove_stale_temporaries
 from .exposure import Exposure
+from .formats import RawOptions, heif_installed, missing_extra
 from .imageio import (
     DEFAULT_MAX_PIXELS,
     HAS_AVIF,
@@ -51,7 +52,8 @@ _log = logging.getLogger(__name__)
 
 __all__ = ["OUTPUT_FORMATS", "BatchResult", "Job", "collect_jobs", "enhance", "is_file_output", "shard_from_env"]
 
-#: ``format`` choices: ``same`` keeps each input's file type where it can be written, else PNG.
+#: ``format`` choices: ``same`` keeps each input's file type where it can be written, else PNG (so camera RAW
+#: comes out as 16-bit PNG). ``heic`` needs the ``formats`` extra.
 OUTPUT_FORMATS = {
     "same": None,
     "png": ".png",
@@ -59,9 +61,10 @@ OUTPUT_FORMATS = {
     "tiff": ".tiff",
     "webp": ".webp",
     **({"avif": ".avif"} if HAS_AVIF else {}),
+    "heic": ".heic",
 }
 # File endings each explicit ``format`` agrees with (an output named as one file must match it).
-_FORMAT_ENDINGS = {"jpg": {".jpg", ".jpeg"}, "tiff": {".tif", ".tiff"}}
+_FORMAT_ENDINGS = {"jpg": {".jpg", ".jpeg"}, "tiff": {".tif", ".tiff"}, "heic": {".heic", ".heif", ".hif"}}
 _DeviceOutOfMemory = getattr(torch, "OutOfMemoryError", MemoryError)
 
 
@@ -307,6 +310,8 @@ def enhance(
     world_size: int | None = None,
     temporal_smoothing: float = DEFAULT_SMOOTHING,
     video_batch: int = 8,
+    raw_half_size: bool = False,
+    raw_white_balance: str = "camera",
 ) -> BatchResult:
     """Enhance image files and folders into ``output``; the Python face of ``scl-lle enhance``.
 
@@ -317,8 +322,9 @@ def enhance(
             (:func:`is_file_output`); its type follows the ending.
         weights, device, scale, tile_size: as for :class:`~scl_lle.inference.Enhancer` (or pass ``enhancer``).
         recursive: descend into sub-folders of folder inputs.
-        format: ``same``, ``png``, ``jpg``, ``tiff``, ``webp`` or (where Pillow has it) ``avif``.
-        quality: JPEG / WebP quality, 1-100.
+        format: ``same``, ``png``, ``jpg``, ``tiff``, ``webp``, (where Pillow has it) ``avif``, or ``heic``
+            (the ``formats`` extra). ``same`` writes camera RAW inputs as 16-bit PNG.
+        quality: JPEG / WebP / AVIF / HEIC quality, 1-100.
         skip_existing: keep outputs that already exist (resume a batch); ``overwrite``: replace them.
             With neither, an existing output is reported as a failure and left untouched.
         max_pixels: refuse images with more pixels (decompression bombs); ``None`` or 0: no limit.
@@ -333,6 +339,8 @@ def enhance(
             (``torchrun``), else the whole list. Inputs that cannot be used are reported by rank 0 only.
         temporal_smoothing, video_batch: for video inputs (see :func:`scl_lle.video.enhance_video`): curve
             smoothing across frames (0: off) and frames per batch on the device.
+        raw_half_size, raw_white_balance: how camera RAW inputs are decoded (:class:`scl_lle.formats.RawOptions`):
+            at half the width and height (faster), with the ``"camera"``'s white balance or ``"auto"``.
 
     Returns:
         A :class:`BatchResult`; ``result.ok`` is false when any file failed.
@@ -353,6 +361,9 @@ def enhance(
         raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
     if format not in OUTPUT_FORMATS:
         raise ValueError(f"format must be one of {', '.join(OUTPUT_FORMATS)}, got {format!r}")
+    if format == "heic" and not heif_installed():
+        raise ValueError(missing_extra("HEIC"))
+    raw = RawOptions(half_size=raw_half_size, white_balance=raw_white_balance)
     single = is_file_output(inputs, output)
     output = Path(output)
     problem = _output_problem(output, file=single)
@@ -434,7 +445,7 @@ def enhance(
                 written(job, began)
                 continue
             warn = functools.partial(tell, "warning", job.source)
-            picture = read_image(job.source, max_pixels=max_pixels, on_warning=warn)
+            picture = read_image(job.source, max_pixels=max_pixels, on_warning=warn, raw=raw)
             enhanced = enhancer.enhance_picture(picture)
             write_image(job.destination, enhanced, quality=quality, overwrite=overwrite, on_warning=warn)
         except (ImageReadError, ImageWriteError, VideoError, EnhanceError, ImportError) as error:

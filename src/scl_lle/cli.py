@@ -168,8 +168,9 @@ def _add_enhance(commands: argparse._SubParsersAction) -> None:
         "--format",
         choices=list(OUTPUT_FORMATS),
         default="same",
-        help="output file type; 'same' keeps each input's type where it can be written, else PNG. JPEG, WebP "
-        "and AVIF store 8 bits; PNG and TIFF keep 16 bits (default: same)",
+        help="output file type; 'same' keeps each input's type where it can be written, else PNG (camera RAW: "
+        "16-bit PNG). JPEG, WebP and AVIF store 8 bits; PNG and TIFF keep 16 bits; HEIC stores 10 bits "
+        "(needs pip install 'scl-lle[formats]') (default: same)",
     )
     parser.add_argument(
         "--quality",
@@ -212,6 +213,19 @@ def _add_enhance(commands: argparse._SubParsersAction) -> None:
         default=8,
         metavar="N",
         help="videos: frames enhanced together on the device (default: 8)",
+    )
+    from .formats import RAW_WHITE_BALANCES
+
+    parser.add_argument(
+        "--raw-half-size",
+        action="store_true",
+        help="camera RAW: decode at half the width and height (about 4x faster, a quarter of the memory)",
+    )
+    parser.add_argument(
+        "--raw-white-balance",
+        choices=list(RAW_WHITE_BALANCES),
+        default="camera",
+        help="camera RAW: the camera's white balance as shot, or one estimated from the picture (default: camera)",
     )
     parser.set_defaults(run=_run_enhance)
 
@@ -327,6 +341,8 @@ def _enhance_files(args: argparse.Namespace, inputs: list[str], output: str) -> 
             exposure=args.exposure,
             temporal_smoothing=args.temporal_smoothing,
             video_batch=args.video_batch,
+            raw_half_size=args.raw_half_size,
+            raw_white_balance=args.raw_white_balance,
         )
     except (ImportError, WeightsError, ValueError, RuntimeError) as error:
         print(f"scl-lle enhance: error: {one_line(str(error))}", file=sys.stderr)

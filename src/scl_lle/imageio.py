@@ -3,6 +3,8 @@
 - EXIF orientation is applied on reading (and reset to "normal" in the EXIF that is written back);
 - EXIF and the ICC profile are carried to the output;
 - 16-bit PNG and TIFF (grey or colour) stay 16-bit; grey stays grey; alpha is passed through unchanged;
+- HEIC/HEIF (10/12-bit kept as 16-bit) and camera RAW (16-bit) are read through :mod:`scl_lle.formats`, with the
+  optional ``formats`` extra; without it such a file fails alone with a message naming the extra;
 - a pixel-count limit guards against decompression bombs;
 - every failure is an :class:`ImageReadError` / :class:`ImageWriteError` with a reason a person can act on;
 - what is lost on the way (frames after the first, EXIF too large for JPEG) is told through ``on_warning``
@@ -22,16 +24,22 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError, features
 
 from .atomic import atomic_write
 
+if TYPE_CHECKING:
+    from .formats import RawOptions
+
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "HAS_AVIF",
+    "HEIF_EXTENSIONS",
     "IMAGE_EXTENSIONS",
+    "RAW_EXTENSIONS",
     "SNIFFED_IMAGE_FORMATS",
     "WRITABLE_EXTENSIONS",
     "ImageReadError",
@@ -55,10 +63,19 @@ DEFAULT_MAX_PIXELS = 150_000_000
 #: Whether this Pillow reads and writes AVIF (Pillow 11.3+ built with libavif).
 HAS_AVIF = bool(features.check("avif"))
 
-#: File endings picked up when a folder is given as input.
+#: HEIC/HEIF endings (read and written with pillow-heif, the ``formats`` extra).
+HEIF_EXTENSIONS = frozenset({".heic", ".heif", ".hif"})
+#: Camera RAW endings (read with rawpy/LibRaw, the ``formats`` extra; never written).
+RAW_EXTENSIONS = frozenset(
+    {".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf", ".orf", ".rw2", ".rwl"}
+    | {".kdc", ".dcr", ".pef", ".srw", ".3fr", ".erf", ".mef", ".mos", ".mrw", ".iiq", ".x3f"}
+)
+#: File endings picked up when a folder is given as input. HEIC and RAW files are picked up without the
+#: ``formats`` extra too (and AVIF without a Pillow that reads it): each then fails alone, saying what to install.
 IMAGE_EXTENSIONS = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm", ".tga"}
-    | ({".avif"} if HAS_AVIF else set())
+    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm", ".tga", ".avif"}
+    | HEIF_EXTENSIONS
+    | RAW_EXTENSIONS
 )
 
 _EXIF_ORIENTATION = 0x0112
@@ -85,6 +102,7 @@ _WRITE_FORMATS = {
     ".pnm": "PPM",
     ".tga": "TGA",
     **({".avif": "AVIF"} if HAS_AVIF else {}),
+    **dict.fromkeys(HEIF_EXTENSIONS, "HEIF"),  # without pillow-heif, writing says which extra to install
 }
 #: File endings that :func:`write_image` can write.
 WRITABLE_EXTENSIONS = frozenset(_WRITE_FORMATS)
@@ -92,11 +110,11 @@ _HIGH_DEPTH_FORMATS = {"PNG", "TIFF"}
 # Largest width or height each format can store (libjpeg: 65,500; WebP: 16,383; AV1: 65,536).
 _MAX_SIDE = {"JPEG": 65_500, "WEBP": 16_383, "AVIF": 65_536}
 # Formats that take a ``quality`` and carry EXIF and an ICC profile through Pillow.
-_LOSSY_FORMATS = {"JPEG", "WEBP", "AVIF"}
+_LOSSY_FORMATS = {"JPEG", "WEBP", "AVIF", "HEIF"}
 _METADATA_FORMATS = {"PNG", "JPEG", "TIFF", "WEBP", "AVIF"}
 # Largest EXIF block a JPEG APP1 marker holds (Pillow refuses larger ones).
 _JPEG_MAX_EXIF = 65_533
-_ALPHA_FORMATS = {"PNG", "TIFF", "WEBP", "AVIF", "TGA", "BMP"}
+_ALPHA_FORMATS = {"PNG", "TIFF", "WEBP", "AVIF", "TGA", "BMP", "HEIF"}
 
 
 class ImageReadError(Exception):
@@ -170,13 +188,21 @@ def sniff_container(path: str | os.PathLike[str]) -> str | None:
         if not stat.S_ISREG(os.stat(path).st_mode):
             return None
         with open(path, "rb") as handle:
-            head = handle.read(16)
+            head = handle.read(64)
     except OSError:
         return None
+    if head[4:12] in (b"ftypmif1", b"ftypmsf1") and _iso_brands(head) & {b"avif", b"avis"}:
+        return "AVIF"  # a generic HEIF major brand with AV1 pictures: AVIF, which pillow-heif does not read
     for offset, magic, name in _SIGNATURES:
         if head[offset : offset + len(magic)] == magic:
             return name
     return None
+
+
+def _iso_brands(head: bytes) -> set[bytes]:
+    """The major and compatible brands of the ISO base media ``ftyp`` box that ``head`` begins with."""
+    size = min(struct.unpack(">I", head[:4])[0], len(head))
+    return {head[8:12]} | {head[i : i + 4] for i in range(16, size - 3, 4)}
 
 
 def image_named_as_video(path: str | os.PathLike[str]) -> str | None:
@@ -321,30 +347,81 @@ def _frame_count(image: Image.Image) -> int:
         return 1
 
 
+def _clean_exif(exif: Image.Exif) -> bytes | None:
+    """``exif`` without the orientation and pixel-layout tags, as bytes; ``None`` when nothing is left."""
+    for tag in _LAYOUT_TAGS.union({_EXIF_ORIENTATION}).intersection(exif):
+        del exif[tag]
+    return exif.tobytes() if len(exif) else None
+
+
+def _exif_without_orientation(data: bytes | None) -> bytes | None:
+    """EXIF bytes from a decoder that applied the orientation itself, with that tag (and layout tags) dropped;
+    ``None`` when empty or unreadable (malformed EXIF must not cost the picture)."""
+    if not data:
+        return None
+    try:
+        exif = Image.Exif()
+        exif.load(data)
+        return _clean_exif(exif)
+    except Exception:
+        return None
+
+
+def _check_file(path: Path) -> None:
+    """Refuse what is not a non-empty regular file, before any decoder opens it."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ImageReadError("no such file") from None
+    except PermissionError:
+        raise ImageReadError("permission denied") from None
+    except OSError as error:
+        raise ImageReadError(f"cannot read this file ({error.strerror or error})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ImageReadError("is a folder, not a file")
+    if not stat.S_ISREG(info.st_mode):  # a FIFO or device would block or never end
+        raise ImageReadError("not a regular file")
+    if info.st_size == 0:
+        raise ImageReadError("empty file (0 bytes)")
+
+
 def read_image(
     path: str | os.PathLike[str],
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     *,
     on_warning: WarningHandler | None = None,
+    raw: RawOptions | None = None,
 ) -> Picture:
     """Read an image file, upright, with its ICC profile and EXIF.
 
     Of a multi-frame file (animated GIF/PNG/WebP, multi-page TIFF) the first frame is read; ``on_warning`` is
     then called with a one-line message (default: an :class:`ImageWarning` is issued).
 
+    HEIC/HEIF files (recognised by their first bytes, or by their ending when those say nothing) are read with
+    pillow-heif, camera RAW files (by ending, :data:`RAW_EXTENSIONS`) with rawpy, decoded as ``raw`` says
+    (:class:`scl_lle.formats.RawOptions`; default: camera white balance, full size): both need the ``formats``
+    extra.
+
     Raises:
         ImageTooLargeError: more than ``max_pixels`` pixels (``None`` or 0: no limit).
-        ImageReadError: missing, empty, unreadable, not an image, truncated or corrupt.
+        ImageReadError: missing, empty, unreadable, not an image, truncated or corrupt, or its decoder is not
+            installed.
     """
     path = Path(path)
+    _check_file(path)
+    suffix = path.suffix.lower()
+    if suffix in RAW_EXTENSIONS:
+        from .formats import read_raw
+
+        return read_raw(path, max_pixels, raw)
+    kind = sniff_container(path)
+    if kind == "HEIF" or (kind is None and suffix in HEIF_EXTENSIONS):
+        from .formats import read_heif
+
+        return read_heif(path, max_pixels, on_warning)
+    if kind == "AVIF" and not HAS_AVIF:
+        raise ImageReadError("AVIF needs Pillow 11.3 or newer built with AVIF: pip install -U pillow")
     try:
-        info = path.stat()
-        if stat.S_ISDIR(info.st_mode):
-            raise ImageReadError("is a folder, not a file")
-        if not stat.S_ISREG(info.st_mode):  # a FIFO or device would block or never end
-            raise ImageReadError("not a regular file")
-        if info.st_size == 0:
-            raise ImageReadError("empty file (0 bytes)")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(path)
@@ -375,9 +452,7 @@ def read_image(
         try:  # malformed EXIF must not cost the picture: what cannot be read or re-encoded is dropped
             exif = image.getexif()
             orientation = exif.get(_EXIF_ORIENTATION, 1)
-            for tag in _LAYOUT_TAGS.union({_EXIF_ORIENTATION}).intersection(exif):
-                del exif[tag]
-            exif_bytes = exif.tobytes() if len(exif) else None
+            exif_bytes = _clean_exif(exif)
         except Exception:
             exif_bytes = None
         try:
@@ -438,7 +513,10 @@ def _fit_to_format(picture: Picture, fmt: str) -> Picture:
     pixels, alpha = picture.pixels, picture.alpha
     if alpha is not None and fmt not in _ALPHA_FORMATS:
         alpha = None  # e.g. JPEG has no alpha channel
-    if fmt in _HIGH_DEPTH_FORMATS:
+    if fmt == "HEIF":  # 8-bit stays 8-bit; 16-bit (and float) is written at 10 bits
+        if pixels.dtype == np.float32:
+            pixels = _to_uint16(pixels)
+    elif fmt in _HIGH_DEPTH_FORMATS:
         if pixels.dtype == np.float32 and (fmt != "TIFF" or pixels.ndim == 3 or alpha is not None):
             pixels = _to_uint16(pixels)
     else:
@@ -529,8 +607,8 @@ def write_image(
     """Write ``picture`` atomically in the format given by the file ending of ``path``.
 
     Samples are converted to what the format stores (JPEG, BMP, WebP, AVIF: 8-bit; PNG and TIFF: 8 or 16-bit,
-    TIFF also float grey); alpha is kept where the format has it. ``quality`` (1-100) applies to JPEG, WebP and
-    AVIF.
+    TIFF also float grey; HEIC: 8-bit, or 10-bit from 16-bit, with the ``formats`` extra); alpha is kept where
+    the format has it. ``quality`` (1-100) applies to JPEG, WebP, AVIF and HEIC.
     EXIF too large for a JPEG (over 64 KB) is left out and ``on_warning`` called (default: an
     :class:`ImageWarning`).
 
@@ -553,7 +631,11 @@ def write_image(
     high_depth = fitted.pixels.dtype == np.uint16 and (fitted.pixels.ndim == 3 or fitted.alpha is not None)
     try:
         with atomic_write(path, overwrite=overwrite) as temporary:
-            if high_depth and fmt == "PNG":
+            if fmt == "HEIF":
+                from .formats import write_heif
+
+                write_heif(fitted, temporary, quality)
+            elif high_depth and fmt == "PNG":
                 temporary.write_bytes(_encode_png16(fitted))
             elif high_depth and fmt == "TIFF":
                 _write_tiff16(fitted, temporary)
