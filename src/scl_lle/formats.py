@@ -23,8 +23,13 @@ carried as EXIF; the rest of the RAW's EXIF (maker notes and the like) is not.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,6 +116,15 @@ def _import_pillow_heif(kind: str, error: type[Exception]) -> Any:
     return pillow_heif
 
 
+def _reason(error: BaseException) -> str:
+    """A decoder's reason on one line: bytes decoded, whitespace folded, libheif's "Invalid input: " dropped."""
+    text = (
+        " ".join(arg.decode(errors="replace") if isinstance(arg, bytes) else str(arg) for arg in error.args)
+        or type(error).__name__
+    )
+    return " ".join(text.split()).removeprefix("Invalid input: ")
+
+
 def _heif_pixels(array: np.ndarray, bit_depth: int) -> np.ndarray:
     """pillow-heif's 16-bit samples (a 10/12-bit value shifted to the top bits) scaled to the full 16-bit range."""
     if array.dtype != np.uint16 or not 8 < bit_depth < 16:
@@ -133,7 +147,7 @@ def read_heif(path: Path, max_pixels: int | None, on_warning: WarningHandler | N
     except MemoryError:
         raise ImageReadError("out of memory while reading the header") from None
     except Exception as error:  # ValueError, EOFError, SyntaxError, RuntimeError: libheif's reasons
-        raise ImageReadError(f"truncated or corrupt {kind} file ({error})") from None
+        raise ImageReadError(f"truncated or corrupt {kind} file ({_reason(error)})") from None
     if width < 1 or height < 1:
         raise ImageReadError(f"no pixels: the header says {width}x{height}")
     _check_pixel_count(path, width, height, max_pixels)
@@ -145,7 +159,7 @@ def read_heif(path: Path, max_pixels: int | None, on_warning: WarningHandler | N
     except MemoryError:
         raise ImageReadError("out of memory while decoding") from None
     except Exception as error:
-        raise ImageReadError(f"truncated or corrupt {kind} image data ({error})") from None
+        raise ImageReadError(f"truncated or corrupt {kind} file ({_reason(error)})") from None
     if array.shape[:2] != (height, width):
         raise ImageReadError(f"decoded size {array.shape[:2]} differs from the header's {width}x{height}")
     pixels, alpha = array, None
@@ -247,6 +261,47 @@ def _raw_exif(raw: Any, path: Path) -> bytes | None:
         return None
 
 
+_STDERR_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _libraw_messages(name: str) -> Iterator[list[str]]:
+    """Collect what LibRaw prints about ``name`` on the process's stderr (``NAME: Unexpected end of file``,
+    ``NAME: data corrupted at N``) into the list yielded, so that a bad file fails with one line of ours that
+    says it; anything else written to stderr meanwhile is passed on afterwards."""
+    said: list[str] = []
+    with contextlib.suppress(Exception):
+        sys.stderr.flush()
+    with _STDERR_LOCK, tempfile.TemporaryFile() as capture:
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr to borrow: LibRaw's lines go wherever they go
+            yield said
+            return
+        try:
+            os.dup2(capture.fileno(), 2)
+            yield said
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read(1 << 16).decode(errors="replace")
+            prefix = f"{name}: "
+            others = []
+            for line in text.splitlines():
+                if line.startswith(prefix):
+                    said.append(line.removeprefix(prefix).strip())
+                elif line:
+                    others.append(line)
+            if others:
+                os.write(2, ("\n".join(others) + "\n").encode())
+
+
+def _libraw_reason(error: BaseException, said: list[str]) -> str:
+    """Why LibRaw failed: what it printed (e.g. "Unexpected end of file"), else its exception's words."""
+    return f"LibRaw: {said[0]}" if said else f"{type(error).__name__}: {_reason(error)}"
+
+
 def read_raw(path: Path, max_pixels: int | None, options: RawOptions | None = None) -> Picture:
     """Decode a camera RAW file to 16-bit sRGB (see the module's notes), upright, with what EXIF LibRaw gives.
 
@@ -257,36 +312,44 @@ def read_raw(path: Path, max_pixels: int | None, options: RawOptions | None = No
         import rawpy
     except ImportError:
         raise ImageReadError(missing_extra(f"camera RAW ({path.suffix.lower() or 'no ending'})")) from None
+    name = os.fsdecode(path)
     raw = rawpy.RawPy()
     try:
-        try:
-            raw.open_file(os.fsdecode(path))
-            sizes = raw.sizes
-        except rawpy.LibRawFileUnsupportedError:
-            raise ImageReadError("not a camera RAW file LibRaw can read (unsupported or not RAW data)") from None
-        except (rawpy.LibRawError, rawpy.NotSupportedError) as error:
-            raise ImageReadError(f"truncated or corrupt RAW header ({error})") from None
-        except UnicodeError:
-            raise ImageReadError("LibRaw cannot open a file with this name") from None
+        failure: BaseException | None = None
+        with _libraw_messages(name) as said:
+            try:
+                raw.open_file(name)
+                sizes = raw.sizes
+            except Exception as error:  # LibRawIOError, LibRawDataError, UnicodeError (a name LibRaw cannot take)
+                failure = error
+        if isinstance(failure, rawpy.LibRawFileUnsupportedError):
+            raise ImageReadError("not a camera RAW file LibRaw can read (unsupported or not RAW data)")
+        if failure is not None:
+            raise ImageReadError(f"truncated or corrupt RAW file ({_libraw_reason(failure, said)})")
         if min(sizes.width, sizes.height, sizes.raw_width, sizes.raw_height) < 1:
             raise ImageReadError(f"no pixels: the header says {sizes.width}x{sizes.height}")
         _check_pixel_count(path, sizes.raw_width, sizes.raw_height, max_pixels)  # what unpacking allocates
         _check_pixel_count(path, sizes.width, sizes.height, max_pixels)
-        try:
-            rgb = raw.postprocess(
-                use_camera_wb=options.white_balance == "camera",
-                use_auto_wb=options.white_balance == "auto",
-                half_size=options.half_size,
-                output_bps=16,
-                no_auto_bright=True,
-                gamma=_SRGB_GAMMA,
-            )
-        except (MemoryError, rawpy.LibRawUnsufficientMemoryError, rawpy.LibRawMemPoolOverflowError):
-            raise ImageReadError("out of memory while decoding the RAW data") from None
-        except rawpy.LibRawTooBigError:
-            raise ImageReadError("the RAW data is too large for LibRaw") from None
-        except Exception as error:  # LibRawDataError, LibRawIOError (truncated), ...
-            raise ImageReadError(f"truncated or corrupt RAW data ({type(error).__name__}: {error})") from None
+        with _libraw_messages(name) as said:
+            try:
+                rgb = raw.postprocess(
+                    use_camera_wb=options.white_balance == "camera",
+                    use_auto_wb=options.white_balance == "auto",
+                    half_size=options.half_size,
+                    output_bps=16,
+                    no_auto_bright=True,
+                    gamma=_SRGB_GAMMA,
+                )
+            except Exception as error:
+                failure = error
+        if isinstance(failure, (MemoryError, rawpy.LibRawUnsufficientMemoryError, rawpy.LibRawMemPoolOverflowError)):
+            raise ImageReadError("out of memory while decoding the RAW data")
+        if isinstance(failure, rawpy.LibRawTooBigError):
+            raise ImageReadError("the RAW data is too large for LibRaw")
+        if failure is not None:  # LibRawIOError (truncated), LibRawDataError, ...
+            raise ImageReadError(f"truncated or corrupt RAW data ({_libraw_reason(failure, said)})")
+        if said:  # LibRaw went on past a data error (filling the rest with garbage): the picture is refused
+            raise ImageReadError(f"truncated or corrupt RAW data (LibRaw: {said[0]})")
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint16 or rgb.size == 0:
             raise ImageReadError(f"LibRaw gave no RGB picture (shape {rgb.shape}, {rgb.dtype})")
         exif = _raw_exif(raw, path)

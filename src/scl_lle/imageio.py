@@ -434,6 +434,8 @@ def read_image(
     except PermissionError:
         raise ImageReadError("permission denied") from None
     except UnidentifiedImageError:
+        if kind == "AVIF":  # Pillow's AVIF opener decodes the header and refuses a broken one as "unidentified"
+            raise ImageReadError("truncated or corrupt AVIF file (its header is broken)") from None
         raise ImageReadError("not an image (unrecognised file format)") from None
     except Image.DecompressionBombError as error:
         raise ImageTooLargeError(f"too large: {error}") from None
