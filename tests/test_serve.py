@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import http.client
 import io
+import json
 import os
+import re
 import shutil
-import socket
-import subprocess
-import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,11 +17,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from scl_lle import serve as serve_module
 from scl_lle.cli import build_parser
 from scl_lle.serve import EnhanceServer, ServeLimits, make_server
 
 REPO = Path(__file__).resolve().parents[1]
 SCREENSHOT = REPO / "docs" / "images" / "serve.png"
+SCREENSHOT_PHONE = REPO / "docs" / "images" / "serve_phone.png"
 LOW_IMAGE = Path("data/eval_LOLv1_eval15_low/images_cut600x396_SGZ/1.png")
 
 
@@ -157,12 +159,6 @@ def _chromium() -> tuple[str, str]:
     return browser, driver
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _mean_brightness(path: Path) -> float:
     return float(np.asarray(Image.open(path).convert("RGB"), dtype=np.float64).mean())
 
@@ -181,11 +177,44 @@ return sum / (data.length / 4 * 3 * 255);
 """
 
 
-def test_page_in_headless_chromium(tmp_path: Path, shared: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Upload a real low-light photo through the page (embedded default model), wait for the result, download it,
-    take a screenshot.
+# Every text the status line shows, and the progress bar's width with it, recorded in the page.
+_RECORD_STATUS = """
+window.statuses = [];
+const record = () => window.statuses.push(
+  document.getElementById('status').textContent + ' | ' + document.getElementById('progress-bar').style.width);
+new MutationObserver(record).observe(document.getElementById('status'),
+                                     { childList: true, characterData: true, subtree: true });
+"""
 
-    With ``SCL_LLE_WRITE_SCREENSHOT=1`` the screenshot replaces docs/images/serve.png (the README's picture).
+# The layout at the current viewport: the title's height against its line height, the page's scroll width, and
+# the controls' horizontal extent.
+_LAYOUT = """
+const title = document.getElementById('title');
+const style = getComputedStyle(title);
+const controls = ['exposure', 'brightness', 'mode', 'download', 'drop'].map(
+  (id) => document.getElementById(id).getBoundingClientRect());
+return {
+  titleHeight: title.getBoundingClientRect().height,
+  lineHeight: parseFloat(style.lineHeight),
+  scrollWidth: document.documentElement.scrollWidth,
+  viewport: window.innerWidth,
+  left: Math.min(...controls.map((r) => r.left)),
+  right: Math.max(...controls.map((r) => r.right)),
+};
+"""
+
+
+def _stats(app: EnhanceServer) -> dict[str, int]:
+    return json.loads(_request(app, "GET", "/api/stats")[2])
+
+
+def test_page_in_headless_chromium(tmp_path: Path, shared: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real low-light photo through the page (embedded default model) in headless Chromium: the upload's
+    progress, the exposure control re-rendering the kept preview (no second upload, no new job), the full-size
+    download rendered with a tile count and time left, and the layout at 390 px (phone) and 1280 px.
+
+    With ``SCL_LLE_WRITE_SCREENSHOT=1`` the screenshots replace docs/images/serve.png (desktop) and
+    docs/images/serve_phone.png (phone), the README's pictures.
     """
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
     from selenium.webdriver.chrome.service import Service
@@ -197,55 +226,106 @@ def test_page_in_headless_chromium(tmp_path: Path, shared: Path, monkeypatch: py
     if not photo.is_file():
         pytest.skip(f"{photo} is absent")
     monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium must use the given chromedriver, never fetch one
-    port = _free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "scl_lle", "serve", "--port", str(port), "--device", "cpu"]
-    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    # Each unit of a job's work takes 0.3 s more, so that the page's polls (4 a second) see the progress move.
+    progress = serve_module._Job.progress
+
+    def slow_progress(self: object, done: int, total: int | None) -> None:
+        progress(self, done, total)
+        if total and done < total:
+            time.sleep(0.3)
+
+    monkeypatch.setattr(serve_module._Job, "progress", slow_progress)
+    app = make_server("127.0.0.1", 0, device="cpu")
+    app.engine.enhancer("full").tile_size = 256  # the 600 x 396 photo in 3 x 2 tiles (the same pixels)
+    thread = threading.Thread(target=app.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
     downloads = tmp_path / "downloads"
     downloads.mkdir()
     options = webdriver.ChromeOptions()
     options.binary_location = browser_path
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
         options.add_argument(argument)
-    options.add_argument("--window-size=1280,960")
+    options.add_argument("--window-size=1280,800")
     options.add_experimental_option("prefs", {"download.default_directory": str(downloads)})
+    write = os.environ.get("SCL_LLE_WRITE_SCREENSHOT") == "1"
     driver = None
     try:
-        assert process.stderr is not None
-        ready = process.stderr.readline()  # the server says where it listens once the model is loaded
-        assert f"127.0.0.1:{port}" in ready, ready + process.stderr.read()
-        threading.Thread(target=process.stderr.read, daemon=True).start()  # keep its request log flowing
         driver = webdriver.Chrome(service=Service(driver_path), options=options)
         driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
-        driver.get(f"http://127.0.0.1:{port}/")
-        driver.find_element(By.ID, "file").send_keys(str(photo))
+        desktop = {"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False}
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", desktop)
+        driver.get(app.url)
+        driver.execute_script(_RECORD_STATUS)
         wait = WebDriverWait(driver, 120)
-        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") in ("done", "error"))
-        assert driver.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "done", driver.find_element(
-            By.ID, "status"
-        ).text
-        wait.until(lambda d: d.execute_script("return [...document.images].every(i => i.complete)"))
-        target = SCREENSHOT if os.environ.get("SCL_LLE_WRITE_SCREENSHOT") == "1" else tmp_path / "serve.png"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        assert driver.save_screenshot(str(target))
-        assert Image.open(target).size[0] >= 1000
-        driver.find_element(By.ID, "download").click()
-        wait.until(lambda d: any(p.suffix == ".png" for p in downloads.iterdir()))
-        (result,) = downloads.iterdir()
-        assert result.name == "1-enhanced.png"
-        assert Image.open(result).size == Image.open(photo).size
-        assert _mean_brightness(result) > 1.5 * _mean_brightness(photo)
-        # The exposure control: a brightness of 0.30 is what the page's result then has (the API's exposure=0.3).
+
+        def state() -> str:
+            return driver.find_element(By.TAG_NAME, "body").get_attribute("data-state") or ""
+
+        def settle() -> None:
+            wait.until(lambda d: state() in ("done", "error"))
+            assert state() == "done", driver.find_element(By.ID, "status").text
+            wait.until(lambda d: d.execute_script("return [...document.images].every(i => i.complete)"))
+
+        # 1. The upload: one job, its progress shown (steps of the preview), then the preview.
+        driver.find_element(By.ID, "file").send_keys(str(photo))
+        settle()
+        statuses = driver.execute_script("return window.statuses")
+        assert any(re.match(r"Preparing the preview: [12] / 3 steps \(.+\) \| \d+%", s) for s in statuses), statuses
+        assert _stats(app)["uploads_received"] == 1 and _stats(app)["jobs_started"] == 1
+
+        # 2. The exposure control re-renders the kept preview: no upload, no job; the brightness asked is shown.
         driver.execute_script(
             "document.body.dataset.state = 'idle'; const b = document.getElementById('brightness');"
             "b.value = 30; b.dispatchEvent(new Event('input'));"
         )
-        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "done")
+        settle()
         assert driver.find_element(By.ID, "exposure").get_attribute("value") == "target"
-        shown = driver.execute_script(_SHOWN_BRIGHTNESS)
-        assert shown == pytest.approx(0.30, abs=0.02)
+        assert driver.execute_script(_SHOWN_BRIGHTNESS) == pytest.approx(0.30, abs=0.02)
+        assert driver.find_element(By.ID, "status").text.startswith("Updated in")
+        timing = driver.execute_script("return state.lastPreview")
+        stats = _stats(app)
+        assert (stats["uploads_received"], stats["jobs_started"]) == (1, 1)
+        assert stats["previews_rendered"] >= 1
+        assert timing["server"] < 3.0, timing  # about 0.05-0.3 s; generous for a busy machine
+        print(f"re-apply of the 600x396 preview: {timing['server']:.3f} s on the server, {timing['total']:.3f} s seen")
+        target = SCREENSHOT if write else tmp_path / "serve.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        assert driver.save_screenshot(str(target))
+        assert Image.open(target).size == (1280, 800)
+        layout = driver.execute_script(_LAYOUT)
+        assert layout["titleHeight"] <= layout["lineHeight"] + 1 and layout["scrollWidth"] <= 1280, layout
+
+        # 3. The download: the full-size photo rendered from the kept upload, with tiles counted and time left.
+        driver.execute_script("window.statuses.length = 0; document.body.dataset.state = 'idle';")
+        driver.find_element(By.ID, "download").click()
+        settle()
+        statuses = driver.execute_script("return window.statuses")
+        tiles = {
+            s for s in statuses if re.match(r"Rendering the full-size photo: [1-5] / 6 tiles, about \d+ s left", s)
+        }
+        assert len(tiles) >= 2, statuses  # the count moved while the page watched
+        wait.until(lambda d: any(p.suffix == ".png" for p in downloads.iterdir()))
+        (result,) = downloads.iterdir()
+        assert result.name == "1-enhanced.png"
+        assert Image.open(result).size == Image.open(photo).size
+        assert _mean_brightness(result) / 255 == pytest.approx(0.30, abs=0.03)
+        assert _stats(app)["uploads_received"] == 1
+
+        # 4. A phone: 390 px wide. The title stays on one line, nothing scrolls sideways, the controls fit.
+        phone = {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True}
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", phone)
+        driver.execute_script("window.scrollTo(0, 0)")
+        wait.until(lambda d: d.execute_script("return window.innerWidth") == 390)
+        layout = driver.execute_script(_LAYOUT)
+        assert layout["titleHeight"] <= layout["lineHeight"] + 1, layout  # "scl-lle" on one line
+        assert layout["scrollWidth"] <= 390, layout
+        assert layout["left"] >= 0 and layout["right"] <= 390, layout
+        target = SCREENSHOT_PHONE if write else tmp_path / "serve_phone.png"
+        assert driver.save_screenshot(str(target))
+        assert Image.open(target).size == (780, 1688)
     finally:
         if driver is not None:
             driver.quit()
-        process.terminate()
-        process.wait(10)
+        app.shutdown()
+        app.server_close()
+        thread.join(5)

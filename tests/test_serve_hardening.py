@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import io
+import json
 import os
 import re
 import signal
@@ -26,6 +27,7 @@ from scl_lle.inference import Enhancer
 from scl_lle.serve import EnhanceServer, ServeLimits, make_server
 
 SMALL_LIMITS = {"max_upload_bytes": 200_000, "max_pixels": 100_000, "max_video_seconds": 2.0}
+UNKNOWN = "A" * 22  # an upload or job id that does not exist
 
 
 @pytest.fixture()
@@ -129,8 +131,24 @@ def _statuses(data: bytes) -> list[int]:
         (_post("/api/enhance?name=tool.exe", _smuggled()), 415),
         (_post("/api/enhance?name=a.png&mode=turbo", _smuggled()), 400),
         (_with_body("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n", _smuggled()), 200),
+        (_post("/api/uploads?name=tool.exe", _smuggled()), 415),
+        (_post("/api/uploads?name=a.png", _smuggled(), "Origin: http://attacker.example\r\n"), 403),
+        (_post(f"/api/uploads/{UNKNOWN}/render?size=full", _smuggled()), 404),
+        (_with_body(f"GET /api/jobs/{UNKNOWN} HTTP/1.1\r\nHost: 127.0.0.1\r\n", _smuggled()), 404),
+        (_with_body(f"DELETE /api/uploads/{UNKNOWN} HTTP/1.1\r\nHost: 127.0.0.1\r\n", _smuggled()), 404),
     ],
-    ids=["cross-site", "not-found", "unsupported-type", "bad-parameter", "get-with-body"],
+    ids=[
+        "cross-site",
+        "not-found",
+        "unsupported-type",
+        "bad-parameter",
+        "get-with-body",
+        "kept-upload-unsupported-type",
+        "kept-upload-cross-site",
+        "render-unknown-upload",
+        "job-poll-with-body",
+        "delete-with-body",
+    ],
 )
 def test_an_unread_body_is_never_taken_for_a_request(
     start: Callable[..., EnhanceServer], first: bytes, expected: int
@@ -147,6 +165,9 @@ def test_keep_alive_still_works_once_a_body_was_read(start: Callable[..., Enhanc
     pipelined = _post("/api/enhance?name=a.png&mode=fast", _png()) + b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     statuses, _ = _exchange(app, pipelined, wait=3.0)
     assert statuses == [200, 200]
+    stats = b"GET /api/stats HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    statuses, _ = _exchange(app, _post("/api/uploads?name=a.png&mode=fast", _png()) + stats + stats, wait=3.0)
+    assert statuses == [202, 200, 200]  # a kept upload, then polls on the same connection
 
 
 def test_a_huge_announced_length_is_refused_at_once(start: Callable[..., EnhanceServer]) -> None:
@@ -266,6 +287,52 @@ def test_waiting_uploads_hold_no_decoded_pictures(
     assert statuses == [200, 200, 200]
     assert most == 1
     assert alive == 0
+
+
+def test_jobs_decode_one_picture_at_a_time_and_keep_none(
+    start: Callable[..., EnhanceServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Uploads kept for re-rendering hold no decoded picture: three at once, at most one decoded at any time,
+    none once their jobs are done (a photo's preview-sized pixels are all that is kept)."""
+    alive, most = 0, 0
+    lock = threading.Lock()
+    original = serve_module.read_image
+
+    def gone() -> None:
+        nonlocal alive
+        with lock:
+            alive -= 1
+
+    def counting(*args: object, **kwargs: object) -> object:
+        nonlocal alive, most
+        picture = original(*args, **kwargs)
+        with lock:
+            alive += 1
+            most = max(most, alive)
+        weakref.finalize(picture, gone)
+        time.sleep(0.3)  # held a while: another job decoding meanwhile would be counted
+        return picture
+
+    monkeypatch.setattr(serve_module, "read_image", counting)
+    app = start(max_queue=3)
+    with ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(lambda i: _request(app, f"/api/uploads?name={i}.png&mode=fast", _png()), range(3)))
+    assert [status for status, _, _ in answers] == [202, 202, 202]
+    deadline = time.monotonic() + 60
+    while json.loads(_get(app, "/api/stats"))["jobs_waiting"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert most == 1
+    assert alive == 0
+
+
+def _get(app: EnhanceServer, path: str) -> bytes:
+    host, port = app.server_address[:2]
+    connection = http.client.HTTPConnection(str(host), port, timeout=60)
+    try:
+        connection.request("GET", path)
+        return connection.getresponse().read()
+    finally:
+        connection.close()
 
 
 def test_release_memory_is_safe_to_call() -> None:
