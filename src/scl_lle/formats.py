@@ -239,7 +239,7 @@ def _raw_exif(raw: Any, path: Path) -> bytes | None:
         other, lens = raw.other, raw.lens
         if other.artist:
             exif[0x013B] = other.artist
-        shot = exif.get_ifd(0x8769)
+        shot: dict[int, object] = {}
         if other.iso_speed > 0:
             shot[0x8827] = round(other.iso_speed)  # ISOSpeedRatings
         if other.shutter_speed > 0:
@@ -254,8 +254,8 @@ def _raw_exif(raw: Any, path: Path) -> bytes | None:
             shot[0xA433] = lens.make
         if lens.model:
             shot[0xA434] = lens.model
-        if not shot:
-            del exif[0x8769]
+        if shot:
+            exif.get_ifd(0x8769).update(shot)
         return exif.tobytes() if len(exif) else None
     except Exception:  # odd values must not cost the picture
         return None
