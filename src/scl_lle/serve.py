@@ -258,8 +258,7 @@ class _Upload:
         self.received = False
         self.jobs: dict[str, _Job] = {}  # the latest job of each kind ("preview", "full", "video")
         self.pixels: np.ndarray | None = None  # a photo's preview-sized pixels (8-bit RGB), once decoded
-        self.before: bytes | None = None  # the same as JPEG: the "before" picture for browsers that cannot
-        self.scaled = False  # whether the preview is smaller than the photo
+        self.before: bytes | None = None  # the same as JPEG: "before" for a photo the browser cannot show
 
     def busy(self) -> bool:
         return not self.received or any(job.state in ("queued", "running") for job in self.jobs.values())
@@ -585,7 +584,6 @@ class _Jobs:
                 job.stage = "decoding"
                 job.progress(0, 3)
                 picture = read_image(upload.path, max_pixels=self.limits.max_pixels)
-                upload.scaled = max(picture.pixels.shape[:2]) > self.limits.preview_side
                 upload.pixels = _preview_pixels(picture.pixels, self.limits.preview_side)
                 del picture
                 upload.before = _jpeg(upload.pixels)
@@ -725,7 +723,11 @@ def page() -> bytes:
     """The web page (``static/index.html`` of this package)."""
     global _PAGE
     if _PAGE is None:
-        _PAGE = resources.files(__package__).joinpath("static", "index.html").read_bytes()
+        try:
+            _PAGE = resources.files(__package__).joinpath("static", "index.html").read_bytes()
+        except OSError as error:
+            message = f"this installation of scl-lle lacks its web page, scl_lle/static/index.html ({error})"
+            raise _RequestError(HTTPStatus.INTERNAL_SERVER_ERROR, message) from None
     return _PAGE
 
 
