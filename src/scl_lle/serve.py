@@ -73,7 +73,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -175,6 +175,7 @@ class _Preview:
     maps: torch.Tensor  # (1, 3n, h, w): the curve maps at the preview's size
     gain_image: torch.Tensor  # what Enhancer.exposure_gain is given (with gain_maps): the same gain as for
     gain_maps: torch.Tensor  # (image, the maps as estimated), without shrinking full-size maps every time
+    gains: dict[Exposure, float] = field(default_factory=dict)  # solved so far, by exposure
 
 
 def _preview_pixels(pixels: np.ndarray, side: int) -> np.ndarray:
@@ -218,16 +219,26 @@ def _prepare_preview(enhancer: Enhancer, pixels: np.ndarray) -> _Preview:
 def _render_preview(enhancer: Enhancer, preview: _Preview, exposure: Exposure) -> torch.Tensor:
     """The preview enhanced at ``exposure``: the gain solved, the kept maps scaled by it and applied (with the
     finishing's detail added back), as :meth:`Enhancer.apply_curve_maps` does; ``(1, 3, h, w)`` in [0, 1]."""
-    gain = enhancer.exposure_gain(preview.gain_image, preview.gain_maps, exposure)
-    factor = float(gain[0]) if isinstance(gain, torch.Tensor) else float(gain)
-    if isinstance(gain, torch.Tensor) and factor == 0.0:
-        return preview.image  # already at or above the target: unchanged, as the engine leaves it
+    if exposure not in preview.gains:
+        gain = enhancer.exposure_gain(preview.gain_image, preview.gain_maps, exposure)
+        # -1: "off" (the maps as they are); 0: already at or above the target (the image as it is)
+        preview.gains[exposure] = float(gain[0]) if isinstance(gain, torch.Tensor) else -1.0
+    factor = preview.gains[exposure]
+    if factor == 0.0:
+        return preview.image  # unchanged, as the engine leaves it
+    height, width = preview.image.shape[-2:]
+    # On the CPU in bands of about 64k pixels, which stay in the cache through the eight curves (3x faster)
+    rows = max(1, (1 << 16) // width) if preview.image.device.type == "cpu" else height
     with torch.inference_mode():
         out = preview.base.clone()
-        curve, step = torch.empty_like(out), torch.empty_like(out)
-        for i in range(preview.maps.shape[1] // 3):  # x + r (x^2 - x), r the clipped scaled map
-            torch.mul(preview.maps[:, 3 * i : 3 * i + 3], factor, out=curve).clamp_(-1.0, 1.0)
-            out.add_(torch.mul(out, out, out=step).sub_(out).mul_(curve))
+        curve, step = torch.empty_like(out[..., :rows, :]), torch.empty_like(out[..., :rows, :])
+        for top in range(0, height, rows):
+            band = out[..., top : top + rows, :]
+            r, t = curve[..., : band.shape[-2], :], step[..., : band.shape[-2], :]
+            for i in range(preview.maps.shape[1] // 3):  # x + r (x^2 - x), r the clipped scaled map
+                maps = preview.maps[:, 3 * i : 3 * i + 3, top : top + rows]
+                scaled = maps if factor < 0 else torch.mul(maps, factor, out=r).clamp_(-1.0, 1.0)
+                band.add_(torch.mul(band, band, out=t).sub_(band).mul_(scaled))
         if enhancer.finish:
             out.add_(preview.image).sub_(preview.base)  # the detail layer back at unit gain
         return out.clamp_(0.0, 1.0)
