@@ -310,6 +310,7 @@ def test_page_in_headless_chromium(tmp_path: Path, shared: Path, monkeypatch: py
         assert Image.open(result).size == Image.open(photo).size
         assert _mean_brightness(result) / 255 == pytest.approx(0.30, abs=0.03)
         assert _stats(app)["uploads_received"] == 1
+        assert driver.find_element(By.ID, "download").is_enabled()  # another exposure can be downloaded
 
         # 4. A phone: 390 px wide. The title stays on one line, nothing scrolls sideways, the controls fit.
         phone = {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True}
