@@ -10,8 +10,9 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -208,25 +209,9 @@ def _stats(app: EnhanceServer) -> dict[str, int]:
     return json.loads(_request(app, "GET", "/api/stats")[2])
 
 
-def test_page_in_headless_chromium(tmp_path: Path, shared: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A real low-light photo through the page (embedded default model) in headless Chromium: the upload's
-    progress, the exposure control re-rendering the kept preview (no second upload, no new job), the full-size
-    download rendered with a tile count and time left, and the layout at 390 px (phone) and 1280 px.
-
-    With ``SCL_LLE_WRITE_SCREENSHOT=1`` the screenshots replace docs/images/serve.png (desktop) and
-    docs/images/serve_phone.png (phone), the README's pictures.
-    """
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    browser_path, driver_path = _chromium()
-    photo = shared / LOW_IMAGE
-    if not photo.is_file():
-        pytest.skip(f"{photo} is absent")
-    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium must use the given chromedriver, never fetch one
-    # Each unit of a job's work takes 0.3 s more, so that the page's polls (4 a second) see the progress move.
+@pytest.fixture()
+def slow_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each unit of a job's work takes 0.3 s more, so that the page's polls (4 a second) see the progress move."""
     progress = serve_module._Job.progress
 
     def slow_progress(self: object, done: int, total: int | None) -> None:
@@ -235,10 +220,29 @@ def test_page_in_headless_chromium(tmp_path: Path, shared: Path, monkeypatch: py
             time.sleep(0.3)
 
     monkeypatch.setattr(serve_module._Job, "progress", slow_progress)
+
+
+@pytest.fixture()
+def page_server(slow_jobs: None) -> Iterator[EnhanceServer]:
+    """The app with the embedded default model on a free loopback port, its jobs slowed down (``slow_jobs``)."""
     app = make_server("127.0.0.1", 0, device="cpu")
-    app.engine.enhancer("full").tile_size = 256  # the 600 x 396 photo in 3 x 2 tiles (the same pixels)
     thread = threading.Thread(target=app.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
+    yield app
+    app.shutdown()
+    app.server_close()
+    thread.join(5)
+
+
+@pytest.fixture()
+def chrome(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Headless Chromium at 1280 x 800 (skipped without Chromium, chromedriver or selenium); downloads go to
+    ``tmp_path / "downloads"``."""
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+    from selenium.webdriver.chrome.service import Service
+
+    browser_path, driver_path = _chromium()
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium must use the given chromedriver, never fetch one
     downloads = tmp_path / "downloads"
     downloads.mkdir()
     options = webdriver.ChromeOptions()
@@ -247,86 +251,147 @@ def test_page_in_headless_chromium(tmp_path: Path, shared: Path, monkeypatch: py
         options.add_argument(argument)
     options.add_argument("--window-size=1280,800")
     options.add_experimental_option("prefs", {"download.default_directory": str(downloads)})
-    write = os.environ.get("SCL_LLE_WRITE_SCREENSHOT") == "1"
-    driver = None
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
     try:
-        driver = webdriver.Chrome(service=Service(driver_path), options=options)
         driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
         desktop = {"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False}
         driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", desktop)
-        driver.get(app.url)
-        driver.execute_script(_RECORD_STATUS)
-        wait = WebDriverWait(driver, 120)
-
-        def state() -> str:
-            return driver.find_element(By.TAG_NAME, "body").get_attribute("data-state") or ""
-
-        def settle() -> None:
-            wait.until(lambda d: state() in ("done", "error"))
-            assert state() == "done", driver.find_element(By.ID, "status").text
-            wait.until(lambda d: d.execute_script("return [...document.images].every(i => i.complete)"))
-
-        # 1. The upload: one job, its progress shown (steps of the preview), then the preview.
-        driver.find_element(By.ID, "file").send_keys(str(photo))
-        settle()
-        statuses = driver.execute_script("return window.statuses")
-        assert any(re.match(r"Preparing the preview: [12] / 3 steps \(.+\) \| \d+%", s) for s in statuses), statuses
-        assert _stats(app)["uploads_received"] == 1 and _stats(app)["jobs_started"] == 1
-
-        # 2. The exposure control re-renders the kept preview: no upload, no job; the brightness asked is shown.
-        driver.execute_script(
-            "document.body.dataset.state = 'idle'; const b = document.getElementById('brightness');"
-            "b.value = 30; b.dispatchEvent(new Event('input'));"
-        )
-        settle()
-        assert driver.find_element(By.ID, "exposure").get_attribute("value") == "target"
-        assert driver.execute_script(_SHOWN_BRIGHTNESS) == pytest.approx(0.30, abs=0.02)
-        assert driver.find_element(By.ID, "status").text.startswith("Updated in")
-        timing = driver.execute_script("return state.lastPreview")
-        stats = _stats(app)
-        assert (stats["uploads_received"], stats["jobs_started"]) == (1, 1)
-        assert stats["previews_rendered"] >= 1
-        assert timing["server"] < 3.0, timing  # about 0.05-0.3 s; generous for a busy machine
-        print(f"re-apply of the 600x396 preview: {timing['server']:.3f} s on the server, {timing['total']:.3f} s seen")
-        target = SCREENSHOT if write else tmp_path / "serve.png"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        assert driver.save_screenshot(str(target))
-        assert Image.open(target).size == (1280, 800)
-        layout = driver.execute_script(_LAYOUT)
-        assert layout["titleHeight"] <= layout["lineHeight"] + 1 and layout["scrollWidth"] <= 1280, layout
-
-        # 3. The download: the full-size photo rendered from the kept upload, with tiles counted and time left.
-        driver.execute_script("window.statuses.length = 0; document.body.dataset.state = 'idle';")
-        driver.find_element(By.ID, "download").click()
-        settle()
-        statuses = driver.execute_script("return window.statuses")
-        tiles = {
-            s for s in statuses if re.match(r"Rendering the full-size photo: [1-5] / 6 tiles, about \d+ s left", s)
-        }
-        assert len(tiles) >= 2, statuses  # the count moved while the page watched
-        wait.until(lambda d: any(p.suffix == ".png" for p in downloads.iterdir()))
-        (result,) = downloads.iterdir()
-        assert result.name == "1-enhanced.png"
-        assert Image.open(result).size == Image.open(photo).size
-        assert _mean_brightness(result) / 255 == pytest.approx(0.30, abs=0.03)
-        assert _stats(app)["uploads_received"] == 1
-        assert driver.find_element(By.ID, "download").is_enabled()  # another exposure can be downloaded
-
-        # 4. A phone: 390 px wide. The title stays on one line, nothing scrolls sideways, the controls fit.
-        phone = {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True}
-        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", phone)
-        driver.execute_script("window.scrollTo(0, 0)")
-        wait.until(lambda d: d.execute_script("return window.innerWidth") == 390)
-        layout = driver.execute_script(_LAYOUT)
-        assert layout["titleHeight"] <= layout["lineHeight"] + 1, layout  # "scl-lle" on one line
-        assert layout["scrollWidth"] <= 390, layout
-        assert layout["left"] >= 0 and layout["right"] <= 390, layout
-        target = SCREENSHOT_PHONE if write else tmp_path / "serve_phone.png"
-        assert driver.save_screenshot(str(target))
-        assert Image.open(target).size == (780, 1688)
+        yield driver
     finally:
-        if driver is not None:
-            driver.quit()
-        app.shutdown()
-        app.server_close()
-        thread.join(5)
+        driver.quit()
+
+
+def _waiter(driver: Any) -> tuple[Any, Callable[[], None]]:
+    """A 120-s ``WebDriverWait``, and ``settle()``: wait until the page is done (asserting no error) and its
+    pictures are loaded."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(driver, 120)
+
+    def state() -> str:
+        return driver.find_element(By.TAG_NAME, "body").get_attribute("data-state") or ""
+
+    def settle() -> None:
+        wait.until(lambda d: state() in ("done", "error"))
+        assert state() == "done", driver.find_element(By.ID, "status").text
+        wait.until(lambda d: d.execute_script("return [...document.images].every(i => i.complete)"))
+
+    return wait, settle
+
+
+def test_page_in_headless_chromium(tmp_path: Path, shared: Path, page_server: EnhanceServer, chrome: Any) -> None:
+    """A real low-light photo through the page (embedded default model) in headless Chromium: the upload's
+    progress, the exposure control re-rendering the kept preview (no second upload, no new job), the full-size
+    download rendered with a tile count and time left, and the layout at 390 px (phone) and 1280 px.
+
+    With ``SCL_LLE_WRITE_SCREENSHOT=1`` the screenshots replace docs/images/serve.png (desktop) and
+    docs/images/serve_phone.png (phone), the README's pictures.
+    """
+    from selenium.webdriver.common.by import By
+
+    photo = shared / LOW_IMAGE
+    if not photo.is_file():
+        pytest.skip(f"{photo} is absent")
+    app, driver, downloads = page_server, chrome, tmp_path / "downloads"
+    app.engine.enhancer("full").tile_size = 256  # the 600 x 396 photo in 3 x 2 tiles (the same pixels)
+    write = os.environ.get("SCL_LLE_WRITE_SCREENSHOT") == "1"
+    driver.get(app.url)
+    driver.execute_script(_RECORD_STATUS)
+    wait, settle = _waiter(driver)
+    # 1. The upload: one job, its progress shown (steps of the preview), then the preview.
+    driver.find_element(By.ID, "file").send_keys(str(photo))
+    settle()
+    statuses = driver.execute_script("return window.statuses")
+    assert any(re.match(r"Preparing the preview: [12] / 3 steps \(.+\) \| \d+%", s) for s in statuses), statuses
+    assert _stats(app)["uploads_received"] == 1 and _stats(app)["jobs_started"] == 1
+
+    # 2. The exposure control re-renders the kept preview: no upload, no job; the brightness asked is shown.
+    driver.execute_script(
+        "document.body.dataset.state = 'idle'; const b = document.getElementById('brightness');"
+        "b.value = 30; b.dispatchEvent(new Event('input'));"
+    )
+    settle()
+    assert driver.find_element(By.ID, "exposure").get_attribute("value") == "target"
+    assert driver.execute_script(_SHOWN_BRIGHTNESS) == pytest.approx(0.30, abs=0.02)
+    assert driver.find_element(By.ID, "status").text.startswith("Updated in")
+    timing = driver.execute_script("return state.lastPreview")
+    stats = _stats(app)
+    assert (stats["uploads_received"], stats["jobs_started"]) == (1, 1)
+    assert stats["previews_rendered"] >= 1
+    assert timing["server"] < 3.0, timing  # about 0.05-0.3 s; generous for a busy machine
+    print(f"re-apply of the 600x396 preview: {timing['server']:.3f} s on the server, {timing['total']:.3f} s seen")
+    target = SCREENSHOT if write else tmp_path / "serve.png"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    assert driver.save_screenshot(str(target))
+    assert Image.open(target).size == (1280, 800)
+    layout = driver.execute_script(_LAYOUT)
+    assert layout["titleHeight"] <= layout["lineHeight"] + 1 and layout["scrollWidth"] <= 1280, layout
+
+    # 3. The download: the full-size photo rendered from the kept upload, with tiles counted and time left.
+    driver.execute_script("window.statuses.length = 0; document.body.dataset.state = 'idle';")
+    driver.find_element(By.ID, "download").click()
+    settle()
+    statuses = driver.execute_script("return window.statuses")
+    tiles = {s for s in statuses if re.match(r"Rendering the full-size photo: [1-5] / 6 tiles, about \d+ s left", s)}
+    assert len(tiles) >= 2, statuses  # the count moved while the page watched
+    wait.until(lambda d: any(p.suffix == ".png" for p in downloads.iterdir()))
+    (result,) = downloads.iterdir()
+    assert result.name == "1-enhanced.png"
+    assert Image.open(result).size == Image.open(photo).size
+    assert _mean_brightness(result) / 255 == pytest.approx(0.30, abs=0.03)
+    assert _stats(app)["uploads_received"] == 1
+    assert driver.find_element(By.ID, "download").is_enabled()  # another exposure can be downloaded
+
+    # 4. A phone: 390 px wide. The title stays on one line, nothing scrolls sideways, the controls fit.
+    phone = {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True}
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", phone)
+    driver.execute_script("window.scrollTo(0, 0)")
+    wait.until(lambda d: d.execute_script("return window.innerWidth") == 390)
+    layout = driver.execute_script(_LAYOUT)
+    assert layout["titleHeight"] <= layout["lineHeight"] + 1, layout  # "scl-lle" on one line
+    assert layout["scrollWidth"] <= 390, layout
+    assert layout["left"] >= 0 and layout["right"] <= 390, layout
+    target = SCREENSHOT_PHONE if write else tmp_path / "serve_phone.png"
+    assert driver.save_screenshot(str(target))
+    assert Image.open(target).size == (780, 1688)
+
+
+def test_video_page_in_headless_chromium(tmp_path: Path, page_server: EnhanceServer, chrome: Any) -> None:
+    """A short clip through the page: frames counted with time left, a new brightness re-rendered from the kept
+    upload (no second upload), and the download."""
+    from selenium.webdriver.common.by import By
+
+    av = pytest.importorskip("av", reason="PyAV is not installed (pip install 'scl-lle[video]')")
+    clip = tmp_path / "night.mp4"
+    with av.open(str(clip), "w") as container:
+        stream = container.add_stream("libx264", rate=12)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        rng = np.random.default_rng(0)
+        for t in range(24):
+            frame = av.VideoFrame.from_ndarray(rng.integers(5, 45, (64, 96, 3), dtype=np.uint8), format="rgb24")
+            frame.pts = t
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    app, driver, downloads = page_server, chrome, tmp_path / "downloads"
+    driver.get(app.url)
+    driver.execute_script(_RECORD_STATUS)
+    wait, settle = _waiter(driver)
+    driver.find_element(By.ID, "file").send_keys(str(clip))
+    settle()
+    frames = r"Enhancing the video: (8|16) / 24 frames, about \d+ s left"  # frames are counted per batch of 8
+    statuses = driver.execute_script("return window.statuses")
+    assert any(re.match(frames, s) for s in statuses), statuses
+    assert driver.find_element(By.ID, "download").text == "Download"
+    driver.execute_script(
+        "window.statuses.length = 0; document.body.dataset.state = 'idle'; const b = "
+        "document.getElementById('brightness'); b.value = 60; b.dispatchEvent(new Event('input'));"
+    )
+    settle()
+    statuses = driver.execute_script("return window.statuses")
+    assert any(re.match(frames, s) for s in statuses), statuses
+    stats = _stats(app)
+    assert (stats["uploads_received"], stats["jobs_started"]) == (1, 2)
+    driver.find_element(By.ID, "download").click()
+    wait.until(lambda d: any(p.name == "night-enhanced.mp4" for p in downloads.iterdir()))
+    assert _stats(app)["uploads_received"] == 1
