@@ -2,9 +2,12 @@
 
 Only the standard library's :mod:`http.server` is used; the page is ``static/index.html`` in this package.
 
-How the page works: it uploads the file once (``POST /api/uploads``) and the server keeps it. Every upload and
-every re-render is a *job* with real progress: the page polls ``GET /api/jobs/<id>`` (state, work done out of
-the total in tiles or frames, seconds left) and fetches ``GET /api/jobs/<id>/result`` when it is done.
+How the page works: it uploads the file once (``POST /api/uploads``, the upload's percentage shown as it goes)
+and the server keeps it. Every upload and every re-render is a *job* with real progress: the page polls
+``GET /api/jobs/<id>`` (``{"state": "queued|running|done|failed", "done": n, "total": N, "unit":
+"steps|tiles|frames", "seconds_left": s, "error": ...}``: steps for a photo's preview, tiles for a full-size
+photo, frames for a video) and fetches ``GET /api/jobs/<id>/result`` when it is done. ``GET /api/stats``
+counts uploads received, jobs started and previews re-rendered.
 
 - **Photos: a preview you can adjust at once, a full-size download rendered on demand.** The first job decodes
   the photo, keeps a preview-sized copy (long side at most ``ServeLimits.preview_side``, 1280 px) and estimates
