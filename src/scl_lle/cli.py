@@ -367,7 +367,8 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         help="a local web page to enhance photos and short videos",
         description="Serve a page where photos (and short videos) can be dropped, enhanced, compared before/after "
         "with a slider and downloaded. Listens on 127.0.0.1 (this computer only) unless --host says otherwise. "
-        "Uploads live in a temporary folder and are deleted once answered.",
+        "Uploads are kept in a temporary folder (at most 8, 256 MB) for re-rendering at other settings, deleted "
+        "after 15 idle minutes and on exit.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=7860, help="port (default: 7860; 0: any free port)")
