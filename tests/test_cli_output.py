@@ -66,7 +66,7 @@ def test_python_warnings_become_one_line_and_quiet_levels_hide_them(capsys):
         warnings.warn("first line\nsecond line", UserWarning, stacklevel=1)
         logging.getLogger("scl_lle.somewhere").info("a note")
         logging.getLogger("scl_lle.somewhere").debug("a detail")
-    assert capsys.readouterr().err == "warning: first line\\nsecond line\na note\n"  # one line, break escaped
+    assert capsys.readouterr().err == "warning: first line\\nsecond line\nscl-lle: a note\n"  # one line, break escaped
     with _console(-2):
         warnings.warn("hidden", UserWarning, stacklevel=1)
         logging.getLogger("scl_lle.somewhere").error("shown")
@@ -101,3 +101,19 @@ def test_every_command_takes_quiet_and_verbose(argv: list[str]):
     parser = build_parser()
     assert parser.parse_args([*argv, "-qq"]).quiet == 2
     assert parser.parse_args([*argv, "-v"]).verbose == 1
+
+
+@pytest.mark.parametrize(("command", "hint"), [("enhance", "--skip-existing"), ("train", "--resume")])
+def test_an_interruption_says_how_to_carry_on(command: str, hint: str, monkeypatch, capsys):
+    import scl_lle.batch
+    import scl_lle.training
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(scl_lle.batch, "enhance", interrupted)
+    monkeypatch.setattr(scl_lle.training, "train", interrupted)
+    argv = ["enhance", "x.png", "-o", "out/"] if command == "enhance" else ["train", "--config", "c.yaml"]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("scl-lle: interrupted;") and hint in err and err.count("\n") == 1, err

@@ -147,7 +147,7 @@ def test_signs_of_getting_past_setup():
     assert rc.past_setup(ablations, "== training full (x.yaml)", {}) == "past setup: printed '== training full'"
     serve = rc.LONG_RULES[3]
     url = "http://127.0.0.1:7860/"
-    assert rc.past_setup(serve, f"scl-lle serve: open {url} (Ctrl-C to stop)", {url: True}).endswith("answered 200")
+    assert rc.past_setup(serve, f"scl-lle: open {url} (Ctrl-C to stop)", {url: True}).endswith("answered 200")
 
 
 def test_inputs_named_by_the_commands_only():

@@ -553,7 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Low-light image enhancement with Semantically Contrastive Learning (SCL-LLE).",
     )
     parser.add_argument("--version", action="version", version=f"scl-lle {__version__}")
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command", required=True)
     _add_enhance(commands)
     _add_serve(commands)
     _add_export(commands)
@@ -633,8 +633,8 @@ _LEVELS = {-2: logging.ERROR, -1: logging.WARNING, 0: logging.INFO, 1: logging.D
 
 
 class _ConsoleHandler(logging.Handler):
-    """Each record as one line on stderr (``warning: ...``, ``error: ...``; notes as they are), written through
-    tqdm so that a progress bar on the terminal stays whole."""
+    """Each record as one line on stderr (``scl-lle: note``, ``warning: ...``, ``error: ...``, ``debug: ...``),
+    written through tqdm so that a progress bar on the terminal stays whole."""
 
     def emit(self, record: logging.LogRecord) -> None:
         from tqdm import tqdm
@@ -643,8 +643,8 @@ class _ConsoleHandler(logging.Handler):
 
         try:
             message = one_line(record.getMessage())
-            if record.levelno != logging.INFO:
-                message = f"{record.levelname.lower()}: {message}"
+            prefix = "scl-lle" if record.levelno == logging.INFO else record.levelname.lower()
+            message = f"{prefix}: {message}"
             tqdm.write(message, file=sys.stderr)
         except Exception:
             self.handleError(record)
@@ -674,7 +674,9 @@ def _console(verbosity: int) -> Iterator[None]:
         logger.propagate = saved[1]
 
 
-_INTERRUPTED = "scl-lle: interrupted; outputs written so far are complete (resume with --skip-existing)"
+_INTERRUPTED = "scl-lle: interrupted; outputs written so far are complete"
+#: How to carry on after an interruption, per command.
+_RESUME_HINTS = {"enhance": " (resume with --skip-existing)", "train": " (continue with --resume)"}
 
 
 class _Interrupt:
@@ -699,6 +701,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 some files failed, 2 usage or setup error,
     130 interrupted: Ctrl-C from the moment this runs, sub-command imports and model loading included)."""
     interrupt = _Interrupt()
+    hint = ""
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, _exit_at_once) if main_thread else None
     try:
@@ -706,21 +709,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         if main_thread:  # from here a Ctrl-C unwinds, so temporary files are removed on the way out
             signal.signal(signal.SIGINT, interrupt)
         args = parser.parse_args(argv)
+        hint = _RESUME_HINTS.get(getattr(args, "command", ""), "")
         with _console(_verbosity(args)):
             return args.run(args)
     except KeyboardInterrupt:
-        return _interrupted()
+        return _interrupted(hint)
     except Exception:
         if interrupt.fired:
-            return _interrupted()
+            return _interrupted(hint)
         raise
     finally:
         if main_thread:  # after an interruption, a second Ctrl-C while exiting is ignored
             signal.signal(signal.SIGINT, signal.SIG_IGN if interrupt.fired else previous)
 
 
-def _interrupted() -> int:
-    print(_INTERRUPTED, file=sys.stderr)
+def _interrupted(hint: str = "") -> int:
+    print(_INTERRUPTED + hint, file=sys.stderr)
     return 130
 
 

@@ -63,6 +63,7 @@ import ctypes
 import io
 import ipaddress
 import json
+import logging
 import os
 import queue
 import re
@@ -97,6 +98,8 @@ from .model import DCENet, downsample, upsample_maps
 from .pixels import from_unit, tensor_view, to_unit
 from .video import VIDEO_EXTENSIONS, VideoError, enhance_video
 from .weights import load_dcenet
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["MODES", "EnhanceServer", "ServeLimits", "make_server", "serve"]
 
@@ -753,7 +756,7 @@ class _Handler(BaseHTTPRequestHandler):
     _body_read = False  # whether this request's body has been read in full (set per request)
 
     def log_message(self, format: str, *args: Any) -> None:
-        sys.stderr.write(f"scl-lle serve: {self.address_string()} {format % args}\n")
+        _log.debug("%s %s", self.address_string(), format % args)  # each request: scl-lle serve -v
 
     # ------------------------------------------------------------------------------------------- routing
     def do_GET(self) -> None:
@@ -1207,12 +1210,9 @@ def serve(
     """Run the web app until interrupted (Ctrl-C) or terminated (SIGTERM); either way the scratch folder goes."""
     server = make_server(host, port, weights=weights, device=device, limits=limits)
     if not _is_loopback(host):
-        print(
-            f"scl-lle serve: warning: listening on {host}, reachable from other machines; the app has no login",
-            file=sys.stderr,
-        )
+        _log.warning("listening on %s, reachable from other machines; the app has no login", host)
     restore = _stop_on_sigterm(server)
-    print(f"scl-lle serve: open {server.url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    _log.info("open %s (Ctrl-C to stop)", server.url)
     try:
         server.serve_forever()
     finally:
