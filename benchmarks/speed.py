@@ -8,6 +8,17 @@ RSS above the RSS before the run; CUDA: ``max_memory_allocated`` above what was 
 mode, the quality cost: PSNR against the full-resolution output (the reference's) and NIQE (lower is better;
 needs the NIQE parameters: ``SCL_LLE_SHARED`` or ``SCL_LLE_NIQE_PARAMS``).
 
+Peers (``--modes sci,zero-dce++``) are timed in the same run from their published layer shapes, with seeded random
+weights (timing only: no PSNR or NIQE): ``sci``, SCI's inference network at full resolution (Ma et al., CVPR 2022:
+3x3 convolutions 3->3 channels, ReLU, one conv + batch-norm + ReLU block, a 3->3 conv with sigmoid, illumination =
+input + that, clamped; output = input / illumination); ``zero-dce++``, Zero-DCE++ at its scale 12 (Li et al., TPAMI
+2021: the input shrunk 12 times bilinearly, seven depthwise-separable 3x3 convolutions of 32 channels with DCE-Net's
+skips, one 3-channel tanh curve map upsampled bilinearly to full resolution and applied eight times).
+
+``--background-load N`` measures every row twice: on the machine as it is, then with N busy processes (each a
+Python loop holding one core; stopped at the end, and on their own when this script is gone), so the contended
+case is measured in the same run as the quiet one; a third table gives each mode's slow-down under load.
+
 Modes (``--modes``, comma-separated): ``BACKEND[:compile][@SCALE][+finish][+auto]``, e.g. ``torch``,
 ``torch:compile``, ``onnxruntime``, ``torch@8``, ``onnxruntime@8``, ``fast`` (= the ``--fast`` preset:
 ``torch@FAST_SCALE``). Modes time the network and its curves alone, at full strength (``exposure="off"``, as the
@@ -19,6 +30,7 @@ loss. ``onnxruntime+finish+auto`` is what ``scl-lle enhance`` runs on the CPU.
     python benchmarks/speed.py                                   # CPU: 1080p and 12 MP
     python benchmarks/speed.py --device cuda --half --channels-last   # GPU: 1080p and 4K
     python benchmarks/speed.py --sizes 1080p --modes torch,onnxruntime,torch@4,torch@8 --repeats 5
+    python benchmarks/speed.py --sizes 12mp --threads 2 --modes fast,sci,zero-dce++ --background-load 1
 
 This is a script, not a test: timings depend on the machine and its load (printed with the results).
 """
@@ -32,6 +44,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -76,6 +89,101 @@ def reference_forward(state: dict[str, torch.Tensor], x: torch.Tensor) -> torch.
         ri = r[:, 3 * i : 3 * i + 3]
         x = x + ri * (torch.pow(x, 2) - x)
     return x
+
+
+def sci_forward(state: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """SCI's inference network (self-calibrated illumination, one block of 3 channels) on the whole image."""
+
+    def conv(name: str, inp: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(inp, state[f"{name}.weight"], state[f"{name}.bias"], padding=1)
+
+    fea = torch.relu(conv("in_conv", x))
+    fea = torch.relu(F.batch_norm(conv("block", fea), state["bn.mean"], state["bn.var"], state["bn.weight"],
+                                  state["bn.bias"]))  # fmt: skip
+    illumination = (torch.sigmoid(conv("out_conv", fea)) + x).clamp(0.0001, 1.0)
+    return (x / illumination).clamp(0.0, 1.0)
+
+
+def zero_dce_pp_forward(state: dict[str, torch.Tensor], x: torch.Tensor, scale: int = 12) -> torch.Tensor:
+    """Zero-DCE++ at ``scale``: depthwise-separable DCE-Net on the shrunk image, one curve map applied 8 times."""
+
+    def conv(name: str, inp: torch.Tensor) -> torch.Tensor:
+        depthwise = F.conv2d(inp, state[f"{name}.dw"], state[f"{name}.dw_bias"], padding=1, groups=inp.shape[1])
+        return F.conv2d(depthwise, state[f"{name}.pw"], state[f"{name}.pw_bias"])
+
+    small = F.interpolate(x, scale_factor=1 / scale, mode="bilinear")
+    x1 = torch.relu(conv("c1", small))
+    x2 = torch.relu(conv("c2", x1))
+    x3 = torch.relu(conv("c3", x2))
+    x4 = torch.relu(conv("c4", x3))
+    x5 = torch.relu(conv("c5", torch.cat([x3, x4], 1)))
+    x6 = torch.relu(conv("c6", torch.cat([x2, x5], 1)))
+    r = torch.tanh(conv("c7", torch.cat([x1, x6], 1)))
+    r = F.interpolate(r, size=x.shape[-2:], mode="bilinear", align_corners=True)
+    for _ in range(8):
+        x = x + r * (torch.pow(x, 2) - x)
+    return x
+
+
+def peer_state(name: str, device: torch.device) -> dict[str, torch.Tensor]:
+    """Seeded random weights of the published layer shapes of ``sci`` or ``zero-dce++`` (timing only)."""
+    generator = torch.Generator().manual_seed(0)
+
+    def weight(*shape: int) -> torch.Tensor:
+        return (torch.randn(*shape, generator=generator) * 0.1).to(device)
+
+    if name == "sci":
+        state = {f"{n}.{kind}": weight(3, 3, 3, 3) if kind == "weight" else weight(3)
+                 for n in ("in_conv", "block", "out_conv") for kind in ("weight", "bias")}  # fmt: skip
+        state.update({"bn.mean": weight(3), "bn.var": weight(3).abs() + 1, "bn.weight": weight(3) + 1,
+                      "bn.bias": weight(3)})  # fmt: skip
+        return state
+    channels = {"c1": (3, 32), "c2": (32, 32), "c3": (32, 32), "c4": (32, 32), "c5": (64, 32), "c6": (64, 32),
+                "c7": (64, 3)}  # fmt: skip
+    state = {}
+    for n, (cin, cout) in channels.items():
+        state.update({f"{n}.dw": weight(cin, 1, 3, 3), f"{n}.dw_bias": weight(cin), f"{n}.pw": weight(cout, cin, 1, 1),
+                      f"{n}.pw_bias": weight(cout)})  # fmt: skip
+    return state
+
+
+PEERS = {"sci": sci_forward, "zero-dce++": zero_dce_pp_forward}
+
+
+# --------------------------------------------------------------------------------------------- background load
+
+_BUSY = """
+import os, sys, time
+parent, end = os.getppid(), time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end and os.getppid() == parent:
+    for _ in range(200_000):
+        pass
+"""
+
+
+class BackgroundLoad:
+    """``count`` busy processes (a Python loop each, one core) while the block runs; each also stops on its own
+    after ``limit`` seconds or when this process is gone."""
+
+    def __init__(self, count: int, limit: float = 3600.0) -> None:
+        self.count, self.limit = count, limit
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def __enter__(self) -> BackgroundLoad:
+        for _ in range(self.count):
+            self.processes.append(subprocess.Popen([sys.executable, "-c", _BUSY, str(self.limit)]))
+        time.sleep(0.5)  # let them reach their loop
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 # ------------------------------------------------------------------------------------------------- memory
@@ -141,7 +249,7 @@ class PeakMemory:
 @dataclass
 class Mode:
     label: str
-    backend: str  # "reference", "torch", "onnxruntime"
+    backend: str  # "torch", "onnxruntime", or a peer's name (PEERS)
     scale: int = 1
     compile: bool = False
     finish: bool = False
@@ -151,6 +259,9 @@ class Mode:
 def parse_modes(text: str) -> list[Mode]:
     modes = []
     for item in filter(None, (part.strip() for part in text.split(","))):
+        if item in PEERS:
+            modes.append(Mode(f"{item} (peer, random weights)", item))
+            continue
         spec, *extras = item.split("+")
         if any(extra not in ("finish", "auto") for extra in extras) or len(set(extras)) != len(extras):
             raise SystemExit(f"unknown mode {item!r}: the suffixes are +finish and +auto")
@@ -159,7 +270,8 @@ def parse_modes(text: str) -> list[Mode]:
         backend, _, option = head.partition(":")
         if backend not in ("torch", "onnxruntime") or option not in ("", "compile"):
             raise SystemExit(
-                f"unknown mode {item!r}: use BACKEND[:compile][@SCALE][+finish][+auto] with torch or onnxruntime"
+                f"unknown mode {item!r}: use BACKEND[:compile][@SCALE][+finish][+auto] with torch or onnxruntime, "
+                f"or a peer: {', '.join(PEERS)}"
             )
         suffix = "".join("+" + extra for extra in extras)
         label = f"fast (scale {FAST_SCALE}, torch){suffix}" if fast else item
@@ -265,6 +377,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-niqe", action="store_true", help="skip NIQE")
     parser.add_argument("--json", help="also write the rows as JSON to this file")
+    parser.add_argument(
+        "--background-load",
+        type=int,
+        default=0,
+        metavar="N",
+        help="measure every row again with N busy processes beside the benchmark (default: 0, quiet only)",
+    )
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
@@ -320,17 +439,34 @@ def main(argv: list[str] | None = None) -> int:
         print(f"engine dtype {dtype}; cudnn.benchmark {args.cudnn_benchmark}; TF32 convolutions "
               f"{torch.backends.cudnn.allow_tf32} (the fp32 reference uses them too)")  # fmt: skip
 
-    rows: list[Row] = []
-    for size_name, size in sizes:
-        rows += run_size(size_name, size, image_path, state, model, modes, device, dtype, args, notes)
+    def measure() -> list[Row]:
+        rows: list[Row] = []
+        for size_name, size in sizes:
+            rows += run_size(size_name, size, image_path, state, model, modes, device, dtype, args, notes)
+        return rows
+
+    rows = measure()
+    loaded: list[Row] = []
+    if args.background_load > 0:
+        print(f"\nagain with {args.background_load} busy background process(es)", flush=True)
+        with BackgroundLoad(args.background_load):
+            loaded = measure()
+            with contextlib.suppress(OSError):
+                notes.append(f"load average under load: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     with contextlib.suppress(OSError):
         notes.append(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print()
     print(markdown_table(rows))
+    if loaded:
+        print(f"\nWith {args.background_load} busy background process(es):\n")
+        print(markdown_table(loaded))
+        print("\nSlow-down under load (median with load / median without):\n")
+        print(slowdown_table(rows, loaded))
     for note in notes:
         print(f"note: {note}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": [asdict(r) for r in rows], "notes": notes}, indent=2))
+        payload = {"rows": [asdict(r) for r in rows], "loaded": [asdict(r) for r in loaded], "notes": notes}
+        Path(args.json).write_text(json.dumps(payload, indent=2))
     return 0
 
 
@@ -381,6 +517,16 @@ def run_mode(
     size_name: str,
     ref_median: float,
 ) -> Row:
+    if mode.backend in PEERS:
+        forward, peer = PEERS[mode.backend], peer_state(mode.backend, device)
+        with torch.inference_mode():
+            start = time.perf_counter()
+            forward(peer, x)
+            setup = time.perf_counter() - start
+            times, peak = timed(lambda: forward(peer, x), device, args.repeats)
+        median = statistics.median(times)
+        return Row(size_name, mode.label, median, min(times), ref_median / median, peak / 2**20, None, None, setup,
+                   "timing only")  # fmt: skip
     start = time.perf_counter()
     try:
         enhancer = Enhancer(
@@ -447,6 +593,16 @@ def markdown_table(rows: list[Row]) -> str:
         lines.append(
             f"| {r.size} | {r.mode} | {_fmt(r.median_s, '.3f')} | {_fmt(r.min_s, '.3f')} | {_fmt(r.ratio, '.2f')}x"
             f" | {r.peak_mib:.0f} | {_fmt(r.psnr_db, '.2f')} | {_fmt(r.niqe, '.3f')} | {r.setup_s:.1f} | {r.note} |"
+        )
+    return "\n".join(lines)
+
+
+def slowdown_table(quiet: list[Row], loaded: list[Row]) -> str:
+    lines = ["| size | mode | quiet s | loaded s | slow-down |", "|---|---|---:|---:|---:|"]
+    for a, b in zip(quiet, loaded, strict=True):
+        ratio = b.median_s / a.median_s if a.median_s == a.median_s and a.median_s > 0 else float("nan")
+        lines.append(
+            f"| {a.size} | {a.mode} | {_fmt(a.median_s, '.3f')} | {_fmt(b.median_s, '.3f')} | {_fmt(ratio, '.2f')}x |"
         )
     return "\n".join(lines)
 

@@ -10,14 +10,23 @@ Curve estimation (the network) runs in PyTorch (``backend="torch"``, channels-la
 ``torch.compile``-d) or in ONNX Runtime (``backend="onnxruntime"``); everything else is the same for both.
 ``backend="auto"`` (the default) takes ONNX Runtime where it is measured faster: float32 on the CPU, when it is
 installed (:func:`resolve_backend`).
+
+On the CPU the tiles are shared among ``threads`` worker threads, each running its tile's operations on one core
+(PyTorch's and ONNX Runtime's own thread pools are held at one thread meanwhile). Many small operations split
+across threads each end at a barrier where every thread waits for the slowest; when another process holds a
+core that wait is a scheduler time slice per operation, and the fast path was measured 12x slower on a busy
+machine. Whole tiles per thread need no barrier: a busy core slows its own tiles only (docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
 import numpy as np
@@ -45,7 +54,6 @@ __all__ = [
     "FAST_SCALE",
     "EnhanceError",
     "Enhancer",
-    "estimate_curve_maps",
     "resolve_backend",
     "resolve_device",
 ]
@@ -152,21 +160,20 @@ def _regions(height: int, width: int, tile: int | None, square: bool = True) -> 
             yield top, left, min(top + tile, height), min(left + tile, width)
 
 
-def _as_estimator(model: DCENet | CurveEstimator) -> CurveEstimator:
-    return model.curve_maps if isinstance(model, DCENet) else model
+@contextlib.contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    """PyTorch's intra-op threads (process-wide) set to ``count`` for the block, then restored."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
-def _estimated_maps(
-    estimate: CurveEstimator, image: torch.Tensor, tile: int | None
-) -> Iterator[tuple[Region, torch.Tensor]]:
-    """Curve maps of ``image`` ``(B, 3, H, W)`` region by region, each computed with full context."""
-    height, width = image.shape[-2:]
-    margin = RECEPTIVE_RADIUS
-    for top, left, bottom, right in _regions(height, width, tile):
-        y0, x0 = max(top - margin, 0), max(left - margin, 0)
-        y1, x1 = min(bottom + margin, height), min(right + margin, width)
-        maps = estimate(image[..., y0:y1, x0:x1])
-        yield (top, left, bottom, right), maps[..., top - y0 : bottom - y0, left - x0 : right - x0]
+def _worker_setup() -> None:
+    # Denormal flushing is a per-thread CPU flag: each worker sets it, as the enhancer did for its caller.
+    torch.set_flush_denormal(True)
 
 
 def _apply_curves_into(out: torch.Tensor, image: torch.Tensor, maps: torch.Tensor) -> None:
@@ -174,23 +181,6 @@ def _apply_curves_into(out: torch.Tensor, image: torch.Tensor, maps: torch.Tenso
     out.copy_(image)
     for i in range(maps.shape[1] // 3):
         out.add_(torch.mul(out, out).sub_(out).mul_(maps[:, 3 * i : 3 * i + 3]))
-
-
-def estimate_curve_maps(
-    model: DCENet | CurveEstimator, image: torch.Tensor, scale: int = 1, tile_size: int | None = DEFAULT_TILE
-) -> torch.Tensor:
-    """Curve maps of ``(B, 3, H, W)`` estimated on the image shrunk ``scale`` times, in tiles of ``tile_size``.
-
-    Returns ``(B, 3 * n, ceil(H / scale), ceil(W / scale))`` in [-1, 1], for :func:`apply_curve_maps`.
-    """
-    small = downsample(image, int(scale))
-    small_maps: torch.Tensor | None = None
-    for (top, left, bottom, right), maps in _estimated_maps(_as_estimator(model), small, tile_size):
-        if small_maps is None:
-            small_maps = torch.empty((*maps.shape[:2], *small.shape[-2:]), dtype=image.dtype, device=image.device)
-        small_maps[..., top:bottom, left:right] = maps
-    assert small_maps is not None
-    return small_maps
 
 
 _COMPILED_BAND: Callable[..., torch.Tensor] | None = None
@@ -268,9 +258,10 @@ class Enhancer:
             for float32 on the CPU when it is installed, PyTorch otherwise (:func:`resolve_backend`; the
             resolved name is in ``.backend``). Tiling, ``scale`` and the curves are the same for all; the
             outputs agree within 1e-4.
-        threads: CPU threads for the network (``torch.set_num_threads``, which is process-wide, and ONNX
-            Runtime's intra-op threads); ``None`` keeps PyTorch's setting (its default, or ``OMP_NUM_THREADS``,
-            which ``torchrun`` sets to 1 per process).
+        threads: CPU threads: the worker threads that share the tiles (``torch.set_num_threads`` is also
+            set, process-wide); ``None``: PyTorch's setting (its default, or ``OMP_NUM_THREADS``, which
+            ``torchrun`` sets to 1 per process). With more than one, PyTorch's own threads are held at one while
+            a picture is enhanced (see the module docstring) and restored after.
         channels_last: run the network on channels-last tensors; ``None``: on the CPU (measured faster) and on
             CUDA in half precision.
         compile: ``torch.compile`` the network (torch backend) and the fused upsample-and-curves pass
@@ -324,6 +315,9 @@ class Enhancer:
         self.tile_size = tile_size
         self.threads = threads
         self.compile = bool(compile)
+        # Tile-parallel on the CPU (compiled graphs keep PyTorch's own threading).
+        self.workers = (threads or torch.get_num_threads()) if self.device.type == "cpu" and not compile else 1
+        self._helpers: ThreadPoolExecutor | None = None  # workers - 1 threads, made on first use
         self.finish = bool(finish)
         if channels_last is None:
             half = dtype in (torch.float16, torch.bfloat16)
@@ -342,7 +336,8 @@ class Enhancer:
             if fallback and not isinstance(weights, DCENet):
                 source = load_dcenet(weights)  # errors in the weights surface here, not as an ONNX failure
             try:
-                self._session = onnxruntime_session(source, device=self.device, threads=threads)
+                session_threads = 1 if self.workers > 1 else threads  # the workers run tiles side by side
+                self._session = onnxruntime_session(source, device=self.device, threads=session_threads)
                 self._estimate = _OnnxEstimator(self._session)
             except Exception as error:  # a broken ONNX install under "auto": PyTorch is always there
                 if not fallback:
@@ -363,7 +358,8 @@ class Enhancer:
     def __repr__(self) -> str:
         return (
             f"Enhancer(backend={self.backend}, device={self.device}, dtype={self.dtype}, scale={self.scale}, "
-            f"tile_size={self.tile_size}, channels_last={self.channels_last}, compile={self.compile}, "
+            f"tile_size={self.tile_size}, workers={self.workers}, channels_last={self.channels_last}, "
+            f"compile={self.compile}, "
             f"finish={self.finish}, exposure={self.exposure!r})"
         )
 
@@ -382,30 +378,27 @@ class Enhancer:
         gain; images whose gain is 0 (already at or above the target) come back exactly as they were. Each tile
         is read with a margin of real context for the network and the finishing's filter, so the tiled result
         equals the one-piece result, and the memory used is bounded by the tile size. ``progress``: called with
-        ``(tiles done, tiles in all)`` before each tile and once all are written.
+        ``(tiles done, tiles in all)`` before the first tile and as tiles complete (from the calling thread).
         """
         height, width = reader.height, reader.width
         if maps is None and self.scale > 1:
-            maps = estimate_curve_maps(self._estimate, reader.downsample(self.scale), 1, self.tile_size)
+            maps = self._estimate_maps(reader.downsample(self.scale))
         gain = self._gain(reader, maps, exposure)
         identity = isinstance(gain, torch.Tensor) and bool((gain == 0).all())
         network = maps is None and not identity
         scaled = None if maps is None or identity else _finite(scale_maps(maps, gain))
         eps = self._detail_eps(reader) if self.finish and not identity else None
         margin = max(RECEPTIVE_RADIUS if network else 0, 2 * DETAIL_RADIUS if eps is not None else 0)
-        # Square tiles where the network runs at full resolution (least margin per pixel); elsewhere full-width
-        # strips of the same area (long rows keep the per-operation overhead of the fused curves low).
-        regions = list(_regions(height, width, self.tile_size, square=network))
-        for done, (top, left, bottom, right) in enumerate(regions):
-            if progress is not None:
-                progress(done, len(regions))
+
+        def enhance_region(region: Region) -> None:
+            top, left, bottom, right = region
             y0, x0 = max(top - margin, 0), max(left - margin, 0)
             y1, x1 = min(bottom + margin, height), min(right + margin, width)
             x = reader.read(y0, x0, y1, x1)
             inner = (..., slice(top - y0, bottom - y0), slice(left - x0, right - x0))
             if identity:
                 writer.write(top, left, x[inner])
-                continue
+                return
             base = split_detail(x.float(), eps=eps)[0].to(x.dtype)[inner] if eps is not None else x[inner]
             if network:
                 out = torch.empty_like(base)
@@ -415,13 +408,115 @@ class Enhancer:
                 _apply_curves_into(out, base, scaled[..., top:bottom, left:right].to(base.dtype))
             else:
                 assert scaled is not None
-                region = (top, left, bottom, right)
                 out = apply_upsampled_curves(base, scaled, (height, width), region, band_kernel=self._band_kernel)
             if eps is not None:
                 out.add_(x[inner]).sub_(base)  # the detail layer back at unit gain
             writer.write(top, left, _keep_unchanged(out.clamp_(0.0, 1.0), x[inner], gain))
+
+        # Square tiles where the network runs at full resolution (least margin per pixel); elsewhere full-width
+        # strips of the same area (long rows keep the per-operation overhead of the fused curves low).
+        self._each_region(enhance_region, self._split(height, width, square=network), progress)
+
+    def _split(self, height: int, width: int, square: bool) -> list[Region]:
+        """The regions of a ``(height, width)`` picture. With several workers, each holds a tile at a time: tiles
+        of ``tile_size / sqrt(workers)`` keep the memory in use near that of one ``tile_size`` tile, and pictures
+        with fewer regions than workers are cut finer (down to 64 pixels) so that every worker has a share."""
+        tile = self.tile_size
+        if tile is not None and self.workers > 1:
+            tile = max(min(64, tile), round(tile / self.workers**0.5))
+        regions = list(_regions(height, width, tile, square))
+        while self.workers > 1 and len(regions) < self.workers:
+            tile = -(-max(height, width) // 2) if tile is None else -(-tile // 2)
+            if tile < 64:
+                break
+            regions = list(_regions(height, width, tile, square))
+        return regions
+
+    def _each_region(
+        self, work: Callable[[Region], None], regions: Sequence[Region], progress: Progress | None = None
+    ) -> None:
+        """``work(region)`` for every region: here, or on the CPU shared among ``workers`` threads, this one
+        included (PyTorch's own threads held at one meanwhile). ``progress(done, total)`` is called from this
+        thread with every count from 0 to ``total`` once, in order, as regions complete; an exception in any
+        region (or in ``progress``) stops the others from taking new ones and is raised here once the running
+        ones have ended."""
+        total = len(regions)
         if progress is not None:
-            progress(len(regions), len(regions))
+            progress(0, total)
+        if self.workers < 2 or total < 2:
+            for done, region in enumerate(regions, 1):
+                work(region)
+                if progress is not None:
+                    progress(done, total)
+            return
+        pending, lock = iter(regions), threading.Lock()
+        done, failures, reported = [0], [], [0]
+
+        def report(upto: int) -> None:  # every count once, in order, from this thread
+            if progress is not None:
+                for count in range(reported[0] + 1, upto + 1):
+                    progress(count, total)
+            reported[0] = max(reported[0], upto)
+
+        def take() -> Region | None:
+            with lock:
+                return None if failures else next(pending, None)
+
+        def finished() -> int:
+            with lock:
+                done[0] += 1
+                return done[0]
+
+        def helper() -> None:
+            with torch.inference_mode():
+                while (region := take()) is not None:
+                    try:
+                        work(region)
+                    except BaseException as error:
+                        with lock:
+                            failures.append(error)
+                        return
+                    finished()
+
+        # This thread works too (its allocator arena stays in use: less memory) and reports progress; the helper
+        # threads are the enhancer's own, kept between pictures (their arenas stay warm).
+        if self._helpers is None:
+            self._helpers = ThreadPoolExecutor(self.workers - 1, "scl-lle-tiles", initializer=_worker_setup)
+        with _torch_threads(1):
+            helpers = [self._helpers.submit(helper) for _ in range(self.workers - 1)]
+            try:
+                while (region := take()) is not None:
+                    work(region)
+                    report(finished())
+            except BaseException as error:
+                with lock:
+                    failures.insert(0, error)
+                raise
+            finally:
+                wait(helpers)
+        if failures:
+            raise failures[0]
+        report(total)
+
+    def _estimate_maps(self, image: torch.Tensor) -> torch.Tensor:
+        """Curve maps ``(B, 3n, h, w)`` of the whole of ``image`` ``(B, 3, h, w)``, region by region with full
+        context, the regions shared among the workers."""
+        height, width = image.shape[-2:]
+        result: list[torch.Tensor] = []
+        lock = threading.Lock()
+
+        def estimate_region(region: Region) -> None:
+            top, left, bottom, right = region
+            y0, x0 = max(top - RECEPTIVE_RADIUS, 0), max(left - RECEPTIVE_RADIUS, 0)
+            y1, x1 = min(bottom + RECEPTIVE_RADIUS, height), min(right + RECEPTIVE_RADIUS, width)
+            maps = self._estimate(image[..., y0:y1, x0:x1])[..., top - y0 : bottom - y0, left - x0 : right - x0]
+            with lock:
+                if not result:
+                    result.append(maps.new_empty((*maps.shape[:2], height, width)))
+            result[0][..., top:bottom, left:right] = maps
+
+        self._each_region(estimate_region, self._split(height, width, square=True))
+        return result[0]
 
     def _detail_eps(self, reader: TileReader) -> torch.Tensor:
         """The finishing filter's ``eps`` ``(B, 1, 1, 1)`` of the whole picture, from the row bands that
@@ -493,7 +588,7 @@ class Enhancer:
         to be edited (smoothed across video frames) and applied with :meth:`apply_curve_maps`.
         """
         x = images.to(device=self.device, dtype=self.dtype)
-        return self._guarded(lambda t: estimate_curve_maps(self._estimate, t, self.scale, self.tile_size), x)
+        return self._guarded(lambda t: self._estimate_maps(downsample(t, self.scale)), x)
 
     def exposure_gain(
         self, images: torch.Tensor, maps: torch.Tensor, exposure: Exposure | None = None
@@ -528,7 +623,7 @@ class Enhancer:
         Grey images are enhanced as RGB and turned back into grey (BT.601 luma). Returns the same shape and
         dtype. ``exposure``: as for calling the enhancer. The picture is read and written a tile at a time (no
         float copy of it is made), so the memory used beyond the input and the result is bounded by the tile
-        size. ``progress``: called with ``(tiles done, tiles in all)`` before each tile and once all are done
+        size. ``progress``: called with ``(tiles done, tiles in all)`` before the first tile and as tiles complete
         (an exception it raises stops the enhancement).
         """
         pixels = np.asarray(pixels)

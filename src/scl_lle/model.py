@@ -71,6 +71,10 @@ def _bilinear_taps(
     )
 
 
+#: Bytes of widened curve maps one band holds on the CPU: the band is sized to stay in a core's cache.
+BAND_BYTES = 2 * 2**20
+
+
 def apply_upsampled_curves(
     image: torch.Tensor,
     small_maps: torch.Tensor,
@@ -86,16 +90,19 @@ def apply_upsampled_curves(
 
     Equal (to float rounding) to ``apply_curves(image, upsample_maps(small_maps, size, region))``, without
     materialising the full-resolution ``3 * n``-channel maps: the rows are interpolated once at low width, then
-    the image is processed in bands of ``band`` rows, each curve map widened and applied in turn while the band
-    stays in cache. Peak extra memory is a few band-sized buffers instead of ``3 * n`` full-resolution planes.
+    the image is processed in bands of ``band`` rows; each band's maps are widened in one operation (linear
+    interpolation along the full width, then cut to the region) and its eight curves applied while it is in
+    cache. Peak extra memory is a band's widened maps instead of ``3 * n`` full-resolution planes.
 
     Args:
         image: ``(B, 3, h, w)``, the pixels of ``region`` (or of the whole image) in [0, 1].
         small_maps: ``(B, 3 * n, sh, sw)``, curve maps estimated on the image shrunk to ``(sh, sw)``.
         size: ``(H, W)``, the full resolution the maps are upsampled to.
         region: ``(top, left, bottom, right)`` of the full image that ``image`` holds; ``None``: all of it.
-        band: rows per band; any value gives the same result. ``None``: 64 rows on the CPU (a cache-sized
-            working set), the whole region elsewhere (a GPU would pay a kernel launch per operation and band).
+            Full-width regions cost least (the widening always covers the full width).
+        band: rows per band; any value gives the same result. ``None``: on the CPU as many rows as fit
+            :data:`BAND_BYTES` of widened maps, elsewhere the whole region (a GPU would pay a kernel launch per
+            operation and band).
         band_kernel: ``None`` (eager, in place), or a compiled :func:`upsampled_curves_band`.
         out: write the result here (the shape of ``image``) instead of a new tensor.
         clamp: clamp the result to [0, 1] band by band (while it is in cache).
@@ -114,14 +121,15 @@ def apply_upsampled_curves(
     if out is None:
         out = torch.empty(image.shape, dtype=image.dtype, device=image.device)
     if band is None:
-        band = 64 if image.device.type == "cpu" else image.shape[-2]
+        row_bytes = small_maps.shape[1] * width * image.element_size()
+        band = max(1, BAND_BYTES // row_bytes) if image.device.type == "cpu" else image.shape[-2]
     band = max(int(band), 1)
     for b0 in range(0, image.shape[-2], band):
         b1 = min(b0 + band, image.shape[-2])
         if band_kernel is None:
             x = out[..., b0:b1, :]
             x.copy_(image[..., b0:b1, :])
-            _apply_band_in_place(x, taps.rows[..., b0:b1, :], taps)
+            _apply_band_in_place(x, taps.rows[..., b0:b1, :], width, left)
         else:
             out[..., b0:b1, :] = band_kernel(
                 image[..., b0:b1, :], taps.rows[..., b0:b1, :], taps.low, taps.high, taps.w_low, taps.w_high
@@ -162,11 +170,15 @@ def curve_taps(
     return CurveTaps(rows, x_low, x_high, x_w0, x_w1)
 
 
-def _apply_band_in_place(x: torch.Tensor, rows: torch.Tensor, taps: CurveTaps) -> None:
-    for i in range(rows.shape[1] // 3):
-        rows_i = rows[:, 3 * i : 3 * i + 3]
-        r = rows_i.index_select(3, taps.low).mul_(taps.w_low).add_(rows_i.index_select(3, taps.high).mul_(taps.w_high))
-        x.add_(torch.mul(x, x).sub_(x).mul_(r))  # x <- x + r * (x^2 - x), in place
+def _apply_band_in_place(x: torch.Tensor, rows: torch.Tensor, width: int, left: int) -> None:
+    """Apply the curves of ``rows`` ``(B, 3n, b, sw)`` (maps at the band's rows, low width) to ``x`` ``(B, 3, b, w)``
+    in place: the maps are widened to ``width`` in one linear interpolation (the column positions of
+    :func:`_bilinear_taps`), cut to the columns ``left : left + w``, and applied curve by curve."""
+    batch, channels, n, low_width = rows.shape
+    wide = F.interpolate(rows.reshape(batch, channels * n, low_width), size=width, mode="linear", align_corners=False)
+    wide = wide.view(batch, channels, n, width)[..., left : left + x.shape[-1]]
+    for i in range(channels // 3):
+        x.addcmul_(torch.mul(x, x).sub_(x), wide[:, 3 * i : 3 * i + 3])  # x <- x + r * (x^2 - x), in place
 
 
 def upsampled_curves_band(
@@ -247,13 +259,19 @@ class DCENet(nn.Module):
         self.e_conv7 = nn.Conv2d(2 * c, 3 * iterations, 3, padding=1)
 
     def curve_maps(self, image: torch.Tensor) -> torch.Tensor:
-        """Estimate the curve maps: ``(B, 3, H, W)`` in [0, 1] → ``(B, 3 * iterations, H, W)`` in [-1, 1]."""
-        x1 = F.relu(self.e_conv1(image))
-        x2 = F.relu(self.e_conv2(x1))
-        x3 = F.relu(self.e_conv3(x2))
-        x4 = F.relu(self.e_conv4(x3))
-        x5 = F.relu(self.e_conv5(torch.cat((x3, x4), 1)))
-        x6 = F.relu(self.e_conv6(torch.cat((x2, x5), 1)))
+        """Estimate the curve maps: ``(B, 3, H, W)`` in [0, 1] → ``(B, 3 * iterations, H, W)`` in [-1, 1].
+
+        Activations are dropped as soon as the skips no longer need them and ReLU works in place (a
+        convolution's backward does not need its output), so at most five 32-channel planes are alive at once.
+        """
+        x1 = F.relu(self.e_conv1(image), inplace=True)
+        x2 = F.relu(self.e_conv2(x1), inplace=True)
+        x3 = F.relu(self.e_conv3(x2), inplace=True)
+        x4 = F.relu(self.e_conv4(x3), inplace=True)
+        x5 = F.relu(self.e_conv5(torch.cat((x3, x4), 1)), inplace=True)
+        del x3, x4
+        x6 = F.relu(self.e_conv6(torch.cat((x2, x5), 1)), inplace=True)
+        del x2, x5
         return torch.tanh(self.e_conv7(torch.cat((x1, x6), 1)))
 
     def forward_with_maps(self, image: torch.Tensor, scale: int = 1) -> tuple[torch.Tensor, torch.Tensor]:

@@ -98,24 +98,34 @@ class TileReader:
         """Every ``step``-th pixel in each direction (sampled, not averaged): ``(B, 3, ceil(H/step), ceil(W/step))``."""
         return self._unit(self.source[..., ::step, ::step])
 
-    def downsample(self, scale: int, rows: int = 512) -> torch.Tensor:
+    def downsample(self, scale: int, rows: int | None = None) -> torch.Tensor:
         """Area average over ``scale`` x ``scale`` cells (as :func:`~scl_lle.model.downsample` gives for the whole
-        image) -> ``(B, 3, ceil(H/scale), ceil(W/scale))``, computed ``rows`` input rows at a time."""
+        image) -> ``(B, 3, ceil(H/scale), ceil(W/scale))``, computed ``rows`` input rows at a time (``None``:
+        about a quarter of a million pixels' worth, a few MB of floats)."""
         if scale == 1:
             return self.read(0, 0, self.height, self.width)
         height, width = -(-self.height // scale), -(-self.width // scale)
         # Averaging over a rectangle = averaging its rows' averages: shrink the width chunk by chunk (exact
         # adaptive-pool bins along the width), then the height of the much smaller result.
         narrow = torch.empty((self.batch, 3, self.height, width), dtype=self.dtype, device=self.device)
+        rows = rows or max(1, 2**18 // self.width)
         for top in range(0, self.height, rows):
             bottom = min(top + rows, self.height)
             chunk = self.read(top, 0, bottom, self.width)
-            narrow[..., top:bottom, :] = F.adaptive_avg_pool2d(chunk, (bottom - top, width))
-        return F.adaptive_avg_pool2d(narrow, (height, width))
+            narrow[..., top:bottom, :] = _shrink(chunk, (bottom - top, width))
+        return _shrink(narrow, (height, width))
 
     def _unit(self, pixels: torch.Tensor) -> torch.Tensor:
         unit = to_unit(pixels, self.dtype, self.device)
         return unit.expand(-1, 3, -1, -1) if unit.shape[1] == 1 else unit
+
+
+def _shrink(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Adaptive average pooling to ``size``; a plain (about twice as fast) average pooling where the sizes divide."""
+    (height, width), (out_height, out_width) = image.shape[-2:], size
+    if height % out_height == 0 and width % out_width == 0:
+        return F.avg_pool2d(image, (height // out_height, width // out_width))
+    return F.adaptive_avg_pool2d(image, size)
 
 
 class TileWriter:
