@@ -109,3 +109,19 @@ def tiny_training_config(tmp_path: Path, overrides: list[str] = ()) -> dict[str,
             *overrides,
         ],
     )
+
+
+def http_request(
+    app: Any, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """One request to a running ``scl-lle serve`` app on a fresh connection: (status, headers, body)."""
+    import http.client
+
+    host, port = app.server_address[:2]
+    connection = http.client.HTTPConnection(str(host), port, timeout=60)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()

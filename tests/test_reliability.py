@@ -476,7 +476,7 @@ def test_sigkill_during_training_and_checkpoint_writes_then_resume(tmp_path: Pat
     env = _env(tmp_path)
     rng = random.Random(3)
     kills, resumed_from = 0, []
-    train = _cli("train", "--config", str(config_path), "-q")
+    train = _cli("train", "--config", str(config_path))  # notes on: "resumed from ..." is read below
 
     def launch(command: list[str], name: str) -> tuple[subprocess.Popen, Path]:
         log = tmp_path / f"{name}.stderr"

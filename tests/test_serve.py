@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import io
 import json
 import os
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import http_request as _request
 from scl_lle import serve as serve_module
 from scl_lle.cli import build_parser
 from scl_lle.serve import EnhanceServer, ServeLimits, make_server
@@ -44,19 +44,6 @@ def server(weights_file: Path) -> Iterator[EnhanceServer]:
     app.shutdown()
     app.server_close()
     thread.join(5)
-
-
-def _request(
-    app: EnhanceServer, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
-) -> tuple[int, dict[str, str], bytes]:
-    host, port = app.server_address[:2]
-    connection = http.client.HTTPConnection(str(host), port, timeout=60)
-    try:
-        connection.request(method, path, body=body, headers=headers or {})
-        response = connection.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
-    finally:
-        connection.close()
 
 
 def _png(width: int, height: int, value: int = 30, noise: float = 8.0) -> bytes:
@@ -396,3 +383,22 @@ def test_video_page_in_headless_chromium(tmp_path: Path, page_server: EnhanceSer
     driver.find_element(By.ID, "download").click()
     wait.until(lambda d: any(p.name == "night-enhanced.mp4" for p in downloads.iterdir()))
     assert _stats(app)["uploads_received"] == 1
+
+
+@pytest.mark.parametrize("suffix", [".heic", ".avif"])
+def test_phone_formats_are_accepted_and_come_back_as_png(server: EnhanceServer, suffix: str) -> None:
+    from scl_lle.imageio import HAS_AVIF
+
+    if suffix == ".heic":
+        pillow_heif = pytest.importorskip("pillow_heif", reason="the formats extra (pillow-heif) is not installed")
+        pillow_heif.register_heif_opener()
+    elif not HAS_AVIF:
+        pytest.skip("this Pillow has no AVIF codec")
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(_png(64, 48))).save(buffer, format={".heic": "HEIF", ".avif": "AVIF"}[suffix], quality=95)
+    status, headers, body = _request(server, "POST", f"/api/enhance?name=phone{suffix}&mode=fast", buffer.getvalue())
+    assert status == 200, body
+    assert headers["Content-Type"] == "image/png" and headers["X-Result-Name"] == "phone-enhanced.png"
+    assert Image.open(io.BytesIO(body)).size == (64, 48)
+    _, _, page = _request(server, "GET", "/")
+    assert b".heic" in page and b".dng" in page  # the file picker offers them by ending too

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import http_request
 from scl_lle import serve as serve_module
 from scl_lle.inference import Enhancer
 from scl_lle.serve import EnhanceServer, ServeLimits, make_server
@@ -258,35 +259,41 @@ def test_a_full_queue_answers_503(start: Callable[..., EnhanceServer], slow_engi
     assert _request(app, "/api/enhance?name=c.png", _png())[0] == 200  # the slot was given back
 
 
+class _DecodedPictures:
+    """Counts the pictures the server has decoded and not yet dropped: ``alive`` now, ``most`` at once."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, hold: float = 0.0) -> None:
+        self.alive = self.most = 0
+        self.lock = threading.Lock()
+        original = serve_module.read_image
+
+        def counting(*args: object, **kwargs: object) -> object:
+            picture = original(*args, **kwargs)
+            with self.lock:
+                self.alive += 1
+                self.most = max(self.most, self.alive)
+            weakref.finalize(picture, self._gone)
+            time.sleep(hold)  # held a while: another job decoding meanwhile would be counted
+            return picture
+
+        monkeypatch.setattr(serve_module, "read_image", counting)
+
+    def _gone(self) -> None:
+        with self.lock:
+            self.alive -= 1
+
+
 def test_waiting_uploads_hold_no_decoded_pictures(
     start: Callable[..., EnhanceServer], slow_engine: threading.Event, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With 3 uploads in the works at once, at most one decoded picture exists at any time."""
-    alive, most = 0, 0
-    lock = threading.Lock()
-    original = serve_module.read_image
-
-    def gone() -> None:
-        nonlocal alive
-        with lock:
-            alive -= 1
-
-    def counting(*args: object, **kwargs: object) -> object:
-        nonlocal alive, most
-        picture = original(*args, **kwargs)
-        with lock:
-            alive += 1
-            most = max(most, alive)
-        weakref.finalize(picture, gone)
-        return picture
-
-    monkeypatch.setattr(serve_module, "read_image", counting)
+    decoded = _DecodedPictures(monkeypatch)
     app = start(max_queue=3)
     with ThreadPoolExecutor(3) as pool:
         statuses = list(pool.map(lambda i: _request(app, f"/api/enhance?name={i}.png", _png())[0], range(3)))
     assert statuses == [200, 200, 200]
-    assert most == 1
-    assert alive == 0
+    assert decoded.most == 1
+    assert decoded.alive == 0
 
 
 def test_jobs_decode_one_picture_at_a_time_and_keep_none(
@@ -294,26 +301,7 @@ def test_jobs_decode_one_picture_at_a_time_and_keep_none(
 ) -> None:
     """Uploads kept for re-rendering hold no decoded picture: three at once, at most one decoded at any time,
     none once their jobs are done (a photo's preview-sized pixels are all that is kept)."""
-    alive, most = 0, 0
-    lock = threading.Lock()
-    original = serve_module.read_image
-
-    def gone() -> None:
-        nonlocal alive
-        with lock:
-            alive -= 1
-
-    def counting(*args: object, **kwargs: object) -> object:
-        nonlocal alive, most
-        picture = original(*args, **kwargs)
-        with lock:
-            alive += 1
-            most = max(most, alive)
-        weakref.finalize(picture, gone)
-        time.sleep(0.3)  # held a while: another job decoding meanwhile would be counted
-        return picture
-
-    monkeypatch.setattr(serve_module, "read_image", counting)
+    decoded = _DecodedPictures(monkeypatch, hold=0.3)
     app = start(max_queue=3)
     with ThreadPoolExecutor(3) as pool:
         answers = list(pool.map(lambda i: _request(app, f"/api/uploads?name={i}.png&mode=fast", _png()), range(3)))
@@ -321,18 +309,12 @@ def test_jobs_decode_one_picture_at_a_time_and_keep_none(
     deadline = time.monotonic() + 60
     while json.loads(_get(app, "/api/stats"))["jobs_waiting"] and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert most == 1
-    assert alive == 0
+    assert decoded.most == 1
+    assert decoded.alive == 0
 
 
 def _get(app: EnhanceServer, path: str) -> bytes:
-    host, port = app.server_address[:2]
-    connection = http.client.HTTPConnection(str(host), port, timeout=60)
-    try:
-        connection.request("GET", path)
-        return connection.getresponse().read()
-    finally:
-        connection.close()
+    return http_request(app, "GET", path)[2]
 
 
 def test_release_memory_is_safe_to_call() -> None:

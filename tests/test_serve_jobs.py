@@ -3,7 +3,6 @@ render, bounds and expiry of what is kept, unknown ids, cancellation, and the en
 
 from __future__ import annotations
 
-import http.client
 import io
 import json
 import secrets
@@ -18,6 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import http_request as _request
 from scl_lle import serve as serve_module
 from scl_lle.imageio import Picture
 from scl_lle.inference import Enhancer
@@ -47,19 +47,6 @@ def start(weights_file: Path) -> Iterator[Callable[..., EnhanceServer]]:
         app.shutdown()
         thread.join(5)
         app.server_close()
-
-
-def _request(
-    app: EnhanceServer, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
-) -> tuple[int, dict[str, str], bytes]:
-    host, port = app.server_address[:2]
-    connection = http.client.HTTPConnection(str(host), port, timeout=60)
-    try:
-        connection.request(method, path, body=body, headers=headers or {})
-        response = connection.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
-    finally:
-        connection.close()
 
 
 def _json(app: EnhanceServer, method: str, path: str, body: bytes | None = None, expected: int = 200) -> Any:

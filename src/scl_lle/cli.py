@@ -564,7 +564,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_assets(commands)
     _add_completion(commands)
     for command in _leaf_parsers(commands):
-        _add_verbosity(command)
+        if "--quiet" not in command._option_string_actions:  # evaluate's register_cli adds them itself
+            add_verbosity(command)
         for action in command._actions:
             if action.dest in _PATH_ARGUMENTS:
                 action.complete = _FILE_COMPLETION  # type: ignore[attr-defined]  # read by shtab
@@ -605,7 +606,8 @@ def _leaf_parsers(commands: argparse._SubParsersAction) -> Iterator[argparse.Arg
             yield command
 
 
-def _add_verbosity(parser: argparse.ArgumentParser) -> None:
+def add_verbosity(parser: argparse.ArgumentParser) -> None:
+    """``-q``/``-qq`` and ``-v`` on a command's parser (read by :func:`_verbosity`)."""
     parser.add_argument(
         "-q",
         "--quiet",

@@ -1264,6 +1264,9 @@ def register_cli(commands: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--max-images", type=_positive, metavar="N", help="at most N images per data set (the first by name)"
     )
+    from .cli import add_verbosity
+
+    add_verbosity(parser)
     parser.set_defaults(run=_run_evaluate)
     return parser
 
