@@ -825,13 +825,10 @@ class _Handler(BaseHTTPRequestHandler):
     # ------------------------------------------------------------------------------------ kept uploads, jobs
     def _upload(self, query: str) -> None:
         """Receive a file into a kept upload and queue its first job: 202 with the upload and the job."""
-        try:
-            name, mode, exposure, _ = self._parameters(query)
-            suffix = self._suffix(name)
-            length = self._upload_length()
-        except _RequestError as error:
-            self._send_error(error.status, str(error))
+        checked = self._checked_upload(query)
+        if checked is None:
             return
+        name, mode, exposure, suffix, length = checked
         slots, jobs = self.server.slots, self.server.jobs
         if not slots.acquire(blocking=False):
             self._send_busy()
@@ -915,15 +912,22 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(HTTPStatus.SERVICE_UNAVAILABLE, message, _TEXT, {"Retry-After": "5"})
 
     # ------------------------------------------------------------------------------- one-shot /api/enhance
-    def _enhance_once(self, query: str) -> None:
-        """The request body is the file; the response body is the enhanced file; nothing is kept."""
-        try:  # everything that can be refused without reading the body
+    def _checked_upload(self, query: str) -> tuple[str, str, Exposure, str, int] | None:
+        """An upload's ``(name, mode, exposure, suffix, length)``, from everything that can be refused without
+        reading the body; ``None`` once a refusal has been sent."""
+        try:
             name, mode, exposure, _ = self._parameters(query)
-            suffix = self._suffix(name)
-            length = self._upload_length()
+            return name, mode, exposure, self._suffix(name), self._upload_length()
         except _RequestError as error:
             self._send_error(error.status, str(error))
+            return None
+
+    def _enhance_once(self, query: str) -> None:
+        """The request body is the file; the response body is the enhanced file; nothing is kept."""
+        checked = self._checked_upload(query)
+        if checked is None:
             return
+        name, mode, exposure, suffix, length = checked
         if not self.server.slots.acquire(blocking=False):
             self._send_busy()
             return
