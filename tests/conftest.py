@@ -3,8 +3,11 @@ and are skipped with a reason when it is absent."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -125,3 +128,33 @@ def http_request(
         return response.status, dict(response.getheaders()), response.read()
     finally:
         connection.close()
+
+
+@contextlib.contextmanager
+def serving(app: Any) -> Iterator[Any]:
+    """Run a ``scl-lle serve`` app (from ``make_server``) on a thread for the block; shut down and closed after."""
+    thread = threading.Thread(target=app.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield app
+    finally:
+        app.shutdown()
+        app.server_close()
+        thread.join(5)
+
+
+def write_noise_clip(path: Path, width: int, height: int, low: int, high: int, frames: int = 24) -> Path:
+    """A short H.264 clip at 12 fps of seeded uniform noise in [low, high) (needs PyAV)."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=12)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        rng = np.random.default_rng(0)
+        for t in range(frames):
+            pixels = rng.integers(low, high, (height, width, 3), dtype=np.uint8)
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts = t
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path

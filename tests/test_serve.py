@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shutil
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 from PIL import Image
 
 from conftest import http_request as _request
+from conftest import serving, write_noise_clip
 from scl_lle import serve as serve_module
 from scl_lle.cli import build_parser
 from scl_lle.serve import EnhanceServer, ServeLimits, make_server
@@ -38,12 +38,8 @@ def server(weights_file: Path) -> Iterator[EnhanceServer]:
         device="cpu",
         limits=ServeLimits(max_upload_bytes=200_000, max_pixels=100_000, max_video_seconds=2.0),
     )
-    thread = threading.Thread(target=app.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield app
-    app.shutdown()
-    app.server_close()
-    thread.join(5)
+    with serving(app):
+        yield app
 
 
 def _png(width: int, height: int, value: int = 30, noise: float = 8.0) -> bytes:
@@ -213,12 +209,8 @@ def slow_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
 def page_server(slow_jobs: None) -> Iterator[EnhanceServer]:
     """The app with the embedded default model on a free loopback port, its jobs slowed down (``slow_jobs``)."""
     app = make_server("127.0.0.1", 0, device="cpu")
-    thread = threading.Thread(target=app.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield app
-    app.shutdown()
-    app.server_close()
-    thread.join(5)
+    with serving(app):
+        yield app
 
 
 @pytest.fixture()
@@ -350,17 +342,8 @@ def test_video_page_in_headless_chromium(tmp_path: Path, page_server: EnhanceSer
     upload (no second upload), and the download."""
     from selenium.webdriver.common.by import By
 
-    av = pytest.importorskip("av", reason="PyAV is not installed (pip install 'scl-lle[video]')")
-    clip = tmp_path / "night.mp4"
-    with av.open(str(clip), "w") as container:
-        stream = container.add_stream("libx264", rate=12)
-        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
-        rng = np.random.default_rng(0)
-        for t in range(24):
-            frame = av.VideoFrame.from_ndarray(rng.integers(5, 45, (64, 96, 3), dtype=np.uint8), format="rgb24")
-            frame.pts = t
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
+    pytest.importorskip("av", reason="PyAV is not installed (pip install 'scl-lle[video]')")
+    clip = write_noise_clip(tmp_path / "night.mp4", 96, 64, 5, 45)
     app, driver, downloads = page_server, chrome, tmp_path / "downloads"
     driver.get(app.url)
     driver.execute_script(_RECORD_STATUS)

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from conftest import http_request as _request
+from conftest import write_noise_clip
 from scl_lle import serve as serve_module
 from scl_lle.imageio import Picture
 from scl_lle.inference import Enhancer
@@ -367,17 +368,8 @@ def test_idle_uploads_expire_and_closing_deletes_everything(start: Callable[...,
 def test_video_progress_in_frames_and_rerender_without_upload(
     start: Callable[..., EnhanceServer], tmp_path: Path
 ) -> None:
-    av = pytest.importorskip("av", reason="PyAV is not installed (pip install 'scl-lle[video]')")
-    clip = tmp_path / "clip.mp4"
-    with av.open(str(clip), "w") as container:
-        stream = container.add_stream("libx264", rate=12)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        rng = np.random.default_rng(0)
-        for t in range(24):
-            frame = av.VideoFrame.from_ndarray(rng.integers(10, 40, (48, 64, 3), dtype=np.uint8), format="rgb24")
-            frame.pts = t
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
+    pytest.importorskip("av", reason="PyAV is not installed (pip install 'scl-lle[video]')")
+    clip = write_noise_clip(tmp_path / "clip.mp4", 64, 48, 10, 40)
     app = start()
     answer = _json(app, "POST", "/api/uploads?name=clip.mp4&mode=fast", clip.read_bytes(), expected=202)
     assert answer["upload"]["kind"] == "video" and answer["job"]["kind"] == "video"
