@@ -76,6 +76,11 @@ DEFAULTS: dict[str, Any] = {
         "min_lr_ratio": 0.1,  # cosine floor, as a fraction of lr
         "ema_decay": 0.0,  # > 0: export, validate and show an exponential moving average of the weights
     },
+    # The exposure the losses score the outputs at, as the enhancer applies it (docs/MODEL_CARD.md, "Exposure"):
+    # off (the curves at full strength, the paper's) | auto | a level E | [low, high], a level drawn per image.
+    # A share `exposure_share` of each batch is scored at it, the rest at full strength.
+    "exposure": "off",
+    "exposure_share": 0.5,
     "max_bad_steps": 20,  # consecutive non-finite losses before training stops
     "log_every": 10,
     "checkpoint_every": 500,

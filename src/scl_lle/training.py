@@ -58,6 +58,60 @@ class _WithMaps(nn.Module):
         return self.model.forward_with_maps(image)
 
 
+def _exposure_setting(value: Any) -> str | float | tuple[float, float]:
+    """The training config's ``exposure``: ``"off"``, ``"auto"``, a level or a ``(low, high)`` range of levels."""
+    from .exposure import parse_exposure
+
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise ValueError(f"exposure: a range is [low, high], got {value!r}")
+        low, high = (parse_exposure(v) for v in value)
+        if isinstance(low, str) or isinstance(high, str) or not low <= high:
+            raise ValueError(f"exposure: a range is [low, high] with 0 < low <= high < 1, got {value!r}")
+        return (low, high)
+    return parse_exposure(value)
+
+
+def scored_at_exposure(
+    low: torch.Tensor,
+    maps: torch.Tensor,
+    setting: str | float | tuple[float, float],
+    share: float,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """The enhanced batch as the enhancer serves it at an exposure ``setting``, for the losses to score.
+
+    Args:
+        low: ``(B, 3, H, W)`` inputs in [0, 1].
+        maps: ``(B, 3n, H, W)`` curve maps of ``low`` in [-1, 1] (with their gradient).
+        setting: ``"off"`` (full strength), ``"auto"`` (:func:`~scl_lle.exposure.auto_target`), a level, or a
+            ``(low, high)`` range from which a level is drawn per image.
+        share: the fraction of images (drawn per image) scored at ``setting``; the others at full strength.
+        generator: the CPU generator the draws come from (deterministic per step).
+
+    Returns:
+        ``(B, 3, H, W)`` in [0, 1]: the curves with each image's maps times its gain (solved without gradient,
+        :func:`~scl_lle.exposure.solve_gain`), clipped to [-1, 1]; the gradient reaches ``maps``.
+    """
+    from .exposure import AUTO, OFF, auto_target, scale_maps, solve_gain
+    from .model import apply_curves
+
+    if setting == OFF or share <= 0:
+        return apply_curves(low, maps)
+    batch = low.shape[0]
+    draws = torch.rand(2, batch, generator=generator).to(low.device)
+    with torch.no_grad():
+        if setting == AUTO:
+            target = auto_target(low.float())
+        elif isinstance(setting, tuple):
+            target = setting[0] + draws[1] * (setting[1] - setting[0])
+        else:
+            target = torch.full((batch,), float(setting), device=low.device)
+        gain = solve_gain(low, maps.detach(), target)
+        gain = torch.where(draws[0] < share, gain, torch.ones_like(gain))
+    return apply_curves(low, scale_maps(maps, gain))
+
+
 def _amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
     if setting == "off" or device.type != "cuda":
         return None
@@ -182,6 +236,7 @@ class Trainer:
             keep_above=loss_cfg["keep_above"],
             tone_target=loss_cfg["tone_target"],
         ).to(device)
+        self.exposure = _exposure_setting(config["exposure"])
         self.step = 0  # steps completed
         self.best: dict[str, float] | None = None  # the best validation so far (see _better)
         self._validation_images: list[torch.Tensor] | None = None
@@ -328,6 +383,11 @@ class Trainer:
         )
         with autocast:
             enhanced, maps = self.net(batch.low)
+            if self.exposure != "off":
+                draws = torch.Generator().manual_seed(int(self.config["seed"]) * 1_000_003 + self.step)
+                enhanced = scored_at_exposure(
+                    batch.low, maps, self.exposure, float(self.config["exposure_share"]), draws
+                )
             total, terms = self.objective(
                 low=batch.low,
                 enhanced=enhanced.float(),
@@ -478,7 +538,12 @@ class Trainer:
         model.eval()
         with torch.no_grad():
             for x in self._validation_images:
-                y = model(x.to(self.device)).float().cpu()
+                x = x.to(self.device)
+                if self.exposure == "off":
+                    y = model(x).float().cpu()
+                else:  # as the enhancer serves a model trained for exposure control: at auto exposure
+                    maps = model.curve_maps(x)
+                    y = scored_at_exposure(x, maps, "auto", 1.0, torch.Generator()).float().cpu()
                 brightness.append(float(mean_brightness(y)[0]))
                 try:
                     scores.append(float(niqe(y)[0]))
