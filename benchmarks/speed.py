@@ -22,9 +22,9 @@ case is measured in the same run as the quiet one; a third table gives each mode
 Modes (``--modes``, comma-separated): ``BACKEND[:compile][@SCALE][+finish][+auto]``, e.g. ``torch``,
 ``torch:compile``, ``onnxruntime``, ``torch@8``, ``onnxruntime@8``, ``fast`` (= the ``--fast`` preset:
 ``torch@FAST_SCALE``). Modes time the network and its curves alone, at full strength (``exposure="off"``, as the
-reference), unless they end in ``+finish``, which adds the engine's default finishing (``scl_lle.finishing``:
+reference), unless they end in ``+finish``, which adds the engine's default finishing (``scl_lle.engine.finishing``:
 ``scl-lle enhance`` without ``--fast``), and/or ``+auto``, which adds the default exposure solve
-(``scl_lle.exposure``: ``exposure="auto"``); their PSNR against the reference then measures that change, not a
+(``scl_lle.engine.exposure``: ``exposure="auto"``); their PSNR against the reference then measures that change, not a
 loss. ``onnxruntime+finish+auto`` is what ``scl-lle enhance`` runs on the CPU.
 
     python benchmarks/speed.py                                   # CPU: 1080p and 12 MP
@@ -61,8 +61,8 @@ if str(REPO / "src") not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(REPO / "src"))
 
 from scl_lle import DCENet, Enhancer, WeightsError, load_dcenet  # noqa: E402
-from scl_lle.inference import DEFAULT_TILE, FAST_SCALE  # noqa: E402
-from scl_lle.weights import resolve_weights  # noqa: E402
+from scl_lle.engine.enhancer import DEFAULT_TILE, FAST_SCALE  # noqa: E402
+from scl_lle.models.hub import resolve_weights  # noqa: E402
 
 SIZES = {"720p": (720, 1280), "1080p": (1080, 1920), "4k": (2160, 3840), "12mp": (3000, 4000)}
 DEFAULT_SIZES = {"cpu": "1080p,12mp", "cuda": "1080p,4k"}
@@ -340,7 +340,7 @@ def load_input(path: Path | None, size: tuple[int, int]) -> tuple[torch.Tensor, 
 
 
 def niqe_or_none(image: torch.Tensor) -> float | None:
-    from scl_lle.metrics import niqe
+    from scl_lle.evaluation.metrics import niqe
 
     try:
         return float(niqe(image.cpu())[0])

@@ -1,4 +1,4 @@
-"""Fit the auto-exposure policy of ``scl_lle.exposure`` on real multi-exposure sequences (training data only).
+"""Fit the auto-exposure policy of ``scl_lle.engine.exposure`` on real multi-exposure sequences (training data only).
 
 Data: ``$SCL_LLE_SHARED/data/train_exposure_SICE_sequences`` (228 scenes, each photographed at several
 exposures; ``files.tsv`` gives the sequence). No evaluation set is read.
@@ -14,7 +14,7 @@ The policy (``auto_target``): ``target = m + p * max(level - m, 0)`` with ``m`` 
 the same thumbnail the enhancer uses) predicting "under-exposed". Checked by 5-fold cross-validation over
 sequences (no scene in both the fitting and the checking part): accuracy and log-loss of ``p``, and the mean
 error of the target against the sequence's answer (the best member's brightness for an under-exposed photo, its
-own brightness otherwise), beside two simpler policies. Prints the constants for ``scl_lle/exposure.py``.
+own brightness otherwise), beside two simpler policies. Prints the constants for ``scl_lle/engine/exposure.py``.
 
     python scripts/fit_exposure_policy.py [--shared ../shared] [--folds 5] [--seed 0]
 """
@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from scl_lle.evaluation import load_image
-from scl_lle.exposure import exposure_features, thumbnail_factor
-from scl_lle.metrics import mean_brightness
+from scl_lle.core.colour import mean_brightness
+from scl_lle.engine.exposure import exposure_features, thumbnail_factor
+from scl_lle.evaluation.runner import load_image
 
 HISTOGRAM_BINS = 64
 ACCEPTABLE = 0.85  # a member whose histogram entropy is at least this share of its sequence's best is acceptable

@@ -5,7 +5,7 @@
 
 The seed corpus (valid files of every format and mode this package reads, written into a temporary folder) is
 mutated by libFuzzer, guided by the coverage of Pillow's and scl-lle's Python code. Every input must either read
-as a consistent picture or fail with :class:`scl_lle.imageio.ImageReadError`; any other exception is a crash,
+as a consistent picture or fail with :class:`scl_lle.io.image.ImageReadError`; any other exception is a crash,
 reported by libFuzzer with the input saved as ``crash-<sha1>`` in the current folder.
 """
 
@@ -24,7 +24,7 @@ with atheris.instrument_imports(include=["PIL", "scl_lle"]):
     from PIL import Image
 
     Image.init()  # import every format plugin now, so that their code is instrumented too
-    from scl_lle.imageio import ImageReadError, read_image
+    from scl_lle.io.image import ImageReadError, read_image
 
 MODES = ["1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "YCbCr", "I;16", "I", "F"]
 FORMATS = ["PNG", "JPEG", "TIFF", "BMP", "WEBP", "PPM", "TGA"]

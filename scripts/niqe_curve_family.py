@@ -16,10 +16,9 @@ from collections.abc import Callable
 
 import torch
 
-from scl_lle import metrics
-from scl_lle.baselines import gamma_correction
-from scl_lle.evaluation import dataset_images
-from scl_lle.model import apply_curves
+from scl_lle.evaluation.baselines import gamma_correction
+from scl_lle.evaluation.runner import dataset_images, metrics
+from scl_lle.models.dcenet import apply_curves
 
 Curve = Callable[[torch.Tensor], torch.Tensor]
 

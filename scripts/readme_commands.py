@@ -328,8 +328,8 @@ def _make_clip(clone: Path, shared: Path) -> str:
 
 
 def _make_weights(clone: Path, shared: Path) -> str:
-    _copy(clone / "src/scl_lle/weights/scl-lle.safetensors", clone / "my_model.safetensors")
-    return "a copy of the embedded default model (src/scl_lle/weights/scl-lle.safetensors)"
+    _copy(clone / "src/scl_lle/models/weights/scl-lle.safetensors", clone / "my_model.safetensors")
+    return "a copy of the embedded default model (src/scl_lle/models/weights/scl-lle.safetensors)"
 
 
 def _copy_maker(relative: str, name: str):

@@ -90,7 +90,7 @@ def synthetic_training_data(root: Path) -> dict[str, Any]:
 def tiny_training_config(tmp_path: Path, overrides: list[str] = ()) -> dict[str, Any]:
     """A complete training config on :func:`synthetic_training_data` under ``tmp_path``: 20 steps of batch 2,
     random VGG16 guide, no segmentation loss, outputs in ``tmp_path/runs/tiny``; ``overrides`` applied last."""
-    from scl_lle.config import DEFAULTS, apply_overrides
+    from scl_lle.train.config import DEFAULTS, apply_overrides
 
     config = copy.deepcopy(DEFAULTS)
     config["data"] = synthetic_training_data(tmp_path / "data")

@@ -1,11 +1,11 @@
-"""Tests for scl_lle.baselines: the classical enhancement methods on tiny synthetic images."""
+"""Tests for scl_lle.evaluation.baselines: the classical enhancement methods on tiny synthetic images."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from scl_lle import baselines as B
+from scl_lle.evaluation import baselines as B
 
 
 def _rand(*shape: int, seed: int = 0, low: float = 0.0, high: float = 1.0) -> torch.Tensor:

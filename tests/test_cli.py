@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import scl_lle.batch
+import scl_lle.apps.batch
 from scl_lle import enhance
-from scl_lle.atomic import TEMP_SUFFIX
-from scl_lle.cli import main
+from scl_lle.cli.commands import main
+from scl_lle.io.files import TEMP_SUFFIX
 
 
 def _photo(path: Path, size: tuple[int, int] = (24, 16), mode: str = "RGB", seed: int = 0) -> Path:
@@ -117,7 +117,7 @@ def test_interrupted_batch_resumes_exactly_once(tmp_path: Path, weights_file: Pa
         _photo(src / f"p{i}.png", seed=i)
     out = tmp_path / "out"
     writes: list[str] = []
-    real_write = scl_lle.batch.write_image
+    real_write = scl_lle.apps.batch.write_image
 
     def counting_write(path, picture, **kwargs):
         writes.append(Path(path).name)
@@ -129,10 +129,10 @@ def test_interrupted_batch_resumes_exactly_once(tmp_path: Path, weights_file: Pa
             raise KeyboardInterrupt
         return counting_write(path, picture, **kwargs)
 
-    monkeypatch.setattr(scl_lle.batch, "write_image", dying_write)
+    monkeypatch.setattr(scl_lle.apps.batch, "write_image", dying_write)
     assert main(["enhance", str(src), "-o", str(out), "-w", str(weights_file), "-q"]) == 130
     assert _tree(out) == [".p3.png.999999-dead.scl-tmp", "p0.png", "p1.png", "p2.png"]
-    monkeypatch.setattr(scl_lle.batch, "write_image", counting_write)
+    monkeypatch.setattr(scl_lle.apps.batch, "write_image", counting_write)
     result = enhance([src], out, weights=weights_file, skip_existing=True, progress=False)
     assert result.ok and len(result.skipped) == 3 and len(result.written) == 3
     assert sorted(writes) == [f"p{i}.png" for i in range(6)]  # every output written exactly once
@@ -195,16 +195,16 @@ def test_help_and_the_embedded_default_model(tmp_path: Path):
 
 
 def test_fast_preset_backend_and_threads(tmp_path: Path, weights_file: Path, monkeypatch, capsys):
-    from scl_lle.inference import FAST_SCALE
+    from scl_lle.engine.enhancer import FAST_SCALE
 
     seen: list[dict] = []
-    real_enhance = scl_lle.batch.enhance
+    real_enhance = scl_lle.apps.batch.enhance
 
     def spy(*args, **kwargs):
         seen.append(kwargs)
         return real_enhance(*args, **kwargs)
 
-    monkeypatch.setattr(scl_lle.batch, "enhance", spy)
+    monkeypatch.setattr(scl_lle.apps.batch, "enhance", spy)
     src = _photo(tmp_path / "a.png", size=(64, 48))
     base = ["enhance", str(src), "-w", str(weights_file), "-q", "--exposure", "off"]  # random weights: full curves
     assert main([*base, "-o", str(tmp_path / "fast"), "--fast", "--threads", str(torch_threads())]) == 0
@@ -262,7 +262,7 @@ def test_a_folder_with_images_only_below_says_recursive_and_fails(
 
 @pytest.mark.parametrize("device", ["gpu", "cuda", "cuda:7", "mps"])
 def test_an_unusable_device_is_one_line_and_exit_2(photos: Path, tmp_path: Path, weights_file: Path, capsys, device):
-    from scl_lle.inference import available_devices
+    from scl_lle.engine.enhancer import available_devices
 
     if device in available_devices():
         pytest.skip(f"{device} exists here")

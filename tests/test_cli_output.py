@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scl_lle.batch import enhance
-from scl_lle.cli import _console, build_parser, main
+from scl_lle.apps.batch import enhance
+from scl_lle.cli.commands import _console, build_parser, main
 
 
 @pytest.fixture
@@ -79,7 +79,7 @@ def test_library_reports_through_logging_without_the_cli(mixed, tmp_path, weight
     with caplog.at_level(logging.DEBUG, logger="scl_lle"):
         result = enhance([mixed], tmp_path / "lib", weights=weights_file, progress=False)
     assert len(result.written) == 3 and len(result.failed) == 1
-    levels = {r.levelname for r in caplog.records if r.name == "scl_lle.batch"}
+    levels = {r.levelname for r in caplog.records if r.name == "scl_lle.apps.batch"}
     assert levels == {"DEBUG", "WARNING", "ERROR"}
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and "broken.jpg: " in errors[0]
@@ -105,14 +105,14 @@ def test_every_command_takes_quiet_and_verbose(argv: list[str]):
 
 @pytest.mark.parametrize(("command", "hint"), [("enhance", "--skip-existing"), ("train", "--resume")])
 def test_an_interruption_says_how_to_carry_on(command: str, hint: str, monkeypatch, capsys):
-    import scl_lle.batch
-    import scl_lle.training
+    import scl_lle.apps.batch
+    import scl_lle.train.trainer
 
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(scl_lle.batch, "enhance", interrupted)
-    monkeypatch.setattr(scl_lle.training, "train", interrupted)
+    monkeypatch.setattr(scl_lle.apps.batch, "enhance", interrupted)
+    monkeypatch.setattr(scl_lle.train.trainer, "train", interrupted)
     argv = ["enhance", "x.png", "-o", "out/"] if command == "enhance" else ["train", "--config", "c.yaml"]
     assert main(argv) == 130
     err = capsys.readouterr().err

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from scl_lle.config import DEFAULTS, ConfigError, apply_overrides, expand_path, load_config
+from scl_lle.train.config import DEFAULTS, ConfigError, apply_overrides, expand_path, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,9 +12,9 @@ import torch
 
 from conftest import tiny_training_config
 from scl_lle import Enhancer
-from scl_lle.config import apply_overrides
-from scl_lle.training import train
-from scl_lle.weights import load_dcenet
+from scl_lle.models.hub import load_dcenet
+from scl_lle.train.config import apply_overrides
+from scl_lle.train.trainer import train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

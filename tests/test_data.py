@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from scl_lle.config import expand_path
-from scl_lle.data import (
+from scl_lle.train.config import expand_path
+from scl_lle.train.data import (
     ImagePool,
     LabelledPool,
     LowLightSynthesis,

@@ -1,4 +1,4 @@
-"""Tests for scl_lle.evaluation: method registry, data set registry, mIoU, and evaluate() end to end."""
+"""Tests for scl_lle.evaluation.runner: method registry, data set registry, mIoU, and evaluate() end to end."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from scl_lle import baselines
-from scl_lle import evaluation as E
-from scl_lle.inference import Enhancer
+from scl_lle.engine.enhancer import Enhancer
+from scl_lle.evaluation import baselines
+from scl_lle.evaluation import runner as E
 
 
 def _save(path: Path, h: int, w: int, seed: int, scale: float = 0.25) -> None:

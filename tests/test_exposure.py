@@ -1,4 +1,4 @@
-"""Exposure control (scl_lle.exposure): the gain solve, the auto policy, and the setting from API to CLI."""
+"""Exposure control (scl_lle.engine.exposure): the gain solve, the auto policy, and the setting from API to CLI."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from scl_lle import DCENet, Enhancer
-from scl_lle.cli import build_parser, main
-from scl_lle.evaluation import UnknownNameError, get_method
-from scl_lle.exposure import (
+from scl_lle.cli.commands import build_parser, main
+from scl_lle.core.colour import mean_brightness
+from scl_lle.engine.exposure import (
     AUTO_LEVEL,
     MAX_GAIN,
     auto_target,
@@ -20,8 +20,8 @@ from scl_lle.exposure import (
     scale_maps,
     solve_gain,
 )
-from scl_lle.metrics import mean_brightness
-from scl_lle.model import apply_curves
+from scl_lle.evaluation.runner import UnknownNameError, get_method
+from scl_lle.models.dcenet import apply_curves
 
 
 @pytest.fixture(scope="module")

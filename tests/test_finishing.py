@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from scl_lle.finishing import (
+from scl_lle.engine.enhancer import Enhancer
+from scl_lle.engine.finishing import (
     NOISE_BLOCK,
     box_filter,
     estimate_noise,
@@ -15,8 +16,7 @@ from scl_lle.finishing import (
     noise_of_bands,
     split_detail,
 )
-from scl_lle.inference import Enhancer
-from scl_lle.model import DCENet
+from scl_lle.models.dcenet import DCENet
 
 
 def _ramp(height: int = 64, width: int = 96, low: float = 0.02, high: float = 0.3) -> torch.Tensor:

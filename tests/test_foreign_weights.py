@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from scl_lle import DCENet, WeightsError, load_dcenet
-from scl_lle.cli import main
+from scl_lle.cli.commands import main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -124,7 +124,7 @@ def _legacy_pth(path: Path, state: dict[str, _Tensor], data: list[tuple[int, byt
 
 _MEASURE = """
 import json, resource, sys, time
-from scl_lle.weights import WeightsError, load_dcenet
+from scl_lle.models.hub import WeightsError, load_dcenet
 before, started = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter()
 try:
     load_dcenet(sys.argv[1])
@@ -219,7 +219,7 @@ try:
 except ImportError:  # the pickle tests above still run
     onnx = None
 
-from scl_lle.export import build_onnx, export_onnx, onnxruntime_session  # noqa: E402
+from scl_lle.apps.export import build_onnx, export_onnx, onnxruntime_session  # noqa: E402
 
 needs_onnx = pytest.mark.skipif(onnx is None, reason="the ONNX features need 'pip install onnx onnxruntime'")
 

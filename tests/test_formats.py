@@ -16,9 +16,10 @@ from PIL import Image, ImageCms
 
 from conftest import _find_shared
 from scl_lle import enhance
-from scl_lle.batch import collect_jobs
-from scl_lle.cli import main
-from scl_lle.imageio import (
+from scl_lle.apps.batch import collect_jobs
+from scl_lle.cli.commands import main
+from scl_lle.engine.enhancer import Enhancer
+from scl_lle.io.image import (
     HAS_AVIF,
     ImageReadError,
     ImageTooLargeError,
@@ -28,7 +29,6 @@ from scl_lle.imageio import (
     sniff_container,
     write_image,
 )
-from scl_lle.inference import Enhancer
 
 try:
     import pillow_heif
@@ -422,8 +422,8 @@ def test_without_the_extra_each_such_file_says_what_to_install(
 
 def test_importing_scl_lle_loads_no_decoder_of_the_extra():
     code = (
-        "import sys, scl_lle, scl_lle.imageio, scl_lle.formats, scl_lle.batch\n"
-        "from scl_lle.cli import build_parser\n"
+        "import sys, scl_lle, scl_lle.io.image, scl_lle.io.formats, scl_lle.apps.batch\n"
+        "from scl_lle.cli.commands import build_parser\n"
         "build_parser()\n"
         "loaded = sorted({'pillow_heif', 'rawpy'} & set(sys.modules))\n"
         "assert not loaded, loaded\n"

@@ -1,7 +1,7 @@
 """Property-based fuzzing of image reading and the enhance pipeline (issue 7).
 
 Every generated file either enhances to an output of its own size, or fails alone with an
-:class:`~scl_lle.imageio.ImageReadError` whose message says why: no other exception, no hang, bounded memory.
+:class:`~scl_lle.io.image.ImageReadError` whose message says why: no other exception, no hang, bounded memory.
 Each test is bounded by ``max_examples`` (the module takes about half a minute on two idle cores); set
 ``SCL_LLE_FUZZ_SCALE=N`` to run N times as many cases. ``--hypothesis-show-statistics`` prints how many ran.
 """
@@ -29,8 +29,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from scl_lle import Enhancer
-from scl_lle.batch import enhance
-from scl_lle.imageio import (
+from scl_lle.apps.batch import enhance
+from scl_lle.io.image import (
     DEFAULT_MAX_PIXELS,
     ImageReadError,
     ImageTooLargeError,

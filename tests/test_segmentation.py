@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from scl_lle.segmentation import (
+from scl_lle.models.espnet import (
     SEGMENTERS,
     ESPNet,
     Segmenter,

@@ -23,9 +23,9 @@ import pytest
 from PIL import Image
 
 from conftest import http_request
-from scl_lle import serve as serve_module
-from scl_lle.inference import Enhancer
-from scl_lle.serve import EnhanceServer, ServeLimits, make_server
+from scl_lle.apps.serve import server as serve_module
+from scl_lle.apps.serve.server import EnhanceServer, ServeLimits, make_server
+from scl_lle.engine.enhancer import Enhancer
 
 SMALL_LIMITS = {"max_upload_bytes": 200_000, "max_pixels": 100_000, "max_video_seconds": 2.0}
 UNKNOWN = "A" * 22  # an upload or job id that does not exist
@@ -348,11 +348,13 @@ def test_sigterm_stops_cleanly_and_removes_the_scratch_folder(tmp_path: Path, we
 
 
 def test_max_queue_flag_reaches_the_server_limits(monkeypatch) -> None:
-    import scl_lle.serve
-    from scl_lle.cli import main
+    import scl_lle.apps.serve.server
+    from scl_lle.cli.commands import main
 
     seen = {}
-    monkeypatch.setattr(scl_lle.serve, "serve", lambda *args, limits, **kwargs: seen.setdefault("limits", limits))
+    monkeypatch.setattr(
+        scl_lle.apps.serve.server, "serve", lambda *args, limits, **kwargs: seen.setdefault("limits", limits)
+    )
     assert main(["serve", "--max-queue", "2", "--port", "0"]) == 0
     assert seen["limits"].max_queue == 2
     with pytest.raises(SystemExit):

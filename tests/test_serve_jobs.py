@@ -19,10 +19,10 @@ from PIL import Image
 
 from conftest import http_request as _request
 from conftest import write_noise_clip
-from scl_lle import serve as serve_module
-from scl_lle.imageio import Picture
-from scl_lle.inference import Enhancer
-from scl_lle.serve import EnhanceServer, ServeLimits, make_server
+from scl_lle.apps.serve import server as serve_module
+from scl_lle.apps.serve.server import EnhanceServer, ServeLimits, make_server
+from scl_lle.engine.enhancer import Enhancer
+from scl_lle.io.image import Picture
 
 SMALL_LIMITS = {"max_upload_bytes": 400_000, "max_pixels": 200_000, "max_video_seconds": 3.0}
 

@@ -19,9 +19,9 @@ from PIL import Image
 
 from conftest import tiny_training_config
 from scl_lle import Enhancer
-from scl_lle.config import apply_overrides, load_config
-from scl_lle.training import Trainer, train
-from scl_lle.weights import WeightsError, load_dcenet
+from scl_lle.models.hub import WeightsError, load_dcenet
+from scl_lle.train.config import apply_overrides, load_config
+from scl_lle.train.trainer import Trainer, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -130,12 +130,12 @@ def test_resume_falls_back_to_the_newest_readable_checkpoint(
     older, newest = checkpoints / "step_0000002.pt", checkpoints / "step_0000004.pt"
     _corrupt(newest, how)
     config = apply_overrides(two_checkpoints, [f"output_root={tmp_path / 'runs'}"])
-    with caplog.at_level(logging.INFO, logger="scl_lle.training"):
+    with caplog.at_level(logging.INFO, logger="scl_lle.train.trainer"):
         trainer = Trainer(config, resume=True, progress=False)
     assert trainer.step == 2
     saved = torch.load(older, weights_only=True)["model"]
     assert all(torch.equal(saved[k], v) for k, v in trainer.model.state_dict().items())
-    told = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "scl_lle.training"]
+    told = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "scl_lle.train.trainer"]
     assert len(told) == 2, told
     assert told[0][0] == logging.WARNING and told[0][1].startswith(f"skipped {newest}: "), told
     assert told[1] == (logging.INFO, f"resumed from {older} (step 2)"), told
@@ -182,7 +182,7 @@ def test_torchrun_two_ranks_agree(tiny_config: dict, tmp_path: Path):
 
 @pytest.fixture(scope="session")
 def vgg16_available() -> None:
-    from scl_lle.assets import AssetFetchError, fetch_asset, locate_asset
+    from scl_lle.models.assets import AssetFetchError, fetch_asset, locate_asset
 
     try:
         locate_asset("vgg16")
@@ -211,7 +211,7 @@ def test_smoke_recipe_trains_on_the_cpu_and_enhances(shared: Path, vgg16_availab
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_unlabelled_lows_get_pseudo_labels(tiny_config: dict, random_vgg: None, tmp_path: Path):
-    from scl_lle.segmentation import SEGMENTERS
+    from scl_lle.models.espnet import SEGMENTERS
 
     torch.manual_seed(0)
     segmenter_weights = tmp_path / "espnet.pth"

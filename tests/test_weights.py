@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from scl_lle import DCENet, Enhancer, WeightsError, load_dcenet, save_weights
-from scl_lle.weights import load_state_dict, read_metadata, resolve_weights
+from scl_lle.models.hub import load_state_dict, read_metadata, resolve_weights
 
 
 def test_safetensors_round_trip_with_metadata(tmp_path: Path):
@@ -86,7 +86,7 @@ def test_hostile_pickle_is_refused_without_running(tmp_path: Path):
 
 
 def test_missing_packaged_weights_explain_what_to_do(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    import scl_lle.weights as W
+    import scl_lle.models.hub as W
 
     monkeypatch.setattr(W, "_packaged", lambda filename: tmp_path / filename)
     assert W.list_pretrained() == []

@@ -20,19 +20,19 @@ __version__ = "0.1.0"
 
 #: Public name -> the module that defines it.
 _EXPORTS = {
-    "BatchResult": "batch",
-    "enhance": "batch",
-    "ImageReadError": "imageio",
-    "ImageWriteError": "imageio",
-    "read_image": "imageio",
-    "write_image": "imageio",
-    "Enhancer": "inference",
-    "DCENet": "model",
-    "apply_curves": "model",
-    "WeightsError": "weights",
-    "list_pretrained": "weights",
-    "load_dcenet": "weights",
-    "save_weights": "weights",
+    "BatchResult": "apps.batch",
+    "enhance": "apps.batch",
+    "ImageReadError": "io.image",
+    "ImageWriteError": "io.image",
+    "read_image": "io.image",
+    "write_image": "io.image",
+    "Enhancer": "engine.enhancer",
+    "DCENet": "models.dcenet",
+    "apply_curves": "models.dcenet",
+    "WeightsError": "models.hub",
+    "list_pretrained": "models.hub",
+    "load_dcenet": "models.hub",
+    "save_weights": "models.hub",
 }
 
 __all__ = [
@@ -53,11 +53,11 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .batch import BatchResult, enhance
-    from .imageio import ImageReadError, ImageWriteError, read_image, write_image
-    from .inference import Enhancer
-    from .model import DCENet, apply_curves
-    from .weights import WeightsError, list_pretrained, load_dcenet, save_weights
+    from .apps.batch import BatchResult, enhance
+    from .engine.enhancer import Enhancer
+    from .io.image import ImageReadError, ImageWriteError, read_image, write_image
+    from .models.dcenet import DCENet, apply_curves
+    from .models.hub import WeightsError, list_pretrained, load_dcenet, save_weights
 
 
 def __getattr__(name: str) -> Any:

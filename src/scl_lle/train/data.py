@@ -59,8 +59,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..io.image import IMAGE_EXTENSIONS, read_image
 from .config import expand_path
-from .imageio import IMAGE_EXTENSIONS, read_image
 
 __all__ = [
     "LAYOUTS",

@@ -33,6 +33,8 @@ import torch.nn.functional as F
 
 from scl_lle.paths import cache_dir, shared_dir
 
+from ..core.colour import luminance, mean_brightness
+
 __all__ = [
     "LOE",
     "NIQE",
@@ -95,7 +97,7 @@ def rgb_to_y(x: torch.Tensor, rounded: bool = True) -> torch.Tensor:
     x32 = x.to(torch.float32)
     y = x32 * 255.0
     if x.shape[1] == 3:
-        y = (x32[:, 0:1] * 0.299 + x32[:, 1:2] * 0.587 + x32[:, 2:3] * 0.114) * 255.0
+        y = luminance(x32) * 255.0
     if rounded:
         y = y.round()
     return y.to(x.dtype)
@@ -461,13 +463,6 @@ def loe(enhanced: torch.Tensor, original: torch.Tensor, grid: int = LOE_GRID) ->
         flips = (lo[i][None, :] >= lo[i][:, None]) != (le[i][None, :] >= le[i][:, None])
         out[i] = flips.sum(dim=1, dtype=torch.float64).mean()
     return out
-
-
-def mean_brightness(x: torch.Tensor) -> torch.Tensor:
-    """Mean intensity of ``x`` ``(B, C, H, W)`` over channels and pixels -> ``(B,)`` (in ``x``'s range),
-    accumulated in float32 at least (half-precision inputs included)."""
-    x = _check_image(x)
-    return x.flatten(1).mean(dim=1, dtype=torch.float32 if x.dtype != torch.float64 else None)
 
 
 def flicker(frames: torch.Tensor, relative: bool = False) -> torch.Tensor:

@@ -11,7 +11,7 @@ changed, the blend keeps most of the running maps, so the brightness of a static
 when a light blinks or a bright object moves nearby; where the picture changed (motion, a scene cut, a lamp
 switched on) the new maps take over at once, so real brightness changes are followed in the same frame.
 
-Exposure (:mod:`scl_lle.exposure`) is held per shot: each frame's gain on the curve maps is solved as for a
+Exposure (:mod:`scl_lle.engine.exposure`) is held per shot: each frame's gain on the curve maps is solved as for a
 photo, then averaged over the frames of the shot by the same smoother, and restarted at a scene cut (most of the
 picture changed at once). A bright object passing through a shot therefore does not pull the gain, and with it
 the brightness of everything else, up and down.
@@ -34,12 +34,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .atomic import atomic_write
-from .exposure import OFF, Exposure, parse_exposure, scale_maps
-from .imageio import DEFAULT_MAX_PIXELS
-from .inference import Enhancer
-from .model import downsample
-from .pixels import from_unit, tensor_view, to_unit
+from ..core.colour import luminance
+from ..engine.enhancer import Enhancer
+from ..engine.exposure import OFF, Exposure, parse_exposure, scale_maps
+from ..io.files import atomic_write
+from ..io.image import DEFAULT_MAX_PIXELS
+from ..io.pixels import from_unit, tensor_view, to_unit
+from ..models.dcenet import downsample
 
 __all__ = [
     "DEFAULT_SMOOTHING",
@@ -161,8 +162,7 @@ def _import_av() -> Any:
 
 def frame_luma(frames: torch.Tensor) -> torch.Tensor:
     """BT.601 luma of ``(B, 3, H, W)`` in [0, 1] → ``(B, 1, H, W)``."""
-    weights = torch.tensor((0.299, 0.587, 0.114), dtype=frames.dtype, device=frames.device)
-    return (frames * weights.view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+    return luminance(frames)
 
 
 class CurveSmoother:
@@ -382,10 +382,10 @@ def enhance_video(
 
     Args:
         source, destination: video files; the destination's ending picks the container (``.mp4``, ``.mkv``...).
-        enhancer: the :class:`~scl_lle.inference.Enhancer` to use; else one is made from ``weights`` (``None``:
+        enhancer: the :class:`~scl_lle.engine.enhancer.Enhancer` to use; else one is made from ``weights`` (``None``:
             the default model), ``device`` and ``scale``.
         smoothing: temporal smoothing of the curve maps (see :class:`CurveSmoother`); 0 turns it off.
-        exposure: ``"auto"``, ``"off"`` or a mean brightness in (0, 1) (:mod:`scl_lle.exposure`), held per shot;
+        exposure: ``"auto"``, ``"off"`` or a mean brightness in (0, 1) (:mod:`scl_lle.engine.exposure`), held per shot;
             ``None``: the enhancer's setting (``"auto"`` for one made here).
         batch_size: frames decoded and enhanced together on the device; passes hold at most
             :func:`frames_per_pass` of them (bounded by the enhancer's ``tile_size``).

@@ -1,6 +1,6 @@
 """Evaluation: run enhancement methods over data sets, measure them, and write a comparison report.
 
-- Methods (a registry by name): the classical baselines of :mod:`scl_lle.baselines` (``identity``, ``gamma``,
+- Methods (a registry by name): the classical baselines of :mod:`scl_lle.evaluation.baselines` (``identity``, ``gamma``,
   ``histeq``, ``clahe``, ``lime``), parametrised specs (``gamma:2.2``, ``clahe:3.0``), DCE-Net weights
   (``dcenet:PATH``, a bare ``.pth`` / ``.safetensors`` path, named entries under ``methods:`` in the registry
   YAML such as ``scl-lle-release`` and ``zero-dce``) and the project's default model ``scl-lle`` when the
@@ -37,10 +37,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..engine.exposure import AUTO, OFF, Exposure, parse_exposure
+from ..io.image import read_image
+from ..train.config import ConfigError, expand_path
 from . import baselines
-from .config import ConfigError, expand_path
-from .exposure import AUTO, OFF, Exposure, parse_exposure
-from .imageio import read_image
 from .report import save_grid, thumbnail
 
 __all__ = [
@@ -64,7 +64,7 @@ __all__ = [
 Method = Callable[[torch.Tensor], torch.Tensor]
 """An enhancement method: ``(1, 3, H, W)`` float in [0, 1] -> same shape, in [0, 1]."""
 
-DEFAULT_REGISTRY = Path(__file__).resolve().parents[2] / "configs" / "datasets.yaml"
+DEFAULT_REGISTRY = Path(__file__).resolve().parents[3] / "configs" / "datasets.yaml"
 """The registry of a source checkout (``configs/datasets.yaml``); installed copies pass ``registry=``."""
 
 CAMVID_CLASSES = (
@@ -191,7 +191,7 @@ _BUILTIN_HELP = {
 
 
 def _shipped_default() -> bool:
-    from .weights import list_pretrained
+    from ..models.hub import list_pretrained
 
     return bool(list_pretrained())
 
@@ -246,7 +246,7 @@ def _describe_method(name: str, registry: dict[str, Any] | None) -> str:
 def _dcenet_method(
     weights: str | os.PathLike[str] | None, device: torch.device, finish: bool = False, exposure: Exposure = OFF
 ) -> Method:
-    from .inference import Enhancer
+    from ..engine.enhancer import Enhancer
 
     # PyTorch whatever is installed: the documented metrics come from one implementation of the network.
     enhancer = Enhancer(weights=weights, device=device, finish=finish, backend="torch", exposure=exposure)
@@ -277,12 +277,12 @@ def get_method(
     under ``methods:`` in the registry YAML; ``scl-lle`` (the packaged default model, finished as ``scl-lle
     enhance`` does, exposure auto); ``scl-lle-curves`` (its curves alone, exposure auto). Other DCE-Net methods
     run their curves alone at full strength, as released; ``finished:SPEC`` adds the finishing
-    (:mod:`scl_lle.finishing`) to any of them. ``SPEC@EXPOSURE`` sets the exposure of a DCE-Net method
-    (:mod:`scl_lle.exposure`): ``scl-lle@off`` (the network's curves at full strength), ``scl-lle@0.45``,
+    (:mod:`scl_lle.engine.finishing`) to any of them. ``SPEC@EXPOSURE`` sets the exposure of a DCE-Net method
+    (:mod:`scl_lle.engine.exposure`): ``scl-lle@off`` (the network's curves at full strength), ``scl-lle@0.45``,
     ``zero-dce@auto``.
     Raises :class:`UnknownNameError` listing the known names.
     """
-    from .inference import resolve_device
+    from ..engine.enhancer import resolve_device
 
     dev = resolve_device(device)
     name = name_or_spec.strip()
@@ -317,7 +317,7 @@ def _split_exposure(name: str) -> tuple[str, Exposure | None]:
         raise UnknownNameError(f"method {name!r}: {error}") from None
 
 
-#: ``finished:SPEC``: the DCE-Net method SPEC with the enhancer's finishing (:mod:`scl_lle.finishing`).
+#: ``finished:SPEC``: the DCE-Net method SPEC with the enhancer's finishing (:mod:`scl_lle.engine.finishing`).
 FINISHED_PREFIX = "finished:"
 
 
@@ -551,7 +551,7 @@ def _darken(
     noise: tuple[float, float] | None,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    from .data import darken
+    from ..train.data import darken
 
     return darken(images, exposure, gamma, noise=noise, generator=generator)
 
@@ -892,7 +892,7 @@ def _json_safe(obj: Any) -> Any:
 def _versions() -> dict[str, str]:
     import PIL
 
-    from . import __version__
+    from .. import __version__
 
     return {
         "scl-lle": __version__,
@@ -954,7 +954,7 @@ def evaluate(
     """
     from tqdm.auto import tqdm
 
-    from .inference import resolve_device
+    from ..engine.enhancer import resolve_device
     from .metrics import NIQEParamsNotFoundError, load_niqe_params
 
     start_wall = time.perf_counter()
@@ -988,7 +988,7 @@ def evaluate(
 
     segmenter = None
     if any(s.kind == "segmentation" for s in subsets):
-        from .segmentation import load_segmenter
+        from ..models.espnet import load_segmenter
 
         seg_spec = reg.get("segmenter") or {}
         if "name" not in seg_spec or "weights" not in seg_spec:
@@ -1173,7 +1173,7 @@ def evaluate(
         }
     results["meta"] = {
         "command": command
-        or f"scl_lle.evaluation.evaluate(methods={list(methods)!r}, datasets={list(datasets)!r}, "
+        or f"scl_lle.evaluation.runner.evaluate(methods={list(methods)!r}, datasets={list(datasets)!r}, "
         f"output={str(output)!r}, device={str(device)!r}, max_images={max_images!r})",
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "device": str(dev),
@@ -1264,7 +1264,7 @@ def register_cli(commands: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--max-images", type=_positive, metavar="N", help="at most N images per data set (the first by name)"
     )
-    from .cli import add_verbosity
+    from ..cli.commands import add_verbosity
 
     add_verbosity(parser)
     parser.set_defaults(run=_run_evaluate)
@@ -1272,7 +1272,7 @@ def register_cli(commands: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from .weights import WeightsError
+    from ..models.hub import WeightsError
 
     command = None
     if sys.argv[1:2] == ["evaluate"]:

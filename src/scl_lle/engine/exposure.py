@@ -23,8 +23,8 @@ import math
 
 import torch
 
-from .metrics import mean_brightness
-from .model import apply_curves
+from ..core.colour import mean_brightness
+from ..models.dcenet import apply_curves
 
 __all__ = [
     "AUTO",

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .baselines import luminance
+from ..core.colour import luminance
 
 __all__ = ["TileReader", "TileWriter", "from_unit", "peak_value", "tensor_view", "to_unit"]
 
@@ -99,8 +99,8 @@ class TileReader:
         return self._unit(self.source[..., ::step, ::step])
 
     def downsample(self, scale: int, rows: int | None = None) -> torch.Tensor:
-        """Area average over ``scale`` x ``scale`` cells (as :func:`~scl_lle.model.downsample` gives for the whole
-        image) -> ``(B, 3, ceil(H/scale), ceil(W/scale))``, computed ``rows`` input rows at a time (``None``:
+        """Area average over ``scale`` x ``scale`` cells (as :func:`~scl_lle.models.dcenet.downsample` gives for
+        the whole image) -> ``(B, 3, ceil(H/scale), ceil(W/scale))``, computed ``rows`` input rows at a time (``None``:
         about a quarter of a million pixels' worth, a few MB of floats)."""
         if scale == 1:
             return self.read(0, 0, self.height, self.width)

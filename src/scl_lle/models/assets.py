@@ -1,7 +1,7 @@
 """External assets that scl-lle does not ship: a small registry, where to find them, and how to fetch them.
 
 The only asset so far is ``"vgg16"``, the VGG16 convolutional trunk (conv1_1..conv5_3) used for the
-perceptual features of training (:mod:`scl_lle.perceptual`). It comes from one of two sources, in this order
+perceptual features of training (:mod:`scl_lle.models.vgg`). It comes from one of two sources, in this order
 of preference:
 
 ``"torchvision"``
@@ -35,8 +35,8 @@ from types import ModuleType
 
 import torch
 
-from .atomic import atomic_write
-from .paths import cache_dir
+from ..io.files import atomic_write
+from ..paths import cache_dir
 
 _log = logging.getLogger(__name__)
 

@@ -2,8 +2,8 @@
 
 Both decoders come with the optional ``formats`` extra (``pip install 'scl-lle[formats]'``) and are imported only
 when such a file is met, so ``import scl_lle`` stays light and nothing changes without them; without them such a
-file fails alone with :func:`missing_extra`'s one-line message. :func:`scl_lle.imageio.read_image` and
-:func:`~scl_lle.imageio.write_image` call into this module; the file endings live in :mod:`scl_lle.imageio`
+file fails alone with :func:`missing_extra`'s one-line message. :func:`scl_lle.io.image.read_image` and
+:func:`~scl_lle.io.image.write_image` call into this module; the file endings live in :mod:`scl_lle.io.image`
 (``HEIF_EXTENSIONS``, ``RAW_EXTENSIONS``).
 
 HEIF: 10/12-bit pictures are read as ``uint16`` (scaled to the full 16-bit range) and 16-bit pictures are written
@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from .imageio import (
+from .image import (
     ImageReadError,
     ImageWriteError,
     Picture,

@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from . import __version__
+from .. import __version__
 
 EXAMPLES = """\
 examples:
@@ -64,7 +64,7 @@ def _smoothing(text: str) -> float:
 
 
 def _exposure(text: str) -> str | float:
-    from .exposure import parse_exposure
+    from ..engine.exposure import parse_exposure
 
     try:
         return parse_exposure(text)
@@ -73,8 +73,8 @@ def _exposure(text: str) -> str | float:
 
 
 def _add_enhance(commands: argparse._SubParsersAction) -> None:
-    from .batch import OUTPUT_FORMATS
-    from .imageio import DEFAULT_MAX_PIXELS
+    from ..apps.batch import OUTPUT_FORMATS
+    from ..io.image import DEFAULT_MAX_PIXELS
 
     parser = commands.add_parser(
         "enhance",
@@ -110,7 +110,7 @@ def _add_enhance(commands: argparse._SubParsersAction) -> None:
         default="auto",
         help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps (default: auto)",
     )
-    from .inference import BACKENDS, DEFAULT_TILE, FAST_SCALE
+    from ..engine.enhancer import BACKENDS, DEFAULT_TILE, FAST_SCALE
 
     speed = parser.add_mutually_exclusive_group()
     speed.add_argument(
@@ -151,7 +151,7 @@ def _add_enhance(commands: argparse._SubParsersAction) -> None:
         dest="finish",
         action="store_false",
         help="apply the network's curves alone: no detail-preserving application, no black-point anchoring "
-        "(the paper's output; see scl_lle.finishing)",
+        "(the paper's output; see scl_lle.engine.finishing)",
     )
     parser.add_argument(
         "--exposure",
@@ -197,7 +197,7 @@ def _add_enhance(commands: argparse._SubParsersAction) -> None:
         help=f"process images in tiles of PX x PX: memory grows with PX, not with the image; same result "
         f"(default: {DEFAULT_TILE})",
     )
-    from .video import DEFAULT_SMOOTHING
+    from ..apps.video import DEFAULT_SMOOTHING
 
     parser.add_argument(
         "--temporal-smoothing",
@@ -214,7 +214,7 @@ def _add_enhance(commands: argparse._SubParsersAction) -> None:
         metavar="N",
         help="videos: frames enhanced together on the device (default: 8)",
     )
-    from .formats import RAW_WHITE_BALANCES
+    from ..io.formats import RAW_WHITE_BALANCES
 
     parser.add_argument(
         "--raw-half-size",
@@ -232,7 +232,7 @@ def _add_enhance(commands: argparse._SubParsersAction) -> None:
 
 #: Most bytes ``scl-lle enhance -`` reads from stdin.
 MAX_STDIN_BYTES = 2**30
-# File ending for what stdin holds, by :func:`scl_lle.imageio.sniff_container`; unknown: none (Pillow guesses).
+# File ending for what stdin holds, by :func:`scl_lle.io.image.sniff_container`; unknown: none (Pillow guesses).
 _SNIFFED_ENDINGS = {
     "PNG": ".png",
     "JPEG": ".jpg",
@@ -250,7 +250,7 @@ _SNIFFED_ENDINGS = {
 
 def _spool_stdin(folder: Path) -> Path:
     """Copy stdin into ``folder/stdin.<ending>`` (ending from the bytes); at most :data:`MAX_STDIN_BYTES`."""
-    from .imageio import sniff_container
+    from ..io.image import sniff_container
 
     spool = folder / "stdin"
     size = 0
@@ -267,9 +267,9 @@ def _spool_stdin(folder: Path) -> Path:
 
 def _stdout_file(source: Path, format: str, folder: Path) -> Path:
     """Where the one output goes before it is copied to stdout: ``--format``'s ending, else the input's."""
-    from .batch import OUTPUT_FORMATS
-    from .imageio import WRITABLE_EXTENSIONS
-    from .video import VIDEO_EXTENSIONS
+    from ..apps.batch import OUTPUT_FORMATS
+    from ..apps.video import VIDEO_EXTENSIONS
+    from ..io.image import WRITABLE_EXTENSIONS
 
     suffix = source.suffix.lower()
     if suffix not in VIDEO_EXTENSIONS:
@@ -278,7 +278,7 @@ def _stdout_file(source: Path, format: str, folder: Path) -> Path:
 
 
 def _run_enhance(args: argparse.Namespace) -> int:
-    from .imageio import one_line
+    from ..io.image import one_line
 
     if "-" not in args.inputs and args.output != "-":
         return _enhance_files(args, list(args.inputs), args.output)
@@ -312,10 +312,10 @@ def _enhance_with_pipes(args: argparse.Namespace, folder: Path) -> int:
 def _enhance_files(args: argparse.Namespace, inputs: list[str], output: str) -> int:
     from PIL import Image
 
-    from .batch import enhance, is_file_output
-    from .imageio import one_line, show_path
-    from .inference import FAST_SCALE
-    from .weights import WeightsError
+    from ..apps.batch import enhance, is_file_output
+    from ..engine.enhancer import FAST_SCALE
+    from ..io.image import one_line, show_path
+    from ..models.hub import WeightsError
 
     Image.MAX_IMAGE_PIXELS = None  # --max-pixels is the limit that applies
     single = is_file_output(inputs, output)
@@ -359,7 +359,7 @@ def _enhance_files(args: argparse.Namespace, inputs: list[str], output: str) -> 
 
 
 def _add_serve(commands: argparse._SubParsersAction) -> None:
-    from .serve import ServeLimits
+    from ..apps.serve.server import ServeLimits
 
     defaults = ServeLimits()
     parser = commands.add_parser(
@@ -409,8 +409,8 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    from .serve import ServeLimits, serve
-    from .weights import WeightsError
+    from ..apps.serve.server import ServeLimits, serve
+    from ..models.hub import WeightsError
 
     limits = ServeLimits(
         max_upload_bytes=args.max_upload_mb * 2**20,
@@ -429,7 +429,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 
 def _add_export(commands: argparse._SubParsersAction) -> None:
-    from .export import DEFAULT_OPSET, MIN_OPSET
+    from ..apps.export import DEFAULT_OPSET, MIN_OPSET
 
     parser = commands.add_parser(
         "export",
@@ -457,8 +457,8 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from .export import export_onnx
-    from .weights import WeightsError
+    from ..apps.export import export_onnx
+    from ..models.hub import WeightsError
 
     try:
         path = export_onnx(args.weights, args.onnx, opset=args.opset, include_curves=args.with_curves)
@@ -494,8 +494,8 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from .config import ConfigError
-    from .training import train
+    from ..train.config import ConfigError
+    from ..train.trainer import train
 
     try:
         train(args.config, args.overrides, resume=args.resume, progress=_verbosity(args) >= 0)
@@ -522,7 +522,7 @@ def _add_assets(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_assets_list(args: argparse.Namespace) -> int:
-    from .assets import list_assets, locate_asset
+    from ..models.assets import list_assets, locate_asset
 
     for name, description in list_assets().items():
         try:
@@ -535,7 +535,7 @@ def _run_assets_list(args: argparse.Namespace) -> int:
 
 
 def _run_assets_fetch(args: argparse.Namespace) -> int:
-    from .assets import fetch_asset
+    from ..models.assets import fetch_asset
 
     try:
         path = fetch_asset(args.name, force=args.force)
@@ -558,7 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(commands)
     _add_export(commands)
     _add_train(commands)
-    from .evaluation import register_cli
+    from ..evaluation.runner import register_cli
 
     register_cli(commands)
     _add_assets(commands)
@@ -641,7 +641,7 @@ class _ConsoleHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         from tqdm import tqdm
 
-        from .imageio import one_line
+        from ..io.image import one_line
 
         try:
             message = one_line(record.getMessage())

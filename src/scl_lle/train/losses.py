@@ -33,9 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .baselines import gamma_correction
-from .perceptual import VGG16Features, gram_matrix
-from .segmentation import Segmenter
+from ..evaluation.baselines import gamma_correction
+from ..models.espnet import Segmenter
+from ..models.vgg import VGG16Features, gram_matrix
 
 __all__ = [
     "TERM_NAMES",
@@ -308,7 +308,7 @@ def segmentation_loss(
     """Cross-entropy of a frozen segmenter's logits on the enhanced images against labels.
 
     Args:
-        segmenter: a frozen :class:`~scl_lle.segmentation.Segmenter`; ``segmenter.spec.void_index`` is ignored.
+        segmenter: a frozen :class:`~scl_lle.models.espnet.Segmenter`; ``segmenter.spec.void_index`` is ignored.
         output: ``(B, 3, H, W)`` enhanced images in [0, 1].
         labels: ``(B, H, W)`` integer class ids in ``[0, C)``.
         detach: detach ``output`` first (the released behaviour: the term then sends no gradient to the
@@ -529,7 +529,7 @@ def tone_prior_loss(low: Tensor, enhanced: Tensor, target: float = 0.45) -> Tens
     """Stay near an exposure-adaptive gamma curve: ``mean |enhanced - low ** e_b|``.
 
     ``e_b = log(target) / log(m_b)``, clamped to [0.1, 1], maps the mean luminance ``m_b`` of input ``b`` to
-    ``target`` (:func:`scl_lle.baselines.gamma_correction`); inputs brighter than ``target`` get ``e_b = 1``
+    ``target`` (:func:`scl_lle.evaluation.baselines.gamma_correction`); inputs brighter than ``target`` get ``e_b = 1``
     (left alone). DCE-Net's quadratic curves are near-linear at black, so without this prior they lift a dark
     photo's noise as much as its mean; ``x ** e`` lifts a pixel by ``y / x`` with a slope (noise gain) of only
     ``e * y / x``. In the project's 600-step runs the network matched the curve's

@@ -26,7 +26,7 @@ from collections.abc import Iterable
 import torch
 import torch.nn.functional as F
 
-from .baselines import luminance
+from ..core.colour import luminance
 
 __all__ = [
     "DETAIL_RADIUS",

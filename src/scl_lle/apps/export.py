@@ -12,12 +12,12 @@ Two variants:
   every setting.
 - ``include_curves=True``: ``image`` → ``enhanced (batch, 3, height, width)``, the eight curves applied and
   the result clipped to [0, 1]: the network and its curves at full resolution for use outside scl-lle, without
-  the engine's finishing (:mod:`scl_lle.finishing`), i.e. what ``Enhancer(finish=False)`` gives.
+  the engine's finishing (:mod:`scl_lle.engine.finishing`), i.e. what ``Enhancer(finish=False)`` gives.
 
 The model's metadata says which (``scl_lle.outputs``: ``curve_maps`` or ``enhanced``).
 
 An ``.onnx`` file given to :func:`onnxruntime_session` is checked before it runs, each refusal a one-line
-:class:`~scl_lle.weights.WeightsError`: it must parse; use only default-domain operators; hold all its tensors
+:class:`~scl_lle.models.hub.WeightsError`: it must parse; use only default-domain operators; hold all its tensors
 inside (external data is refused, never looked for); take one float image ``(batch, 3, height, width)``; have one
 float output; have finite initialisers; and turn the 32x32 test image of the PyTorch checks into finite curve maps
 ``(1, 3 * iterations, 32, 32)`` (``iterations`` from the metadata, default 8).
@@ -33,10 +33,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__
-from .atomic import atomic_write
-from .model import DCENet
-from .weights import WeightsError, _first_line, check_probe, is_onnx_file, load_dcenet, probe_image
+from .. import __version__
+from ..io.files import atomic_write
+from ..models.dcenet import DCENet
+from ..models.hub import WeightsError, _first_line, check_probe, is_onnx_file, load_dcenet, probe_image
 
 __all__ = ["DEFAULT_OPSET", "MIN_OPSET", "build_onnx", "export_onnx", "onnxruntime_session"]
 
@@ -178,7 +178,7 @@ def export_onnx(
     """Write DCE-Net as ONNX to ``path`` (atomically) and return the path.
 
     Args:
-        weights: as for :class:`~scl_lle.inference.Enhancer` (a weights file, a pretrained name, a DCENet).
+        weights: as for :class:`~scl_lle.engine.enhancer.Enhancer` (a weights file, a pretrained name, a DCENet).
         path: the ``.onnx`` file to write (replaced if it exists).
         opset: ONNX opset, :data:`MIN_OPSET` up to what the installed ``onnx`` knows (default
             :data:`DEFAULT_OPSET`).
@@ -296,8 +296,8 @@ def onnxruntime_session(
     """An ONNX Runtime session that estimates curve maps (the network-alone export).
 
     ``weights``: a ``.onnx`` file from :func:`export_onnx` (the network alone; checked as the module docstring
-    says, a :class:`~scl_lle.weights.WeightsError` if it does not fit), or anything
-    :class:`~scl_lle.inference.Enhancer` takes (exported in memory). CUDA devices use ONNX Runtime's CUDA
+    says, a :class:`~scl_lle.models.hub.WeightsError` if it does not fit), or anything
+    :class:`~scl_lle.engine.enhancer.Enhancer` takes (exported in memory). CUDA devices use ONNX Runtime's CUDA
     provider, which must be installed (``onnxruntime-gpu``). ``threads``: intra-op threads (``None``: PyTorch's
     thread count, so both backends use the same).
     """

@@ -16,7 +16,7 @@ batch).
 
 "Colours kept by ratio": a new luminance ``Y'`` is imposed by scaling the three channels of each pixel by
 ``Y' / Y``, which keeps hue and saturation (chromaticity) and clips at 1 where a channel would exceed it.
-Luminance is ``Y = 0.299 R + 0.587 G + 0.114 B`` (BT.601, as :func:`scl_lle.metrics.rgb_to_y`).
+Luminance is ``Y = 0.299 R + 0.587 G + 0.114 B`` (BT.601, as :func:`scl_lle.evaluation.metrics.rgb_to_y`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..core.colour import luminance
+
 __all__ = [
     "BASELINES",
     "clahe",
@@ -33,10 +35,8 @@ __all__ = [
     "histeq",
     "identity",
     "lime",
-    "luminance",
 ]
 
-_LUMA = (0.299, 0.587, 0.114)
 _BINS = 256
 
 
@@ -47,12 +47,6 @@ def _check(x: torch.Tensor) -> torch.Tensor:
     if not x.is_floating_point():
         raise TypeError(f"expected a floating-point tensor in [0, 1], got {x.dtype}")
     return x
-
-
-def luminance(x: torch.Tensor) -> torch.Tensor:
-    """BT.601 luminance of ``x`` ``(B, 3, H, W)`` in [0, 1] -> ``(B, 1, H, W)`` in [0, 1]."""
-    r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
-    return _LUMA[0] * r + _LUMA[1] * g + _LUMA[2] * b
 
 
 def _apply_by_ratio(x: torch.Tensor, y_old: torch.Tensor, y_new: torch.Tensor) -> torch.Tensor:

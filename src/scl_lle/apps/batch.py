@@ -2,8 +2,8 @@
 
 Guarantees: the output tree mirrors the input tree; an input file is never written over; every output is
 written atomically; one bad file is reported with its reason and the rest of the batch still completes;
-``skip_existing`` resumes an interrupted batch. Video files (by ending, :data:`~scl_lle.video.VIDEO_EXTENSIONS`)
-are enhanced frame by frame into a video of the same kind by :func:`scl_lle.video.enhance_video`.
+``skip_existing`` resumes an interrupted batch. Video files (by ending, :data:`~scl_lle.apps.video.VIDEO_EXTENSIONS`)
+are enhanced frame by frame into a video of the same kind by :func:`scl_lle.apps.video.enhance_video`.
 
 Scale-out: under ``torchrun`` (``RANK`` / ``WORLD_SIZE`` set) each process takes the jobs whose index in the
 sorted job list is its rank modulo the world size: disjoint shards that together cover every input, with the
@@ -29,10 +29,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .atomic import remove_stale_temporaries
-from .exposure import Exposure
-from .formats import RawOptions, heif_installed, missing_extra
-from .imageio import (
+from ..engine.enhancer import DEFAULT_TILE, EnhanceError, Enhancer
+from ..engine.exposure import Exposure
+from ..io.files import remove_stale_temporaries
+from ..io.formats import RawOptions, heif_installed, missing_extra
+from ..io.image import (
     DEFAULT_MAX_PIXELS,
     HAS_AVIF,
     IMAGE_EXTENSIONS,
@@ -45,7 +46,6 @@ from .imageio import (
     show_path,
     write_image,
 )
-from .inference import DEFAULT_TILE, EnhanceError, Enhancer
 from .video import DEFAULT_SMOOTHING, VIDEO_EXTENSIONS, VideoError, enhance_video
 
 _log = logging.getLogger(__name__)
@@ -320,7 +320,7 @@ def enhance(
         output: the output folder (created if needed); it mirrors the input tree. For a single input file, an
             ``output`` with an image ending (a video ending for a video) is that output file instead
             (:func:`is_file_output`); its type follows the ending.
-        weights, device, scale, tile_size: as for :class:`~scl_lle.inference.Enhancer` (or pass ``enhancer``).
+        weights, device, scale, tile_size: as for :class:`~scl_lle.engine.enhancer.Enhancer` (or pass ``enhancer``).
         recursive: descend into sub-folders of folder inputs.
         format: ``same``, ``png``, ``jpg``, ``tiff``, ``webp``, (where Pillow has it) ``avif``, or ``heic``
             (the ``formats`` extra). ``same`` writes camera RAW inputs as 16-bit PNG.
@@ -331,15 +331,15 @@ def enhance(
         progress: show a progress bar on stderr.
         report: called with one line per failed file (``error: ...``) and per file written with a loss
             (``warning: ...``: only the first frame of a multi-frame image, EXIF dropped); default: the
-            ``scl_lle.batch`` logger (errors and warnings; each file written is a debug record).
-        backend, threads, compile, finish, exposure: as for :class:`~scl_lle.inference.Enhancer`
+            ``scl_lle.apps.batch`` logger (errors and warnings; each file written is a debug record).
+        backend, threads, compile, finish, exposure: as for :class:`~scl_lle.engine.enhancer.Enhancer`
             (``exposure``: ``"auto"``, ``"off"`` or a mean brightness in (0, 1); videos hold it per shot).
         rank, world_size: process this shard only: the jobs whose index in the sorted job list (sorted by
             output path) is ``rank`` modulo ``world_size``. ``None``: from ``RANK`` / ``WORLD_SIZE``
             (``torchrun``), else the whole list. Inputs that cannot be used are reported by rank 0 only.
-        temporal_smoothing, video_batch: for video inputs (see :func:`scl_lle.video.enhance_video`): curve
+        temporal_smoothing, video_batch: for video inputs (see :func:`scl_lle.apps.video.enhance_video`): curve
             smoothing across frames (0: off) and frames per batch on the device.
-        raw_half_size, raw_white_balance: how camera RAW inputs are decoded (:class:`scl_lle.formats.RawOptions`):
+        raw_half_size, raw_white_balance: how camera RAW inputs are decoded (:class:`scl_lle.io.formats.RawOptions`):
             at half the width and height (faster), with the ``"camera"``'s white balance or ``"auto"``.
 
     Returns:

@@ -25,7 +25,7 @@ class ConfigError(ValueError):
     """A configuration file or override is invalid."""
 
 
-#: Every configuration key with its default. ``data`` is described in :mod:`scl_lle.data`.
+#: Every configuration key with its default. ``data`` is described in :mod:`scl_lle.train.data`.
 DEFAULTS: dict[str, Any] = {
     "name": "scl_lle",  # the run folder is <output_root>/<name>
     "output_root": "runs",

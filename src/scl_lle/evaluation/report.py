@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from .atomic import atomic_write
+from ..io.files import atomic_write
 
 __all__ = ["CELL", "plot_curves", "save_grid", "thumbnail"]
 

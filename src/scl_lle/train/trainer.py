@@ -1,10 +1,10 @@
 """Training: the SCL-LLE objective on synthetic low-light street scenes, resumable and distributed.
 
-One call, :func:`train`, runs an experiment described by a config (see :mod:`scl_lle.config`):
+One call, :func:`train`, runs an experiment described by a config (see :mod:`scl_lle.train.config`):
 
-- data: :mod:`scl_lle.data` draws the batch for step ``s`` as a pure function of (seed, rank, s), so a resumed
+- data: :mod:`scl_lle.train.data` draws the batch for step ``s`` as a pure function of (seed, rank, s), so a resumed
   run sees exactly the batches an uninterrupted one would;
-- objective: :class:`scl_lle.losses.SCLObjective` with the frozen guides (VGG16 features, ESPNet segmenter);
+- objective: :class:`scl_lle.train.losses.SCLObjective` with the frozen guides (VGG16 features, ESPNet segmenter);
 - loop: Adam with gradient-norm clipping, optional warm-up and cosine schedule, AMP on CUDA, fp32 on CPU;
   non-finite losses or gradients skip the step (and stop training after ``max_bad_steps`` in a row);
 - outputs under ``<output_root>/<name>/``: ``checkpoints/step_XXXXXXX.pt`` (atomic), ``log.jsonl``, TensorBoard
@@ -35,12 +35,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .atomic import atomic_write, remove_stale_temporaries
-from .batch import shard_from_env
+from ..apps.batch import shard_from_env
+from ..engine.enhancer import resolve_device
+from ..io.files import atomic_write, remove_stale_temporaries
+from ..models.dcenet import DCENet
+from ..models.hub import WeightsError, _first_line, inspect_pickle, load_dcenet, save_weights
 from .config import expand_path, load_config
-from .inference import resolve_device
-from .model import DCENet
-from .weights import WeightsError, _first_line, inspect_pickle, load_dcenet, save_weights
 
 _log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class _WithMaps(nn.Module):
 
 def _exposure_setting(value: Any) -> str | float | tuple[float, float]:
     """The training config's ``exposure``: ``"off"``, ``"auto"``, a level or a ``(low, high)`` range of levels."""
-    from .exposure import parse_exposure
+    from ..engine.exposure import parse_exposure
 
     if isinstance(value, (list, tuple)):
         if len(value) != 2:
@@ -84,17 +84,17 @@ def scored_at_exposure(
     Args:
         low: ``(B, 3, H, W)`` inputs in [0, 1].
         maps: ``(B, 3n, H, W)`` curve maps of ``low`` in [-1, 1] (with their gradient).
-        setting: ``"off"`` (full strength), ``"auto"`` (:func:`~scl_lle.exposure.auto_target`), a level, or a
+        setting: ``"off"`` (full strength), ``"auto"`` (:func:`~scl_lle.engine.exposure.auto_target`), a level, or a
             ``(low, high)`` range from which a level is drawn per image.
         share: the fraction of images (drawn per image) scored at ``setting``; the others at full strength.
         generator: the CPU generator the draws come from (deterministic per step).
 
     Returns:
         ``(B, 3, H, W)`` in [0, 1]: the curves with each image's maps times its gain (solved without gradient,
-        :func:`~scl_lle.exposure.solve_gain`), clipped to [-1, 1]; the gradient reaches ``maps``.
+        :func:`~scl_lle.engine.exposure.solve_gain`), clipped to [-1, 1]; the gradient reaches ``maps``.
     """
-    from .exposure import AUTO, OFF, auto_target, scale_maps, solve_gain
-    from .model import apply_curves
+    from ..engine.exposure import AUTO, OFF, auto_target, scale_maps, solve_gain
+    from ..models.dcenet import apply_curves
 
     if setting == OFF or share <= 0:
         return apply_curves(low, maps)
@@ -138,7 +138,7 @@ def _learning_rate_factor(step: int, optim: dict[str, Any], total: int) -> float
 def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
     """A training checkpoint written by :meth:`Trainer.save_checkpoint`, loaded with ``weights_only=True``.
 
-    Raises :class:`~scl_lle.weights.WeightsError` (one line: ``--resume: <path>: <reason>``) for a file holding
+    Raises :class:`~scl_lle.models.hub.WeightsError` (one line: ``--resume: <path>: <reason>``) for a file holding
     Python objects other than tensors and plain containers (refused without running them), and for one that is
     empty, truncated, damaged or not a checkpoint (found before any tensor data is read, where the file shows it).
     """
@@ -166,7 +166,7 @@ class Trainer:
     """Holds the state of one training run; :meth:`run` trains to ``config['steps']``.
 
     Args:
-        config: a full config (from :func:`scl_lle.config.load_config`).
+        config: a full config (from :func:`scl_lle.train.config.load_config`).
         resume: continue from the newest complete checkpoint in the run folder (error if there is none).
         progress: show a progress bar (rank 0).
     """
@@ -265,7 +265,7 @@ class Trainer:
     def _build_vgg(self, weights: Any) -> nn.Module | None:
         if not (weights.texture or weights.feature):
             return None
-        from .perceptual import VGG16Features
+        from ..models.vgg import VGG16Features
 
         cfg = self.config["guides"]["vgg16"]
         path = cfg["weights"] if cfg["weights"] in (None, "random") else expand_path(cfg["weights"])
@@ -279,7 +279,7 @@ class Trainer:
             return None
         if not cfg["weights"]:
             raise ValueError("the segmentation loss needs guides.segmenter.weights (a path to ESPNet weights)")
-        from .segmentation import load_segmenter
+        from ..models.espnet import load_segmenter
 
         return load_segmenter(cfg["name"], expand_path(cfg["weights"]), device=self.device)
 
@@ -481,7 +481,7 @@ class Trainer:
         """A before/after grid of the current batch's first images (``samples/step_XXXXXXX.png``)."""
         if self.rank != 0:
             return None
-        from .report import save_grid, thumbnail
+        from ..evaluation.report import save_grid, thumbnail
 
         batch = self.batches.batch(0)  # the same images every time, to compare across steps
         with torch.no_grad():
@@ -495,7 +495,7 @@ class Trainer:
         """Plot every logged loss term against the step (``loss_curve.png``)."""
         if self.rank != 0 or not self.history:
             return None
-        from .report import plot_curves
+        from ..evaluation.report import plot_curves
 
         keys = list(dict.fromkeys(k for row in self.history for k in row if k != "step"))
         keys = [k for k in keys if k.startswith("loss")] + [
@@ -505,8 +505,8 @@ class Trainer:
 
     def _load_validation_images(self) -> list[torch.Tensor]:
         """The validation folder's images, shrunk to ``max_side``, read once: ``(1, 3, H, W)`` in [0, 1]."""
+        from ..io.image import read_image
         from .data import image_files
-        from .imageio import read_image
 
         cfg = self.config["validation"]
         files = image_files(expand_path(cfg["folder"]))[: int(cfg["max_images"])]
@@ -529,7 +529,7 @@ class Trainer:
         """
         if self.rank != 0:
             return None
-        from .metrics import mean_brightness, niqe
+        from ..evaluation.metrics import mean_brightness, niqe
 
         if self._validation_images is None:
             self._validation_images = self._load_validation_images()

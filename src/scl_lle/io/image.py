@@ -3,7 +3,7 @@
 - EXIF orientation is applied on reading (and reset to "normal" in the EXIF that is written back);
 - EXIF and the ICC profile are carried to the output;
 - 16-bit PNG and TIFF (grey or colour) stay 16-bit; grey stays grey; alpha is passed through unchanged;
-- HEIC/HEIF (10/12-bit kept as 16-bit) and camera RAW (16-bit) are read through :mod:`scl_lle.formats`, with the
+- HEIC/HEIF (10/12-bit kept as 16-bit) and camera RAW (16-bit) are read through :mod:`scl_lle.io.formats`, with the
   optional ``formats`` extra; without it such a file fails alone with a message naming the extra;
 - a pixel-count limit guards against decompression bombs;
 - every failure is an :class:`ImageReadError` / :class:`ImageWriteError` with a reason a person can act on;
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, UnidentifiedImageError, features
 
-from .atomic import atomic_write
+from .files import atomic_write
 
 if TYPE_CHECKING:
     from .formats import RawOptions
@@ -399,7 +399,7 @@ def read_image(
 
     HEIC/HEIF files (recognised by their first bytes, or by their ending when those say nothing) are read with
     pillow-heif, camera RAW files (by ending, :data:`RAW_EXTENSIONS`) with rawpy, decoded as ``raw`` says
-    (:class:`scl_lle.formats.RawOptions`; default: camera white balance, full size): both need the ``formats``
+    (:class:`scl_lle.io.formats.RawOptions`; default: camera white balance, full size): both need the ``formats``
     extra.
 
     Raises:

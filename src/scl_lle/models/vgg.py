@@ -1,7 +1,7 @@
 """VGG16 perceptual features (relu1_2, relu2_2, relu4_3, ...) from offline weights, and Gram matrices.
 
 Written in this project (no torchvision): 13 convolutions 3x3 / padding 1, each followed by a ReLU, with a
-2x2 max-pool (stride 2, floor) between blocks. Weights come from :mod:`scl_lle.assets` (torchvision's ImageNet
+2x2 max-pool (stride 2, floor) between blocks. Weights come from :mod:`scl_lle.models.assets` (torchvision's ImageNet
 VGG16 if present, else the HED VGG16 converted by ``scl-lle assets fetch vgg16``).
 """
 
@@ -40,12 +40,12 @@ class VGG16Features(nn.Module):
 
     Args:
         weights: a weights file (torchvision ``vgg16-397923af.pth`` or a converted ``.safetensors``),
-            ``None`` to use :func:`scl_lle.assets.locate_asset` (torch hub cache, then the converted HED
+            ``None`` to use :func:`scl_lle.models.assets.locate_asset` (torch hub cache, then the converted HED
             weights in the user cache), or ``"random"`` for a seeded-by-the-caller random initialisation (the
             "no pretrained features" ablation).
         layers: names among :data:`RELU_LAYERS`; the network is only built up to the deepest one.
         allow_random_init: when ``weights`` is ``None`` and no weights are found, initialise randomly (with
-            a ``RuntimeWarning``) instead of raising :class:`~scl_lle.assets.AssetNotFoundError`. Meant for
+            a ``RuntimeWarning``) instead of raising :class:`~scl_lle.models.assets.AssetNotFoundError`. Meant for
             tests and smoke runs only: random features are meaningless as a perceptual loss.
 
     ``forward(rgb)`` takes ``(B, 3, H, W)`` RGB in [0, 1] and returns ``{layer: (B, C, H / 2**k, W / 2**k)}``

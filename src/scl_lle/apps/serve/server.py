@@ -50,7 +50,7 @@ Safety:
 The standard library's server is kept rather than uvicorn or starlette: a local single-user tool needs no extra
 dependencies, and every early answer goes through one method (``_Handler._send``), where the connection is closed.
 
-"Exposure" is the enhancer's ``exposure`` (:mod:`scl_lle.exposure`), the same setting as ``--exposure``:
+"Exposure" is the enhancer's ``exposure`` (:mod:`scl_lle.engine.exposure`), the same setting as ``--exposure``:
 ``auto`` (a target chosen from the photo; well-exposed photos come back nearly unchanged), ``off`` (the
 network's curves at full strength) or a target mean brightness E in (0, 1), reached by scaling the curve maps
 (every curve stays a smooth monotone tone curve, not a cross-fade).
@@ -90,14 +90,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .exposure import Exposure, parse_exposure, thumbnail_factor
-from .finishing import detail_eps, split_detail
-from .imageio import IMAGE_EXTENSIONS, ImageReadError, image_named_as_video, read_image, write_image
-from .inference import FAST_SCALE, EnhanceError, Enhancer
-from .model import DCENet, downsample, upsample_maps
-from .pixels import from_unit, tensor_view, to_unit
-from .video import VIDEO_EXTENSIONS, VideoError, enhance_video
-from .weights import load_dcenet
+from ...engine.enhancer import FAST_SCALE, EnhanceError, Enhancer
+from ...engine.exposure import Exposure, parse_exposure, thumbnail_factor
+from ...engine.finishing import detail_eps, split_detail
+from ...io.image import IMAGE_EXTENSIONS, ImageReadError, image_named_as_video, read_image, write_image
+from ...io.pixels import from_unit, tensor_view, to_unit
+from ...models.dcenet import DCENet, downsample, upsample_maps
+from ...models.hub import load_dcenet
+from ..video import VIDEO_EXTENSIONS, VideoError, enhance_video
 
 _log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The web server (``server``) and its page (``static/index.html``)."""

@@ -1,0 +1,1 @@
+"""The enhancer: device and backend choice, tiling, exposure and finishing around DCE-Net."""

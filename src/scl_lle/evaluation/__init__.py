@@ -1,0 +1,1 @@
+"""Evaluation: data sets, methods, metrics, the runner and its report."""

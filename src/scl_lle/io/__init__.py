@@ -1,0 +1,1 @@
+"""Files in and out: image and RAW/HEIC decoding and writing, pixel conversions, atomic writes."""
