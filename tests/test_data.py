@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from scl_lle.io.files import image_files
 from scl_lle.train.config import expand_path
 from scl_lle.train.data import (
     ImagePool,
@@ -21,7 +22,6 @@ from scl_lle.train.data import (
     cityscapes_pairs,
     darken,
     folder_pairs,
-    image_files,
     labelled_pairs,
     poisson_gaussian_noise,
 )

@@ -1,4 +1,6 @@
-"""Atomic file writes: a file appears complete under its final name, or not at all.
+"""Files: listing image files (one place, one set of endings) and atomic writes.
+
+Atomic writes: a file appears complete under its final name, or not at all.
 
 Writers write to a hidden temporary file beside the target, flush it to disk, then move it into place with a
 single rename. An interrupted run can leave only temporary files behind (never a half-written output);
@@ -10,10 +12,10 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-__all__ = ["TEMP_SUFFIX", "atomic_write", "remove_stale_temporaries"]
+__all__ = ["TEMP_SUFFIX", "atomic_write", "image_files", "is_image_file", "remove_stale_temporaries"]
 
 #: Suffix of every temporary file this package writes; the name also carries the writer's process id.
 TEMP_SUFFIX = ".scl-tmp"
@@ -93,3 +95,39 @@ def remove_stale_temporaries(folder: str | os.PathLike[str], *, recursive: bool 
             candidate.unlink()
             removed += 1
     return removed
+
+
+# ---------------------------------------------------------------------------------------- listing
+
+
+def is_image_file(path: Path) -> bool:
+    """Whether ``path`` is a visible file with an ending this package reads as an image (``IMAGE_EXTENSIONS``)."""
+    from .image import IMAGE_EXTENSIONS  # image imports this module
+
+    return path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file() and not path.name.startswith(".")
+
+
+def image_files(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Expand folders (their image files by extension, sorted; not recursive) and files, in the order given.
+
+    Raises:
+        FileNotFoundError: a source does not exist.
+        ValueError: a folder holds no image files.
+    """
+    from .image import IMAGE_EXTENSIONS
+
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    files: list[Path] = []
+    for source in sources:
+        path = Path(source)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if is_image_file(p))
+            if not found:
+                raise ValueError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in folder {path}")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"image file or folder not found: {path}")
+    return files

@@ -59,7 +59,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..io.image import IMAGE_EXTENSIONS, read_image
+from ..io.files import image_files, is_image_file
+from ..io.image import read_image
 from .config import expand_path
 
 __all__ = [
@@ -74,7 +75,6 @@ __all__ = [
     "cityscapes_pairs",
     "darken",
     "folder_pairs",
-    "image_files",
     "labelled_pairs",
     "load_label",
     "load_rgb",
@@ -105,34 +105,6 @@ def _require_dir(path: Path, what: str) -> Path:
     return path
 
 
-def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file() and not path.name.startswith(".")
-
-
-def image_files(sources: PathLike | Iterable[PathLike]) -> list[Path]:
-    """Expand folders (their image files by extension, sorted; not recursive) and files, in the order given.
-
-    Raises:
-        FileNotFoundError: a source does not exist.
-        ValueError: a folder holds no image files.
-    """
-    if isinstance(sources, (str, os.PathLike)):
-        sources = [sources]
-    files: list[Path] = []
-    for source in sources:
-        path = Path(source)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if _is_image(p))
-            if not found:
-                raise ValueError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in folder {path}")
-            files.extend(found)
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"image file or folder not found: {path}")
-    return files
-
-
 def _unpaired_error(kind: str, names: Sequence[str], folder: Path) -> ValueError:
     shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
     return ValueError(f"{len(names)} {kind} without a partner in {folder}: {shown}")
@@ -149,8 +121,8 @@ def camvid_pairs(root: PathLike, split: str = "train") -> list[tuple[Path, Path]
     root = Path(root)
     image_dir = _require_dir(root / split, f"CamVid image folder for split {split!r}")
     label_dir = _require_dir(root / f"{split}annot", f"CamVid label folder for split {split!r}")
-    images = {p.name: p for p in image_dir.iterdir() if _is_image(p)}
-    labels = {p.name: p for p in label_dir.iterdir() if _is_image(p)}
+    images = {p.name: p for p in image_dir.iterdir() if is_image_file(p)}
+    labels = {p.name: p for p in label_dir.iterdir() if is_image_file(p)}
     if not images:
         raise ValueError(f"no images in {image_dir}")
     if missing := sorted(set(images) - set(labels)):
@@ -198,7 +170,7 @@ def folder_pairs(images: PathLike, labels: PathLike) -> list[tuple[Path, Path]]:
     by_stem: dict[str, dict[str, Path]] = {}
     for kind, folder in folders.items():
         stems: dict[str, Path] = {}
-        for path in sorted(p for p in folder.iterdir() if _is_image(p)):
+        for path in sorted(p for p in folder.iterdir() if is_image_file(p)):
             if path.stem in stems:
                 raise ValueError(
                     f"two {kind} with the stem {path.stem!r} in {folder}: {stems[path.stem].name}, {path.name}"

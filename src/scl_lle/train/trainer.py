@@ -505,8 +505,8 @@ class Trainer:
 
     def _load_validation_images(self) -> list[torch.Tensor]:
         """The validation folder's images, shrunk to ``max_side``, read once: ``(1, 3, H, W)`` in [0, 1]."""
+        from ..io.files import image_files
         from ..io.image import read_image
-        from .data import image_files
 
         cfg = self.config["validation"]
         files = image_files(expand_path(cfg["folder"]))[: int(cfg["max_images"])]
