@@ -558,13 +558,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(commands)
     _add_export(commands)
     _add_train(commands)
-    from ..evaluation.runner import register_cli
+    from .evaluate import add_parser as add_evaluate
 
-    register_cli(commands)
+    add_evaluate(commands)
     _add_assets(commands)
     _add_completion(commands)
     for command in _leaf_parsers(commands):
-        if "--quiet" not in command._option_string_actions:  # evaluate's register_cli adds them itself
+        if "--quiet" not in command._option_string_actions:  # cli.evaluate adds them itself
             add_verbosity(command)
         for action in command._actions:
             if action.dest in _PATH_ARGUMENTS:

@@ -9,14 +9,13 @@
   ``segmentation``. See :func:`load_registry`, :func:`list_datasets`.
 - :func:`evaluate` writes ``report.md``, ``results.json``, one ``<dataset>.csv`` per data set, comparison grids
   (``grid_<subset>.png``) and a bar chart (``metrics.png``) into an output folder.
-- :func:`register_cli` adds ``scl-lle evaluate`` to the command line.
+- ``scl-lle evaluate`` (its parser) is :mod:`scl_lle.cli.evaluate`.
 
 Every method maps a float tensor ``(1, 3, H, W)`` in [0, 1] to the same shape, on the evaluation device.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import datetime as _dt
 import fnmatch
@@ -58,7 +57,6 @@ __all__ = [
     "list_methods",
     "load_image",
     "load_registry",
-    "register_cli",
 ]
 
 Method = Callable[[torch.Tensor], torch.Tensor]
@@ -1198,109 +1196,3 @@ def evaluate(
     safe = _json_safe(results)
     (out_dir / "results.json").write_text(json.dumps(safe, indent=1), encoding="utf-8")
     return results
-
-
-# --------------------------------------------------------------------------------------------------------- CLI
-
-_EVAL_EXAMPLES = """\
-examples:
-  export SCL_LLE_SHARED=../shared
-  scl-lle evaluate --methods identity,gamma,clahe,histeq,lime,scl-lle-release,zero-dce \\
-      --datasets lime,dicm,lol15,npe,fivek,camvid-dark,camvid-dusk --output eval/ --device cpu
-  scl-lle evaluate --methods identity,dcenet:runs/exp/model.safetensors --datasets lol15 --output eval/ \\
-      --max-images 5
-  scl-lle evaluate --methods mine=runs/exp/model.safetensors,zero-dce --datasets lime --output eval/
-
-methods: identity, gamma, histeq, clahe, lime; gamma:G (fixed x^(1/G)); clahe:CLIP; dcenet:PATH or a
-.pth/.safetensors path; names under 'methods:' of the registry (scl-lle-release, zero-dce); scl-lle (the
-packaged default model). LABEL=METHOD names a method's column in the report.
-data sets: the names under 'datasets:' of the registry (configs/datasets.yaml: lime, dicm, lol15, npe,
-fivek, camvid-dark, camvid-dusk).
-"""
-
-
-def _comma_list(text: str) -> list[str]:
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if not items:
-        raise argparse.ArgumentTypeError("expected a comma-separated list of names")
-    return items
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
-    return value
-
-
-def register_cli(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``evaluate`` sub-command to ``commands`` (an argparse sub-parsers object); returns its parser.
-
-    The parser's ``run`` default is the handler: ``args.run(args)`` returns the exit status (0 ok, 1 when
-    some method failed on some image, 2 for a usage or setup error).
-    """
-    parser = commands.add_parser(
-        "evaluate",
-        help="compare enhancement methods on evaluation sets and write a report",
-        description="Run enhancement methods over evaluation data sets and write report.md, results.json, "
-        "per-image CSVs, comparison grids and a bar chart into the output folder: no-reference metrics "
-        "(NIQE, LOE, brightness, exposure error, colourfulness), PSNR/SSIM on paired sets, and mIoU of "
-        "ESPNet-CamVid on the segmentation sets, plus time per megapixel and peak memory per method.",
-        epilog=_EVAL_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--methods", required=True, type=_comma_list, metavar="M1,M2,...", help="methods to run")
-    parser.add_argument("--datasets", required=True, type=_comma_list, metavar="D1,D2,...", help="data sets")
-    parser.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder (created if needed)")
-    parser.add_argument(
-        "--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps (default: auto)"
-    )
-    parser.add_argument(
-        "--registry",
-        metavar="YAML",
-        help=f"data set and method registry (default: {DEFAULT_REGISTRY.parent.name}/{DEFAULT_REGISTRY.name} "
-        "of the source tree); paths may use ${SCL_LLE_SHARED}",
-    )
-    parser.add_argument(
-        "--max-images", type=_positive, metavar="N", help="at most N images per data set (the first by name)"
-    )
-    from ..cli.commands import add_verbosity
-
-    add_verbosity(parser)
-    parser.set_defaults(run=_run_evaluate)
-    return parser
-
-
-def _run_evaluate(args: argparse.Namespace) -> int:
-    from ..models.hub import WeightsError
-
-    command = None
-    if sys.argv[1:2] == ["evaluate"]:
-        command = "scl-lle " + " ".join(_quote(a) for a in sys.argv[1:])
-    try:
-        results = evaluate(
-            args.methods,
-            args.datasets,
-            args.output,
-            device=args.device,
-            registry=args.registry,
-            max_images=args.max_images,
-            progress=args.verbose >= args.quiet,  # -q: no progress bars
-            command=command,
-        )
-    except (RegistryError, UnknownNameError, WeightsError, ValueError, FileNotFoundError) as error:
-        print(f"scl-lle evaluate: error: {error}", file=sys.stderr)
-        return 2
-    n_fail = len(results["failures"])
-    print(
-        f"scl-lle evaluate: report in {Path(args.output) / 'report.md'}"
-        + (f"; {n_fail} failure(s), see the report" if n_fail else ""),
-        file=sys.stderr,
-    )
-    return 1 if n_fail else 0
-
-
-def _quote(arg: str) -> str:
-    import shlex
-
-    return shlex.quote(arg)
