@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from scl_lle import enhance
-from scl_lle.apps.batch import shard_from_env
+from scl_lle.engine.backends import shard_from_env
 from scl_lle.io.files import TEMP_SUFFIX
 
 REPO = Path(__file__).resolve().parents[1]

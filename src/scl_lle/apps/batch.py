@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ..engine.backends import shard_from_env
 from ..engine.enhancer import DEFAULT_TILE, EnhanceError, Enhancer
 from ..engine.exposure import Exposure
 from ..io.files import remove_stale_temporaries
@@ -50,7 +51,7 @@ from .video import DEFAULT_SMOOTHING, VIDEO_EXTENSIONS, VideoError, enhance_vide
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["OUTPUT_FORMATS", "BatchResult", "Job", "collect_jobs", "enhance", "is_file_output", "shard_from_env"]
+__all__ = ["OUTPUT_FORMATS", "BatchResult", "Job", "collect_jobs", "enhance", "is_file_output"]
 
 #: ``format`` choices: ``same`` keeps each input's file type where it can be written, else PNG (so camera RAW
 #: comes out as 16-bit PNG). ``heic`` needs the ``formats`` extra.
@@ -228,17 +229,6 @@ def collect_jobs(
             claimed[target] = source
             jobs.append(Job(source, destination))
     return jobs, problems
-
-
-def shard_from_env() -> tuple[int, int]:
-    """``(rank, world_size)`` from the ``RANK`` and ``WORLD_SIZE`` variables that ``torchrun`` sets; ``(0, 1)``."""
-    try:
-        rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    except ValueError as error:
-        raise ValueError(f"RANK and WORLD_SIZE must be whole numbers: {error}") from None
-    if world < 1 or not 0 <= rank < world:
-        raise ValueError(f"need 0 <= RANK < WORLD_SIZE, got RANK={rank}, WORLD_SIZE={world}")
-    return rank, world
 
 
 def is_file_output(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str]) -> bool:

@@ -35,7 +35,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..apps.batch import shard_from_env
+from ..engine.backends import shard_from_env
 from ..engine.enhancer import resolve_device
 from ..io.files import atomic_write, remove_stale_temporaries
 from ..models.dcenet import DCENet
