@@ -17,18 +17,12 @@ from PIL import Image, ImageCms
 from conftest import _find_shared
 from scl_lle import enhance
 from scl_lle.apps.batch import collect_jobs
-from scl_lle.cli.commands import main
+from scl_lle.cli import main
 from scl_lle.engine.enhancer import Enhancer
-from scl_lle.io.image import (
-    HAS_AVIF,
-    ImageReadError,
-    ImageTooLargeError,
-    ImageWriteError,
-    Picture,
-    read_image,
-    sniff_container,
-    write_image,
-)
+from scl_lle.io.errors import ImageTooLargeError
+from scl_lle.io.image import ImageReadError, ImageWriteError, read_image, write_image
+from scl_lle.io.picture import HAS_AVIF, Picture
+from scl_lle.io.sniff import sniff_container
 
 try:
     import pillow_heif
@@ -423,7 +417,7 @@ def test_without_the_extra_each_such_file_says_what_to_install(
 def test_importing_scl_lle_loads_no_decoder_of_the_extra():
     code = (
         "import sys, scl_lle, scl_lle.io.image, scl_lle.io.formats, scl_lle.apps.batch\n"
-        "from scl_lle.cli.commands import build_parser\n"
+        "from scl_lle.cli import build_parser\n"
         "build_parser()\n"
         "loaded = sorted({'pillow_heif', 'rawpy'} & set(sys.modules))\n"
         "assert not loaded, loaded\n"

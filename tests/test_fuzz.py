@@ -30,15 +30,9 @@ from PIL import Image
 
 from scl_lle import Enhancer
 from scl_lle.apps.batch import enhance
-from scl_lle.io.image import (
-    DEFAULT_MAX_PIXELS,
-    ImageReadError,
-    ImageTooLargeError,
-    Picture,
-    picture_from_pil,
-    read_image,
-    write_image,
-)
+from scl_lle.io.errors import ImageTooLargeError
+from scl_lle.io.image import DEFAULT_MAX_PIXELS, ImageReadError, read_image, write_image
+from scl_lle.io.picture import Picture, picture_from_pil
 
 #: Fuzzed files may declare up to this many pixels: enough for every real case, cheap to decode.
 FUZZ_MAX_PIXELS = 1 << 20

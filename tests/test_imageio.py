@@ -11,16 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms, ImageOps
 
-from scl_lle.io.image import (
-    HAS_AVIF,
-    ImageReadError,
-    ImageTooLargeError,
-    Picture,
-    apply_orientation,
-    picture_from_pil,
-    read_image,
-    write_image,
-)
+from scl_lle.io.errors import ImageTooLargeError
+from scl_lle.io.image import ImageReadError, read_image, write_image
+from scl_lle.io.metadata import apply_orientation
+from scl_lle.io.picture import HAS_AVIF, Picture, picture_from_pil
 
 RNG = np.random.default_rng(7)
 AVIF = pytest.mark.skipif(not HAS_AVIF, reason="this Pillow has no AVIF codec")
@@ -208,7 +202,7 @@ def test_unreadable_and_special_files(tmp_path: Path, monkeypatch):
 
 
 def test_multi_frame_files_warn_that_only_the_first_frame_is_read(tmp_path: Path):
-    from scl_lle.io.image import ImageWarning
+    from scl_lle.io.errors import ImageWarning
 
     frames = [Image.fromarray(_asymmetric_rgb(12, 16)) for _ in range(4)]
     for name in ("anim.gif", "anim.png", "pages.tiff", "anim.webp"):
@@ -225,7 +219,7 @@ def test_multi_frame_files_warn_that_only_the_first_frame_is_read(tmp_path: Path
 
 
 def test_jpeg_drops_oversized_exif_and_refuses_oversized_images(tmp_path: Path):
-    from scl_lle.io.image import ImageWarning, ImageWriteError
+    from scl_lle.io.errors import ImageWarning, ImageWriteError
 
     exif = Image.Exif()
     exif[0x010E] = "x" * 70_000
@@ -244,7 +238,7 @@ def test_jpeg_drops_oversized_exif_and_refuses_oversized_images(tmp_path: Path):
 
 
 def test_sniff_container_reads_the_first_bytes_only(tmp_path: Path):
-    from scl_lle.io.image import sniff_container
+    from scl_lle.io.sniff import sniff_container
 
     samples = {
         "clip.mp4": b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00",

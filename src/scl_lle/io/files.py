@@ -1,4 +1,4 @@
-"""Files: listing image files (one place, one set of endings) and atomic writes.
+"""Files: the endings of image files and listing them (one place, one set of endings), and atomic writes.
 
 Atomic writes: a file appears complete under its final name, or not at all.
 
@@ -15,7 +15,31 @@ import secrets
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-__all__ = ["TEMP_SUFFIX", "atomic_write", "image_files", "is_image_file", "remove_stale_temporaries"]
+__all__ = [
+    "HEIF_EXTENSIONS",
+    "IMAGE_EXTENSIONS",
+    "RAW_EXTENSIONS",
+    "TEMP_SUFFIX",
+    "atomic_write",
+    "image_files",
+    "is_image_file",
+    "remove_stale_temporaries",
+]
+
+#: HEIC/HEIF endings (read and written with pillow-heif, the ``formats`` extra).
+HEIF_EXTENSIONS = frozenset({".heic", ".heif", ".hif"})
+#: Camera RAW endings (read with rawpy/LibRaw, the ``formats`` extra; never written).
+RAW_EXTENSIONS = frozenset(
+    {".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf", ".orf", ".rw2", ".rwl"}
+    | {".kdc", ".dcr", ".pef", ".srw", ".3fr", ".erf", ".mef", ".mos", ".mrw", ".iiq", ".x3f"}
+)
+#: File endings picked up when a folder is given as input. HEIC and RAW files are picked up without the
+#: ``formats`` extra too (and AVIF without a Pillow that reads it): each then fails alone, saying what to install.
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm", ".tga", ".avif"}
+    | HEIF_EXTENSIONS
+    | RAW_EXTENSIONS
+)
 
 #: Suffix of every temporary file this package writes; the name also carries the writer's process id.
 TEMP_SUFFIX = ".scl-tmp"
@@ -102,8 +126,6 @@ def remove_stale_temporaries(folder: str | os.PathLike[str], *, recursive: bool 
 
 def is_image_file(path: Path) -> bool:
     """Whether ``path`` is a visible file with an ending this package reads as an image (``IMAGE_EXTENSIONS``)."""
-    from .image import IMAGE_EXTENSIONS  # image imports this module
-
     return path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file() and not path.name.startswith(".")
 
 
@@ -114,8 +136,6 @@ def image_files(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str
         FileNotFoundError: a source does not exist.
         ValueError: a folder holds no image files.
     """
-    from .image import IMAGE_EXTENSIONS
-
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
     files: list[Path] = []

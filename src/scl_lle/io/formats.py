@@ -3,7 +3,7 @@
 Both decoders come with the optional ``formats`` extra (``pip install 'scl-lle[formats]'``) and are imported only
 when such a file is met, so ``import scl_lle`` stays light and nothing changes without them; without them such a
 file fails alone with :func:`missing_extra`'s one-line message. :func:`scl_lle.io.image.read_image` and
-:func:`~scl_lle.io.image.write_image` call into this module; the file endings live in :mod:`scl_lle.io.image`
+:func:`~scl_lle.io.image.write_image` call into this module; the file endings live in :mod:`scl_lle.io.files`
 (``HEIF_EXTENSIONS``, ``RAW_EXTENSIONS``).
 
 HEIF: 10/12-bit pictures are read as ``uint16`` (scaled to the full 16-bit range) and 16-bit pictures are written
@@ -36,15 +36,9 @@ from typing import Any
 
 import numpy as np
 
-from .image import (
-    ImageReadError,
-    ImageWriteError,
-    Picture,
-    WarningHandler,
-    _check_pixel_count,
-    _exif_without_orientation,
-    _warn,
-)
+from .errors import ImageReadError, ImageWriteError, WarningHandler, check_pixel_count, warn
+from .metadata import exif_without_orientation
+from .picture import Picture
 
 __all__ = [
     "FORMATS_EXTRA",
@@ -150,7 +144,7 @@ def read_heif(path: Path, max_pixels: int | None, on_warning: WarningHandler | N
         raise ImageReadError(f"truncated or corrupt {kind} file ({_reason(error)})") from None
     if width < 1 or height < 1:
         raise ImageReadError(f"no pixels: the header says {width}x{height}")
-    _check_pixel_count(path, width, height, max_pixels)
+    check_pixel_count(width, height, max_pixels)
     try:
         if mode in ("RGB", "RGBA", "RGB;16", "RGBA;16", "L", "I;16", "L;16"):
             array = _heif_pixels(np.asarray(image), int(info.get("bit_depth", 8)))
@@ -166,13 +160,13 @@ def read_heif(path: Path, max_pixels: int | None, on_warning: WarningHandler | N
     if array.ndim == 3 and array.shape[2] == 4:
         pixels, alpha = array[..., :3], array[..., 3]
     if count > 1:
-        _warn(f"only the primary image of the {count} in this {kind} file is used", on_warning)
+        warn(f"only the primary image of the {count} in this {kind} file is used", on_warning)
     return Picture(
         pixels=np.ascontiguousarray(pixels),
         alpha=None if alpha is None else np.ascontiguousarray(alpha),
         format="HEIF",
         icc_profile=info.get("icc_profile") or None,
-        exif=_exif_without_orientation(info.get("exif")),
+        exif=exif_without_orientation(info.get("exif")),
     )
 
 
@@ -328,8 +322,8 @@ def read_raw(path: Path, max_pixels: int | None, options: RawOptions | None = No
             raise ImageReadError(f"truncated or corrupt RAW file ({_libraw_reason(failure, said)})")
         if min(sizes.width, sizes.height, sizes.raw_width, sizes.raw_height) < 1:
             raise ImageReadError(f"no pixels: the header says {sizes.width}x{sizes.height}")
-        _check_pixel_count(path, sizes.raw_width, sizes.raw_height, max_pixels)  # what unpacking allocates
-        _check_pixel_count(path, sizes.width, sizes.height, max_pixels)
+        check_pixel_count(sizes.raw_width, sizes.raw_height, max_pixels)  # what unpacking allocates
+        check_pixel_count(sizes.width, sizes.height, max_pixels)
         with _libraw_messages(name) as said:
             try:
                 rgb = raw.postprocess(
