@@ -18,9 +18,9 @@ from PIL import Image
 
 from conftest import http_request as _request
 from conftest import serving, write_noise_clip
-from scl_lle.apps.serve import server as serve_module
-from scl_lle.apps.serve.server import EnhanceServer, ServeLimits, make_server
-from scl_lle.cli.commands import build_parser
+from scl_lle.apps.serve import EnhanceServer, ServeLimits, make_server
+from scl_lle.apps.serve.jobs import Job
+from scl_lle.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
 SCREENSHOT = REPO / "docs" / "images" / "serve.png"
@@ -195,14 +195,14 @@ def _stats(app: EnhanceServer) -> dict[str, int]:
 @pytest.fixture()
 def slow_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each unit of a job's work takes 0.3 s more, so that the page's polls (4 a second) see the progress move."""
-    progress = serve_module._Job.progress
+    progress = Job.progress
 
     def slow_progress(self: object, done: int, total: int | None) -> None:
         progress(self, done, total)
         if total and done < total:
             time.sleep(0.3)
 
-    monkeypatch.setattr(serve_module._Job, "progress", slow_progress)
+    monkeypatch.setattr(Job, "progress", slow_progress)
 
 
 @pytest.fixture()
@@ -370,7 +370,7 @@ def test_video_page_in_headless_chromium(tmp_path: Path, page_server: EnhanceSer
 
 @pytest.mark.parametrize("suffix", [".heic", ".avif"])
 def test_phone_formats_are_accepted_and_come_back_as_png(server: EnhanceServer, suffix: str) -> None:
-    from scl_lle.io.image import HAS_AVIF
+    from scl_lle.io.picture import HAS_AVIF
 
     if suffix == ".heic":
         pillow_heif = pytest.importorskip("pillow_heif", reason="the formats extra (pillow-heif) is not installed")

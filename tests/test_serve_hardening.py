@@ -23,8 +23,8 @@ import pytest
 from PIL import Image
 
 from conftest import http_request
-from scl_lle.apps.serve import server as serve_module
-from scl_lle.apps.serve.server import EnhanceServer, ServeLimits, make_server
+from scl_lle.apps.serve import EnhanceServer, ServeLimits, make_server
+from scl_lle.apps.serve import work as work_module
 from scl_lle.engine.enhancer import Enhancer
 
 SMALL_LIMITS = {"max_upload_bytes": 200_000, "max_pixels": 100_000, "max_video_seconds": 2.0}
@@ -265,7 +265,7 @@ class _DecodedPictures:
     def __init__(self, monkeypatch: pytest.MonkeyPatch, hold: float = 0.0) -> None:
         self.alive = self.most = 0
         self.lock = threading.Lock()
-        original = serve_module.read_image
+        original = work_module.read_image
 
         def counting(*args: object, **kwargs: object) -> object:
             picture = original(*args, **kwargs)
@@ -276,7 +276,7 @@ class _DecodedPictures:
             time.sleep(hold)  # held a while: another job decoding meanwhile would be counted
             return picture
 
-        monkeypatch.setattr(serve_module, "read_image", counting)
+        monkeypatch.setattr(work_module, "read_image", counting)
 
     def _gone(self) -> None:
         with self.lock:
@@ -318,7 +318,7 @@ def _get(app: EnhanceServer, path: str) -> bytes:
 
 
 def test_release_memory_is_safe_to_call() -> None:
-    serve_module._release_memory()  # malloc_trim on glibc; nothing elsewhere
+    work_module.release_memory()  # malloc_trim on glibc; nothing elsewhere
 
 
 # ------------------------------------------------------------------------------------------------ SIGTERM
@@ -349,7 +349,7 @@ def test_sigterm_stops_cleanly_and_removes_the_scratch_folder(tmp_path: Path, we
 
 def test_max_queue_flag_reaches_the_server_limits(monkeypatch) -> None:
     import scl_lle.apps.serve.server
-    from scl_lle.cli.commands import main
+    from scl_lle.cli import main
 
     seen = {}
     monkeypatch.setattr(

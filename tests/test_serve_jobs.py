@@ -19,10 +19,12 @@ from PIL import Image
 
 from conftest import http_request as _request
 from conftest import write_noise_clip
-from scl_lle.apps.serve import server as serve_module
-from scl_lle.apps.serve.server import EnhanceServer, ServeLimits, make_server
+from scl_lle.apps.serve import EnhanceServer, ServeLimits, make_server
+from scl_lle.apps.serve.jobs import Job
+from scl_lle.apps.serve.previews import prepare_preview, render_preview
+from scl_lle.apps.serve.work import Engine
 from scl_lle.engine.enhancer import Enhancer
-from scl_lle.io.image import Picture
+from scl_lle.io.picture import Picture
 
 SMALL_LIMITS = {"max_upload_bytes": 400_000, "max_pixels": 200_000, "max_video_seconds": 3.0}
 
@@ -92,7 +94,7 @@ def _upload(app: EnhanceServer, body: bytes, query: str = "name=a.png") -> tuple
 def slow_progress(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
     """Every unit of work of a job takes 0.2 s more; the event is set once a job has reported progress."""
     reported = threading.Event()
-    original = serve_module._Job.progress
+    original = Job.progress
 
     def slow(self: Any, done: int, total: int | None) -> None:
         original(self, done, total)
@@ -100,7 +102,7 @@ def slow_progress(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
         if total and done < total:
             time.sleep(0.2)
 
-    monkeypatch.setattr(serve_module._Job, "progress", slow)
+    monkeypatch.setattr(Job, "progress", slow)
     return reported
 
 
@@ -185,14 +187,14 @@ def test_exposure_changes_rerender_the_kept_preview_without_upload_or_network(
 @pytest.mark.parametrize("mode", ["full", "fast"])
 def test_preview_render_is_the_engines_apply_curve_maps(weights_file: Path, mode: str) -> None:
     """The quick re-render (kept maps, thumbnail gain, cached finishing base) equals Enhancer.apply_curve_maps."""
-    engine = serve_module._Engine(weights_file, "cpu")
+    engine = Engine(weights_file, "cpu")
     enhancer = engine.enhancer(mode)
     pixels = np.random.default_rng(3).integers(0, 70, (90, 140, 3), dtype=np.uint8)
-    preview = serve_module._prepare_preview(enhancer, pixels)
+    preview = prepare_preview(enhancer, pixels)
     image = torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0).float() / 255
     maps = enhancer.curve_maps(image)
     for exposure in ("auto", "off", 0.25, 0.5):
-        quick = serve_module._render_preview(enhancer, preview, exposure)
+        quick = render_preview(enhancer, preview, exposure)
         assert torch.allclose(quick, enhancer.apply_curve_maps(image, maps, exposure), atol=1e-4), exposure
 
 
@@ -342,7 +344,7 @@ def test_kept_uploads_are_bounded_in_number_and_bytes(start: Callable[..., Enhan
 def test_idle_uploads_expire_and_closing_deletes_everything(start: Callable[..., EnhanceServer]) -> None:
     app = start(kept_idle_minutes=10)
     now = [1000.0]
-    app.jobs.clock = lambda: now[0]
+    app.uploads.clock = lambda: now[0]
     old, old_job = _upload(app, _png(seed=1))
     now[0] += 9 * 60
     fresh, _ = _upload(app, _png(seed=2))
@@ -350,7 +352,7 @@ def test_idle_uploads_expire_and_closing_deletes_everything(start: Callable[...,
     now[0] += 9 * 60
     assert _request(app, "GET", f"/api/uploads/{old}/preview?exposure=0.3")[0] == 200
     now[0] += 10 * 60 + 1
-    app.jobs.expire()  # what the job thread does every half minute
+    app.uploads.expire()  # what the job thread does every half minute
     assert _json(app, "GET", "/api/stats")["kept_uploads"] == 0
     assert _request(app, "GET", f"/api/uploads/{old}/preview?exposure=0.3")[0] == 404
     assert _request(app, "GET", f"/api/jobs/{old_job['id']}")[0] == 404

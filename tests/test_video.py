@@ -11,8 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from scl_lle.apps.video import CurveSmoother, VideoReadError, enhance_video, read_video_frames
-from scl_lle.cli.commands import main
+from scl_lle.apps.smoothing import CurveSmoother
+from scl_lle.apps.video import VideoReadError, enhance_video, read_video_frames
+from scl_lle.cli import main
 from scl_lle.evaluation.metrics import flicker
 
 av = pytest.importorskip("av", reason="PyAV is not installed (pip install 'scl-lle[video]')")
