@@ -340,7 +340,7 @@ def load_input(path: Path | None, size: tuple[int, int]) -> tuple[torch.Tensor, 
 
 
 def niqe_or_none(image: torch.Tensor) -> float | None:
-    from scl_lle.evaluation.metrics import niqe
+    from scl_lle.evaluation.niqe import niqe
 
     try:
         return float(niqe(image.cpu())[0])

@@ -33,7 +33,7 @@ import torch
 
 from scl_lle.core.colour import mean_brightness
 from scl_lle.engine.exposure import exposure_features, thumbnail_factor
-from scl_lle.evaluation.runner import load_image
+from scl_lle.evaluation.datasets import load_image
 
 HISTOGRAM_BINS = 64
 ACCEPTABLE = 0.85  # a member whose histogram entropy is at least this share of its sequence's best is acceptable

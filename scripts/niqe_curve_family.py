@@ -16,8 +16,10 @@ from collections.abc import Callable
 
 import torch
 
+from scl_lle.evaluation import metrics
+from scl_lle.evaluation import niqe as niqe_module
 from scl_lle.evaluation.baselines import gamma_correction
-from scl_lle.evaluation.runner import dataset_images, metrics
+from scl_lle.evaluation.datasets import dataset_images
 from scl_lle.models.dcenet import apply_curves
 
 Curve = Callable[[torch.Tensor], torch.Tensor]
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         niqe, brightness = [], []
         for image in images:
             out = (curve(image).clamp(0, 1) * 255).round() / 255
-            niqe.append(float(metrics.niqe(out)[0]))
+            niqe.append(float(niqe_module.niqe(out)[0]))
             brightness.append(float(metrics.mean_brightness(out)[0]))
         print(f"| {name} | {sum(niqe) / len(niqe):.2f} | {sum(brightness) / len(brightness):.3f} |", flush=True)
 

@@ -18,7 +18,8 @@ import itertools
 import torch
 
 from scl_lle.core.colour import luminance
-from scl_lle.evaluation.runner import dataset_images, get_method
+from scl_lle.evaluation.datasets import dataset_images
+from scl_lle.evaluation.methods import get_method
 
 BAND_EDGES = (0.0, 0.02, 0.04, 0.08, 0.12, 0.2, 0.3, 0.45, 0.6, 0.8, 1.0)
 

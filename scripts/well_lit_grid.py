@@ -17,8 +17,9 @@ import sys
 import numpy as np
 import torch
 
+from scl_lle.evaluation.datasets import dataset_images
+from scl_lle.evaluation.methods import get_method
 from scl_lle.evaluation.report import save_grid, thumbnail
-from scl_lle.evaluation.runner import dataset_images, get_method
 
 DEFAULT_METHODS = "scl-lle@off,scl-lle,scl-lle-release,zero-dce"
 

@@ -1,4 +1,4 @@
-"""Tests for scl_lle.evaluation.runner: method registry, data set registry, mIoU, and evaluate() end to end."""
+"""Tests for scl_lle.evaluation: method registry, data set registry, mIoU, and evaluate() end to end."""
 
 from __future__ import annotations
 
@@ -16,7 +16,17 @@ from PIL import Image
 from scl_lle.cli.evaluate import add_parser as add_evaluate_parser
 from scl_lle.engine.enhancer import Enhancer
 from scl_lle.evaluation import baselines
-from scl_lle.evaluation import runner as E
+from scl_lle.evaluation.datasets import (
+    RegistryError,
+    UnknownNameError,
+    dataset_images,
+    list_datasets,
+    load_image,
+    load_registry,
+)
+from scl_lle.evaluation.methods import get_method, list_methods
+from scl_lle.evaluation.runner import evaluate
+from scl_lle.evaluation.segmentation import confusion_matrix, iou_from_confusion
 
 
 def _save(path: Path, h: int, w: int, seed: int, scale: float = 0.25) -> None:
@@ -54,14 +64,14 @@ def tiny_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_list_methods_has_baselines() -> None:
-    names = E.list_methods()
+    names = list_methods()
     for n in ("identity", "gamma", "clahe", "histeq", "lime"):
         assert n in names
 
 
 def test_unknown_method_lists_known(tiny_registry: Path) -> None:
-    with pytest.raises(E.UnknownNameError) as info:
-        E.get_method("no-such-method", "cpu", tiny_registry)
+    with pytest.raises(UnknownNameError) as info:
+        get_method("no-such-method", "cpu", tiny_registry)
     message = str(info.value)
     assert "no-such-method" in message
     for n in ("identity", "gamma", "clahe", "histeq", "lime", "dcenet:PATH"):
@@ -70,24 +80,24 @@ def test_unknown_method_lists_known(tiny_registry: Path) -> None:
 
 def test_method_specs(weights_file: Path) -> None:
     x = torch.rand(1, 3, 24, 32, generator=torch.Generator().manual_seed(0)) * 0.3
-    assert torch.equal(E.get_method("identity")(x), x)
-    assert torch.allclose(E.get_method("gamma:2.2")(x), x ** (1 / 2.2))
-    assert torch.allclose(E.get_method("clahe:3")(x), baselines.clahe(x, clip_limit=3.0))
-    with pytest.raises(E.UnknownNameError):
-        E.get_method("gamma:bright")
-    net = E.get_method(f"dcenet:{weights_file}")
+    assert torch.equal(get_method("identity")(x), x)
+    assert torch.allclose(get_method("gamma:2.2")(x), x ** (1 / 2.2))
+    assert torch.allclose(get_method("clahe:3")(x), baselines.clahe(x, clip_limit=3.0))
+    with pytest.raises(UnknownNameError):
+        get_method("gamma:bright")
+    net = get_method(f"dcenet:{weights_file}")
     y = net(x)
     assert y.shape == x.shape and float(y.min()) >= 0 and float(y.max()) <= 1
-    assert torch.allclose(E.get_method(str(weights_file))(x), y)
+    assert torch.allclose(get_method(str(weights_file))(x), y)
     # DCE-Net specs run the curves alone unless prefixed with finished:
     curves_only = Enhancer(str(weights_file), device="cpu", finish=False, backend="torch", exposure="off")(x)
     assert torch.allclose(y, curves_only)
-    finished = E.get_method(f"finished:dcenet:{weights_file}")(x)
+    finished = get_method(f"finished:dcenet:{weights_file}")(x)
     assert torch.allclose(finished, Enhancer(str(weights_file), device="cpu", backend="torch", exposure="off")(x))
     assert not torch.allclose(finished, y)
     # the packaged model: scl-lle is finished as scl-lle enhance does, scl-lle-curves is not
-    assert torch.allclose(E.get_method("scl-lle")(x), Enhancer(device="cpu", backend="torch")(x))
-    assert torch.allclose(E.get_method("scl-lle-curves")(x), Enhancer(device="cpu", finish=False, backend="torch")(x))
+    assert torch.allclose(get_method("scl-lle")(x), Enhancer(device="cpu", backend="torch")(x))
+    assert torch.allclose(get_method("scl-lle-curves")(x), Enhancer(device="cpu", finish=False, backend="torch")(x))
 
 
 def test_registry_methods_and_errors(tmp_path: Path, weights_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -97,32 +107,32 @@ def test_registry_methods_and_errors(tmp_path: Path, weights_file: Path, monkeyp
         f"methods:\n  mine:\n    weights: {weights_file}\n  gone:\n    weights: ${{UNSET_FOR_TEST}}/w.pth\n"
     )
     monkeypatch.delenv("UNSET_FOR_TEST", raising=False)
-    assert "mine" in E.list_methods(registry)
-    assert E.get_method("mine", "cpu", registry)(torch.rand(1, 3, 16, 16)).shape == (1, 3, 16, 16)
-    with pytest.raises(E.RegistryError, match="UNSET_FOR_TEST"):
-        E.get_method("gone", "cpu", registry)
-    with pytest.raises(E.RegistryError, match="UNSET_FOR_TEST"):
-        E.evaluate(["identity"], ["x"], tmp_path / "out", device="cpu", registry=registry, progress=False)
-    with pytest.raises(E.UnknownNameError, match="known: x"):
-        E.evaluate(["identity"], ["y"], tmp_path / "out", device="cpu", registry=registry, progress=False)
-    with pytest.raises(E.RegistryError, match="not found"):
-        E.load_registry(tmp_path / "missing.yaml")
+    assert "mine" in list_methods(registry)
+    assert get_method("mine", "cpu", registry)(torch.rand(1, 3, 16, 16)).shape == (1, 3, 16, 16)
+    with pytest.raises(RegistryError, match="UNSET_FOR_TEST"):
+        get_method("gone", "cpu", registry)
+    with pytest.raises(RegistryError, match="UNSET_FOR_TEST"):
+        evaluate(["identity"], ["x"], tmp_path / "out", device="cpu", registry=registry, progress=False)
+    with pytest.raises(UnknownNameError, match="known: x"):
+        evaluate(["identity"], ["y"], tmp_path / "out", device="cpu", registry=registry, progress=False)
+    with pytest.raises(RegistryError, match="not found"):
+        load_registry(tmp_path / "missing.yaml")
 
 
 def test_dataset_images_yields_the_inputs(tiny_registry: Path) -> None:
-    dark = list(E.dataset_images("dark", tiny_registry))
+    dark = list(dataset_images("dark", tiny_registry))
     assert [name for name, _ in dark] == ["im0.png", "im1.png", "im2.png"]
-    expected = E.load_image(tiny_registry.parent / "data" / "dark" / "im1.png")
+    expected = load_image(tiny_registry.parent / "data" / "dark" / "im1.png")
     torch.testing.assert_close(dark[1][1], expected)
-    pairs = list(E.dataset_images("pairs", tiny_registry, max_images=1))
+    pairs = list(dataset_images("pairs", tiny_registry, max_images=1))
     assert len(pairs) == 1 and pairs[0][1].shape == (1, 3, 100, 130)  # the low-light input of the pair
-    with pytest.raises(E.UnknownNameError, match="known: dark, pairs"):
-        next(E.dataset_images("nope", tiny_registry))
+    with pytest.raises(UnknownNameError, match="known: dark, pairs"):
+        next(dataset_images("nope", tiny_registry))
 
 
 def test_default_registry_names() -> None:
-    assert set(E.list_datasets()) >= {"lime", "dicm", "lol15", "npe", "fivek", "camvid-dark", "camvid-dusk"}
-    assert {"scl-lle-release", "zero-dce"} <= set(E.load_registry()["methods"])
+    assert set(list_datasets()) >= {"lime", "dicm", "lol15", "npe", "fivek", "camvid-dark", "camvid-dusk"}
+    assert {"scl-lle-release", "zero-dce"} <= set(load_registry()["methods"])
 
 
 # ------------------------------------------------------------------------------------------------ mIoU
@@ -138,7 +148,7 @@ def test_iou_from_hand_made_confusion() -> None:
             [0, 0, 0, 0],  # void row: ignored pixels
         ]
     )
-    miou, ious = E.iou_from_confusion(confusion, ignore_index=3)
+    miou, ious = iou_from_confusion(confusion, ignore_index=3)
     assert len(ious) == 3
     assert ious[0] == pytest.approx(8 / (8 + 1 + 2))
     assert ious[1] == pytest.approx(5 / (5 + 2 + 5))
@@ -149,11 +159,11 @@ def test_iou_from_hand_made_confusion() -> None:
 def test_confusion_matrix_ignores_void() -> None:
     target = torch.tensor([[0, 0, 1], [1, 2, 2]])
     pred = torch.tensor([[0, 1, 1], [2, 2, 0]])
-    cm = E.confusion_matrix(pred, target, num_classes=3, ignore_index=2)
+    cm = confusion_matrix(pred, target, num_classes=3, ignore_index=2)
     assert cm.tolist() == [[1, 1, 0], [0, 1, 1], [0, 0, 0]]
-    full = E.confusion_matrix(pred, target, num_classes=3)
+    full = confusion_matrix(pred, target, num_classes=3)
     assert int(full.sum()) == 6 and int(full.diagonal().sum()) == 3
-    miou, _ = E.iou_from_confusion(E.confusion_matrix(target, target, 3, ignore_index=2), ignore_index=2)
+    miou, _ = iou_from_confusion(confusion_matrix(target, target, 3, ignore_index=2), ignore_index=2)
     assert miou == 1.0
 
 
@@ -172,7 +182,7 @@ def test_evaluate_end_to_end(tiny_registry: Path, tmp_path: Path, monkeypatch: p
     monkeypatch.setitem(baselines.BASELINES, "flaky", flaky)
     out = tmp_path / "report"
     methods = ["identity", "gamma", "clahe", "flaky"]
-    results = E.evaluate(methods, ["dark", "pairs"], out, device="cpu", registry=tiny_registry, progress=False)
+    results = evaluate(methods, ["dark", "pairs"], out, device="cpu", registry=tiny_registry, progress=False)
 
     for name in ("report.md", "results.json", "dark.csv", "pairs.csv", "grid_dark.png", "grid_pairs.png"):
         assert (out / name).is_file(), name
@@ -219,7 +229,7 @@ def test_evaluate_end_to_end(tiny_registry: Path, tmp_path: Path, monkeypatch: p
 
 
 def test_evaluate_max_images(tiny_registry: Path, tmp_path: Path) -> None:
-    results = E.evaluate(
+    results = evaluate(
         ["identity"], ["dark"], tmp_path / "o", device="cpu", registry=tiny_registry, max_images=1, progress=False
     )
     assert results["datasets"]["dark"]["subsets"]["dark"]["images"] == 1
@@ -254,7 +264,7 @@ def test_cli_registration(tiny_registry: Path, tmp_path: Path, capsys: pytest.Ca
 def test_evaluate_lol15_shared(shared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SCL_LLE_SHARED", str(shared))
     out = tmp_path / "lol"
-    results = E.evaluate(["identity", "gamma"], ["lol15"], out, device="cpu", max_images=2, progress=False)
+    results = evaluate(["identity", "gamma"], ["lol15"], out, device="cpu", max_images=2, progress=False)
     r = results["datasets"]["lol15"]["subsets"]["lol15"]
     assert r["images"] == 2
     ident, gamma = r["methods"]["identity"], r["methods"]["gamma"]
@@ -267,14 +277,14 @@ def test_evaluate_lol15_shared(shared: Path, tmp_path: Path, monkeypatch: pytest
 
 def test_segmentation_shared(shared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SCL_LLE_SHARED", str(shared))
-    results = E.evaluate(["identity"], ["camvid-dusk"], tmp_path / "seg", device="cpu", max_images=2, progress=False)
+    results = evaluate(["identity"], ["camvid-dusk"], tmp_path / "seg", device="cpu", max_images=2, progress=False)
     r = results["datasets"]["camvid-dusk"]["subsets"]["camvid-dusk"]
     assert len(r["classes"]) == 11 and r["classes"][0] == "sky"
     assert 0.4 < r["methods"]["identity"]["miou"] <= 1
 
 
 def test_methods_can_be_labelled(tiny_registry: Path, tmp_path: Path) -> None:
-    results = E.evaluate(
+    results = evaluate(
         ["raw=identity", "bright=gamma:2.2"],
         ["dark"],
         tmp_path / "o",

@@ -20,7 +20,8 @@ from scl_lle.engine.exposure import (
     scale_maps,
     solve_gain,
 )
-from scl_lle.evaluation.runner import UnknownNameError, get_method
+from scl_lle.evaluation.datasets import UnknownNameError
+from scl_lle.evaluation.methods import get_method
 from scl_lle.models.dcenet import apply_curves
 
 

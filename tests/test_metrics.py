@@ -1,4 +1,4 @@
-"""Tests for scl_lle.evaluation.metrics: agreement with the pyiqa reference values in ../shared/metrics, and hand-worked
+"""Tests for scl_lle.evaluation.metrics and .niqe: agreement with the pyiqa reference values in ../shared/metrics, and
 values on tiny synthetic inputs."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from scl_lle.evaluation import metrics as M
+from scl_lle.evaluation import niqe as N
 
 NIQE_FILE = "niqe_pris_params.npz"
 
@@ -30,14 +31,14 @@ def _read_tsv(path: Path) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def niqe_params(shared: Path) -> M.NIQEParams:
-    return M.load_niqe_params(shared / "metrics" / NIQE_FILE)
+def niqe_params(shared: Path) -> N.NIQEParams:
+    return N.load_niqe_params(shared / "metrics" / NIQE_FILE)
 
 
 @pytest.fixture
 def no_niqe_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """Clear every place the NIQE parameters could come from; returns the (empty) cache folder."""
-    monkeypatch.delenv(M.NIQE_PARAMS_ENV, raising=False)
+    monkeypatch.delenv(N.NIQE_PARAMS_ENV, raising=False)
     monkeypatch.delenv("SCL_LLE_SHARED", raising=False)
     cache = tmp_path / "cache"
     monkeypatch.setenv("SCL_LLE_CACHE", str(cache))
@@ -47,14 +48,14 @@ def no_niqe_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 # ----------------------------------------------------------------------------------- reference agreement
 
 
-def test_niqe_matches_pyiqa_reference(shared: Path, niqe_params: M.NIQEParams) -> None:
+def test_niqe_matches_pyiqa_reference(shared: Path, niqe_params: N.NIQEParams) -> None:
     rows = _read_tsv(shared / "metrics" / "niqe_reference.tsv")
     assert len(rows) >= 30
     worst = 0.0
     for row in rows:
         x = _load_rgb(shared / "data" / row["file"])
         ref = float(row["niqe_pyiqa"])
-        got = M.niqe(x, niqe_params).item()
+        got = N.niqe(x, niqe_params).item()
         rel = abs(got - ref) / ref
         worst = max(worst, rel)
         assert rel < 0.01, f"{row['file']}: niqe {got:.4f} vs pyiqa {ref:.4f} ({100 * rel:.2f}%)"
@@ -62,14 +63,14 @@ def test_niqe_matches_pyiqa_reference(shared: Path, niqe_params: M.NIQEParams) -
     assert worst < 1e-3
 
 
-def test_niqe_batched_equals_single(shared: Path, niqe_params: M.NIQEParams) -> None:
+def test_niqe_batched_equals_single(shared: Path, niqe_params: N.NIQEParams) -> None:
     folder = shared / "data" / "eval_LOLv1_eval15_low" / "images_cut600x396_SGZ"
     x = torch.cat([_load_rgb(folder / name) for name in ("1.png", "22.png", "55.png")])
-    batched = M.niqe(x, niqe_params)
-    single = torch.cat([M.niqe(x[i : i + 1], niqe_params) for i in range(3)])
+    batched = N.niqe(x, niqe_params)
+    single = torch.cat([N.niqe(x[i : i + 1], niqe_params) for i in range(3)])
     assert batched.shape == (3,) and batched.dtype == torch.float32
     torch.testing.assert_close(batched, single, rtol=1e-6, atol=0)
-    metric = M.NIQE(niqe_params)
+    metric = N.NIQE(niqe_params)
     metric.update(x[:2])
     metric.update(x[2:])
     assert metric.count == 3
@@ -94,43 +95,43 @@ def test_niqe_params_from_env_and_cache(
     shared: Path, no_niqe_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     src = shared / "metrics" / NIQE_FILE
-    ref = M.load_niqe_params(src)
-    monkeypatch.setenv(M.NIQE_PARAMS_ENV, str(src))
-    torch.testing.assert_close(M.load_niqe_params().cov, ref.cov)
-    monkeypatch.delenv(M.NIQE_PARAMS_ENV)
+    ref = N.load_niqe_params(src)
+    monkeypatch.setenv(N.NIQE_PARAMS_ENV, str(src))
+    torch.testing.assert_close(N.load_niqe_params().cov, ref.cov)
+    monkeypatch.delenv(N.NIQE_PARAMS_ENV)
     monkeypatch.setenv("SCL_LLE_SHARED", str(shared))
-    torch.testing.assert_close(M.load_niqe_params().mu, ref.mu)
+    torch.testing.assert_close(N.load_niqe_params().mu, ref.mu)
     monkeypatch.delenv("SCL_LLE_SHARED")
     no_niqe_env.mkdir(parents=True)
     (no_niqe_env / NIQE_FILE).symlink_to(src)
-    torch.testing.assert_close(M.load_niqe_params().window, ref.window)
+    torch.testing.assert_close(N.load_niqe_params().window, ref.window)
     with np.load(src) as data:  # an already-loaded npz works too
-        torch.testing.assert_close(M.load_niqe_params(data).mu, ref.mu)
+        torch.testing.assert_close(N.load_niqe_params(data).mu, ref.mu)
 
 
 # ------------------------------------------------------------------------------------------ synthetic cases
 
 
 def test_missing_niqe_params_error(no_niqe_env: Path) -> None:
-    with pytest.raises(M.NIQEParamsNotFoundError) as info:
-        M.load_niqe_params()
+    with pytest.raises(N.NIQEParamsNotFoundError) as info:
+        N.load_niqe_params()
     assert isinstance(info.value, FileNotFoundError)
     msg = str(info.value)
     assert str(no_niqe_env / NIQE_FILE) in msg
-    assert M.NIQE_PARAMS_ENV in msg and "BasicSR" in msg and "MATLAB" in msg
+    assert N.NIQE_PARAMS_ENV in msg and "BasicSR" in msg and "MATLAB" in msg
     with pytest.raises(FileNotFoundError):
-        M.niqe(torch.rand(1, 3, 200, 200))
+        N.niqe(torch.rand(1, 3, 200, 200))
     with pytest.raises(FileNotFoundError):
-        M.NIQE()
-    with pytest.raises(M.NIQEParamsNotFoundError, match=r"nowhere\.npz"):
-        M.load_niqe_params(no_niqe_env / "nowhere.npz")
+        N.NIQE()
+    with pytest.raises(N.NIQEParamsNotFoundError, match=r"nowhere\.npz"):
+        N.load_niqe_params(no_niqe_env / "nowhere.npz")
 
 
-def _toy_params() -> M.NIQEParams:
+def _toy_params() -> N.NIQEParams:
     """A made-up pristine model (identity covariance) for shape/behaviour tests without the real file."""
     t = torch.arange(7, dtype=torch.float64) - 3
     g = torch.exp(-(t[:, None] ** 2 + t[None, :] ** 2) / (2 * (7 / 6) ** 2))
-    return M.NIQEParams(
+    return N.NIQEParams(
         mu=torch.ones(36, dtype=torch.float64), cov=torch.eye(36, dtype=torch.float64), window=g / g.sum()
     )
 
@@ -139,28 +140,28 @@ def test_niqe_shapes_dtypes_and_small_images() -> None:
     p = _toy_params()
     torch.manual_seed(0)
     x = torch.rand(2, 3, 200, 300)
-    v = M.niqe(x, p)
+    v = N.niqe(x, p)
     assert v.shape == (2,) and v.dtype == torch.float32 and torch.isfinite(v).all()
-    torch.testing.assert_close(M.niqe(x.double(), p), v.double(), rtol=1e-5, atol=0)
+    torch.testing.assert_close(N.niqe(x.double(), p), v.double(), rtol=1e-5, atol=0)
     # odd sizes are cut to whole 96x96 blocks: extra rows/columns beyond them change nothing
-    torch.testing.assert_close(M.niqe(x[..., :193, :289], p), M.niqe(x[..., :192, :288], p))
-    grey = M.niqe(x[:, :1], p)
+    torch.testing.assert_close(N.niqe(x[..., :193, :289], p), N.niqe(x[..., :192, :288], p))
+    grey = N.niqe(x[:, :1], p)
     assert grey.shape == (2,) and torch.isfinite(grey).all()
     with pytest.raises(ValueError, match="96x96"):
-        M.niqe(torch.rand(1, 3, 95, 400), p)
+        N.niqe(torch.rand(1, 3, 95, 400), p)
 
 
 def test_matlab_imresize_half() -> None:
     # a linear ramp stays linear inside: output pixel i (1-based) samples the input at 2 i - 0.5
     ramp = torch.arange(1, 33, dtype=torch.float64).view(1, 1, 1, 32).expand(1, 1, 4, 32)
-    out = M.matlab_imresize(ramp, scale=0.5)
+    out = N.matlab_imresize(ramp, scale=0.5)
     assert out.shape == (1, 1, 2, 16)
     expected = 2 * torch.arange(1, 17, dtype=torch.float64) - 0.5
     torch.testing.assert_close(out[0, 0, 0, 2:-2], expected[2:-2])
     const = torch.full((1, 1, 9, 7), 0.3, dtype=torch.float64)
-    half = M.matlab_imresize(const, scale=0.5)
+    half = N.matlab_imresize(const, scale=0.5)
     torch.testing.assert_close(half, torch.full((1, 1, 5, 4), 0.3, dtype=torch.float64))
-    assert M.matlab_imresize(const, size=(3, 3)).shape == (1, 1, 3, 3)
+    assert N.matlab_imresize(const, size=(3, 3)).shape == (1, 1, 3, 3)
 
 
 def test_rgb_to_y() -> None:
@@ -286,6 +287,6 @@ def test_metrics_on_cuda() -> None:
     torch.manual_seed(0)
     x, y = torch.rand(2, 3, 200, 300), torch.rand(2, 3, 200, 300)
     p = _toy_params()
-    torch.testing.assert_close(M.niqe(x.cuda(), p).cpu(), M.niqe(x, p), rtol=1e-4, atol=0)
+    torch.testing.assert_close(N.niqe(x.cuda(), p).cpu(), N.niqe(x, p), rtol=1e-4, atol=0)
     torch.testing.assert_close(M.ssim(x.cuda(), y.cuda()).cpu(), M.ssim(x, y), rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(M.loe(x.cuda(), y.cuda()).cpu(), M.loe(x, y))

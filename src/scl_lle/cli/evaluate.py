@@ -79,7 +79,8 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``scl-lle evaluate`` with parsed ``args``; the exit status."""
-    from ..evaluation.runner import RegistryError, UnknownNameError, evaluate
+    from ..evaluation.datasets import RegistryError, UnknownNameError
+    from ..evaluation.runner import evaluate
     from ..models.hub import WeightsError
 
     command = None
