@@ -12,19 +12,10 @@ from PIL import Image
 
 from scl_lle.io.files import image_files
 from scl_lle.train.config import expand_path
-from scl_lle.train.data import (
-    ImagePool,
-    LabelledPool,
-    LowLightSynthesis,
-    TrainingBatch,
-    build_batches,
-    camvid_pairs,
-    cityscapes_pairs,
-    darken,
-    folder_pairs,
-    labelled_pairs,
-    poisson_gaussian_noise,
-)
+from scl_lle.train.data import TrainingBatch, build_batches
+from scl_lle.train.datasets import camvid_pairs, cityscapes_pairs, folder_pairs, labelled_pairs
+from scl_lle.train.pools import ImagePool, LabelledPool
+from scl_lle.train.synthesis import LowLightSynthesis, darken, poisson_gaussian_noise
 
 RNG = np.random.default_rng(3)
 H, W = 30, 40  # test images: height, width

@@ -3,6 +3,8 @@ gradient routing of the segmentation term, and the combined objective's bookkeep
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
 import warnings
 from types import SimpleNamespace
@@ -13,20 +15,21 @@ from torch import nn
 
 from scl_lle.core.colour import luminance
 from scl_lle.models.dcenet import DCENet
-from scl_lle.models.espnet import SEGMENTERS, Segmenter
+from scl_lle.models.segmenter import SEGMENTERS, Segmenter
 from scl_lle.models.vgg import VGG16Features
+from scl_lle.train.config import DEFAULTS
 from scl_lle.train.losses import (
-    TERM_NAMES,
     ColourConstancyLoss,
     ContrastiveGreyLoss,
     ContrastiveTextureLoss,
     CurveSmoothnessLoss,
     ExposureControlLoss,
     FeaturePreservationLoss,
-    LossWeights,
-    SCLObjective,
     SegmentationLoss,
     SemanticBrightnessLoss,
+)
+from scl_lle.train.objective import TERM_NAMES, TERMS, LossSettings, LossWeights, SCLObjective
+from scl_lle.train.terms import (
     colour_constancy_loss,
     contrastive_grey_loss,
     contrastive_texture_loss,
@@ -171,16 +174,16 @@ def test_semantic_class_variant_ignores_void() -> None:
     out = grey([[0.2, 0.4], [0.9, 0.5]])
     labels = torch.tensor([[[0, 0], [1, 2]]])
     # void (2) left out: class 0 variance 0.01, class 1 a single pixel (0) -> 0.005
-    torch.testing.assert_close(semantic_brightness_loss(out, labels, 3, ignore_index=2), torch.tensor(0.005))
+    torch.testing.assert_close(semantic_brightness_loss(out, labels, 3, void_index=2), torch.tensor(0.005))
     # void counted: three pairs (0.01 + 0 + 0) / 3
     torch.testing.assert_close(semantic_brightness_loss(out, labels, 3), torch.tensor(0.01 / 3))
     # the void pixel's brightness does not matter when ignored
     out2 = out.clone()
     out2[..., 1, 1] = 0.0
-    torch.testing.assert_close(semantic_brightness_loss(out2, labels, 3, ignore_index=2), torch.tensor(0.005))
+    torch.testing.assert_close(semantic_brightness_loss(out2, labels, 3, void_index=2), torch.tensor(0.005))
     # everything void -> 0, still differentiable
     x = out.clone().requires_grad_(True)
-    loss = semantic_brightness_loss(x, torch.full_like(labels, 2), 3, ignore_index=2)
+    loss = semantic_brightness_loss(x, torch.full_like(labels, 2), 3, void_index=2)
     assert loss.item() == 0.0
     loss.backward()
     assert x.grad is not None and torch.all(x.grad == 0)
@@ -372,7 +375,7 @@ def batch(seed: int = 0) -> dict[str, torch.Tensor]:
 def test_objective_total_is_the_weighted_sum(vgg: VGG16Features, segmenter: Segmenter) -> None:
     weights = LossWeights(exposure=3.0, keep=2.0, tone=4.0)
     obj = SCLObjective(
-        weights, vgg=vgg, segmenter=segmenter, ignore_index=segmenter.spec.void_index, keep_above=0.1, tone_target=0.4
+        weights, vgg=vgg, segmenter=segmenter, void_index=segmenter.spec.void_index, keep_above=0.1, tone_target=0.4
     )
     assert obj.num_classes == 12
     inputs = batch()
@@ -464,12 +467,34 @@ def test_keep_well_lit_ignores_dark_inputs_and_penalises_changes_to_bright_ones(
     assert keep_well_lit_loss(dark, dark + 0.5) == 0  # dark inputs may brighten freely
     assert keep_well_lit_loss(bright, bright) == 0
     loss = keep_well_lit_loss(bright, brighter)
-    assert torch.isclose(loss, torch.tensor(0.2))  # weight 1 at twice the threshold, |0.9 - 0.7|
+    assert torch.isclose(loss, torch.tensor(0.2))  # weight 1 at twice keep_above, |0.9 - 0.7|
     loss.backward()
     assert brighter.grad is not None and (brighter.grad > 0).all()
     half = keep_well_lit_loss(torch.full((1, 3, 8, 8), 0.45), torch.full((1, 3, 8, 8), 0.65))
     assert torch.isclose(half, torch.tensor(0.1))  # halfway up the ramp: weight 0.5
     both = keep_well_lit_loss(torch.cat([dark, bright]), torch.cat([dark + 0.5, brighter.detach()]))
     assert torch.isclose(both, torch.tensor(0.1))  # batch mean; the dark image adds nothing
-    with pytest.raises(ValueError, match="threshold"):
-        keep_well_lit_loss(dark, dark, threshold=0)
+    with pytest.raises(ValueError, match="keep_above"):
+        keep_well_lit_loss(dark, dark, keep_above=0)
+
+
+def test_config_defaults_are_the_one_source_of_the_loss_settings() -> None:
+    """DEFAULTS["loss"] (the YAML-facing config) gives the term names, their order and every default."""
+    loss = DEFAULTS["loss"]
+    assert TERM_NAMES == tuple(TERMS) == tuple(loss["weights"])
+    assert dataclasses.asdict(LossWeights()) == loss["weights"]
+    settings = dataclasses.asdict(LossSettings())
+    assert settings == loss and LossSettings.from_config(loss) == LossSettings()
+    for term in TERMS.values():  # each function takes its inputs (and labelled=) as the registry says
+        inspect.signature(term.function).bind(*term.inputs, **({"labelled": None} if term.labelled else {}))
+    batch_and_networks = {"low", "enhanced", "curve_maps", "positives", "negatives", "labels", "segmenter"}
+    batch_and_networks |= {"num_classes", "void_index", "texture_layers", "feature_layer"}
+    batch_and_networks |= {"input_feats", "output_feats", "positive_feats", "negative_feats"}
+    settings_used = {key for term in TERMS.values() for key in term.inputs} - batch_and_networks
+    assert settings_used and settings_used <= set(loss)  # named by their config keys
+    with pytest.raises(ValueError, match="unknown loss weights"):
+        LossSettings.from_config({"weights": {"tvv": 1.0}})
+    no_networks = {**loss, "weights": {**loss["weights"], "texture": 0, "feature": 0, "segmentation": 0}}
+    objective = SCLObjective(LossSettings.from_config({**no_networks, "num_classes": 5}), void_index=4)
+    assert objective.num_classes == 5 and objective.weights.tv == loss["weights"]["tv"]
+    assert SCLObjective(LossWeights(segmentation=0, texture=0, feature=0), void_index=11).num_classes == 12

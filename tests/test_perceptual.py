@@ -20,17 +20,21 @@ from scl_lle.models.assets import (
     HED_MEAN_BGR,
     IMAGENET_MEAN,
     IMAGENET_STD,
-    TORCHVISION_VGG16_INDICES,
     VGG16_CONVS,
     AssetFetchError,
     AssetNotFoundError,
     convert_hed_h5,
     fetch_asset,
     list_assets,
-    load_vgg16_state_dict,
     locate_asset,
 )
-from scl_lle.models.vgg import RELU_LAYERS, VGG16Features, gram_matrix
+from scl_lle.models.vgg import (
+    RELU_LAYERS,
+    TORCHVISION_VGG16_INDICES,
+    VGG16Features,
+    gram_matrix,
+    load_vgg16_state_dict,
+)
 
 EXPECTED_SHAPES_64 = {  # (C, H, W) of each ReLU output for a 64x64 input
     "relu1_1": (64, 64, 64),

@@ -10,13 +10,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from scl_lle.models.espnet import (
-    SEGMENTERS,
-    ESPNet,
-    Segmenter,
-    SegmenterWeightsError,
-    load_segmenter,
-)
+from scl_lle.models.espnet import ESPNet
+from scl_lle.models.segmenter import SEGMENTERS, Segmenter, SegmenterWeightsError, load_segmenter
 
 SEG_DIR = Path("weights") / "segmentation"
 CAMVID_TEST = Path("data") / "seg_CamVid_SegNet_subset" / "test"

@@ -211,7 +211,7 @@ def test_smoke_recipe_trains_on_the_cpu_and_enhances(shared: Path, vgg16_availab
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_unlabelled_lows_get_pseudo_labels(tiny_config: dict, random_vgg: None, tmp_path: Path):
-    from scl_lle.models.espnet import SEGMENTERS
+    from scl_lle.models.segmenter import SEGMENTERS
 
     torch.manual_seed(0)
     segmenter_weights = tmp_path / "espnet.pth"
@@ -267,3 +267,29 @@ def test_stop_after_is_the_first_part_of_the_long_run(tiny_config: dict, random_
 
     assert rates(short.parent) == rates(long_run.run_dir)[:2]  # the cosine schedule of the full 8 steps
     assert rates(short.parent)[-1] < 1e-3
+
+
+def test_scored_at_exposure_brings_the_batch_to_a_fixed_level():
+    """share 1: every image at the level's mean brightness (gradient to the maps); share 0: full-strength curves."""
+    from scl_lle.train.exposure import exposure_setting, scored_at_exposure
+
+    generator = torch.Generator().manual_seed(0)
+    low = torch.rand(3, 3, 24, 32, generator=generator) * torch.tensor([0.1, 0.2, 0.3])[:, None, None, None]
+    maps = (-0.2 - 0.3 * torch.rand(3, 24, 24, 32, generator=generator)).requires_grad_(True)
+    level = exposure_setting(0.45)
+    out = scored_at_exposure(low, maps, level, 1.0, torch.Generator().manual_seed(1))
+    assert out.shape == low.shape and out.min() >= 0 and out.max() <= 1
+    assert torch.allclose(out.mean(dim=(1, 2, 3)), torch.full((3,), 0.45), atol=0.02), out.mean(dim=(1, 2, 3))
+    out.mean().backward()
+    assert maps.grad is not None and bool(maps.grad.abs().sum() > 0)
+    full = low
+    for r in maps.detach().split(3, dim=1):  # the curves at full strength, x <- x + r (x^2 - x)
+        full = full + r * (full * full - full)
+    for share_zero in (
+        scored_at_exposure(low, maps.detach(), level, 0.0, torch.Generator().manual_seed(1)),
+        scored_at_exposure(low, maps.detach(), exposure_setting("off"), 1.0, torch.Generator().manual_seed(1)),
+    ):
+        assert torch.equal(share_zero, full)
+    assert exposure_setting([0.3, 0.5]) == (0.3, 0.5)
+    with pytest.raises(ValueError, match="range"):
+        exposure_setting([0.5, 0.3])

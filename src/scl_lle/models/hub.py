@@ -1,43 +1,45 @@
-"""Enhancer weights: the project's safetensors format, foreign ``.pth`` state dicts, and named pretrained weights.
+"""Weights files: the one reader of state dicts and checkpoints, the project's format, and named pretrained weights.
 
 The project's own files are safetensors with string metadata (``format``, ``architecture``, ``channels``,
 ``iterations``, ``scl_lle_version`` and, for trained models, the training ``config`` as JSON). Foreign PyTorch
 checkpoints (the released SCL-LLE and Zero-DCE ``.pth`` files, zip or the older pickle format) load with
 ``torch.load(weights_only=True)``, so a file that would run code when unpickled is refused.
 
-Every file is inspected before any tensor data is read: its pickle (or safetensors header) is parsed with tensors
+Every file is read here, timm style: :func:`load_state_dict` (model weights, any format) and
+:func:`load_checkpoint` (training checkpoints, which also hold optimiser state). Each inspects the file before any
+tensor data is read: its pickle (:mod:`scl_lle.models.pickle_check`) or safetensors header is parsed with tensors
 as declarations (storage, offset, shape), every declared storage must be stored, uncompressed, in the file with
 exactly its declared size, and :func:`load_dcenet` checks the keys and shapes against DCE-Net's. So a small file
 that declares gigabytes costs milliseconds, not the gigabytes. Loaded weights must then be finite and give finite
-curve maps on a fixed test image (:func:`probe_image`).
+curve maps on a fixed test image (:func:`probe_image`). Each model filters and checks the keys it needs itself.
 """
 
 from __future__ import annotations
 
-import collections
 import functools
 import json
 import os
 import pickle
-import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from ..io.files import atomic_write
 from .dcenet import DCENet
+from .pickle_check import Declared, Refused, StorageMismatch, declarations
 
 __all__ = [
     "DEFAULT_WEIGHTS",
     "PRETRAINED",
     "PretrainedWeights",
     "WeightsError",
+    "inspect_pickle",
     "list_pretrained",
+    "load_checkpoint",
     "load_dcenet",
     "load_state_dict",
     "read_metadata",
@@ -46,6 +48,10 @@ __all__ = [
 ]
 
 FORMAT_NAME = "scl-lle"
+_REFUSED = (
+    "refused to load: it contains Python objects other than tensors, which could run code when unpickled "
+    "(weights_only=True)."
+)
 ARCHITECTURE = "dce-net"
 
 
@@ -123,22 +129,6 @@ def probe_image() -> torch.Tensor:
     return torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
 
-# ------------------------------------------------------------------------------ inspecting without reading data
-_STORAGE_DTYPES: dict[str, torch.dtype] = {
-    "DoubleStorage": torch.float64,
-    "FloatStorage": torch.float32,
-    "HalfStorage": torch.float16,
-    "BFloat16Storage": torch.bfloat16,
-    "LongStorage": torch.int64,
-    "IntStorage": torch.int32,
-    "ShortStorage": torch.int16,
-    "CharStorage": torch.int8,
-    "ByteStorage": torch.uint8,
-    "BoolStorage": torch.bool,
-    "ComplexFloatStorage": torch.complex64,
-    "ComplexDoubleStorage": torch.complex128,
-    "UntypedStorage": torch.uint8,
-}
 _SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64,
     "F32": torch.float32,
@@ -151,185 +141,8 @@ _SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
     "U8": torch.uint8,
     "BOOL": torch.bool,
 }
-_MAX_PICKLE_BYTES = 64 * 2**20  # a state dict's pickle is kilobytes; the tensors are stored beside it
 
 Shapes = dict[str, tuple[tuple[int, ...], torch.dtype]]  # name -> (shape, dtype)
-
-
-class _Storage(NamedTuple):
-    """A storage as a checkpoint's pickle declares it; ``start``/``length``: the part a (legacy) view covers."""
-
-    key: str
-    dtype: torch.dtype
-    numel: int  # elements of ``dtype``
-    start: int = 0
-    length: int = -1  # -1: up to ``numel``
-
-
-class _Declared(NamedTuple):
-    """A tensor as a checkpoint's pickle declares it: ``shape`` and ``stride`` from ``offset`` into ``storage``."""
-
-    storage: _Storage
-    offset: int
-    shape: tuple[int, ...]
-    stride: tuple[int, ...]
-
-    def overrun(self) -> str | None:
-        """Why the tensor does not lie inside its storage, or None."""
-        length = self.storage.numel - self.storage.start if self.storage.length < 0 else self.storage.length
-        if self.offset < 0 or any(s < 0 for s in self.shape) or any(s < 0 for s in self.stride):
-            return "negative offset, size or stride"
-        end = self.offset + 1 + sum((n - 1) * s for n, s in zip(self.shape, self.stride, strict=True))
-        if 0 not in self.shape and (end > length or self.storage.start + length > self.storage.numel):
-            return f"shape {self.shape} at offset {self.offset} reaches beyond its storage of {length} elements"
-        return None
-
-
-class _Refused(pickle.UnpicklingError):
-    """The pickle names something other than tensors and plain containers."""
-
-
-def _declare(storage: Any, offset: Any, shape: Any, stride: Any, *_: Any) -> _Declared:
-    """``torch._utils._rebuild_tensor_v2`` for :class:`_Inspector`: a declaration instead of a tensor."""
-    well_formed = (
-        isinstance(storage, _Storage)
-        and isinstance(shape, tuple)
-        and isinstance(stride, tuple)
-        and len(shape) == len(stride)
-        and all(isinstance(v, int) for v in (offset, *shape, *stride))
-    )
-    if not well_formed:
-        raise pickle.UnpicklingError("malformed tensor declaration")
-    return _Declared(storage, offset, shape, stride)
-
-
-def _parameter(data: Any, *_: Any) -> Any:
-    """``torch._utils._rebuild_parameter`` for :class:`_Inspector`: the declaration of its data."""
-    return data
-
-
-def _ascii(value: Any) -> Any:
-    return value.decode("ascii") if isinstance(value, bytes) else value
-
-
-class _Inspector(pickle.Unpickler):
-    """Unpickles a checkpoint's pickle with tensors as :class:`_Declared` records: no storage is read and only
-    containers, tensors, storage types, dtypes and devices are allowed (any other global is refused, not imported).
-    ``storages`` collects the storages declared, by key."""
-
-    def __init__(self, file: IO[bytes], storages: dict[str, _Storage] | None = None) -> None:
-        super().__init__(file, encoding="utf-8")
-        self.storages = {} if storages is None else storages
-
-    def find_class(self, module: str, name: str) -> Any:
-        if module == "torch._utils" and name in ("_rebuild_tensor", "_rebuild_tensor_v2"):
-            return _declare
-        if module == "torch._utils" and name in ("_rebuild_parameter", "_rebuild_parameter_with_state"):
-            return _parameter
-        if (module, name) == ("collections", "OrderedDict"):
-            return collections.OrderedDict
-        if module == "torch" and name in _STORAGE_DTYPES:
-            return _STORAGE_DTYPES[name]
-        if module == "torch" and (name in ("Size", "device") or isinstance(vars(torch).get(name), torch.dtype)):
-            return vars(torch)[name]
-        raise _Refused(f"unsupported global {module}.{name}")
-
-    def persistent_load(self, pid: Any) -> _Storage:
-        if not (isinstance(pid, tuple) and len(pid) in (5, 6) and _ascii(pid[0]) == "storage"):
-            raise _Refused(f"unsupported persistent id {str(pid)[:60]}")
-        dtype, key, numel = pid[1], str(_ascii(pid[2])), pid[4]
-        if not isinstance(dtype, torch.dtype) or not isinstance(numel, int) or numel < 0:
-            raise pickle.UnpicklingError(f"malformed storage declaration {str(pid)[:60]}")
-        storage = self.storages.setdefault(key, _Storage(key, dtype, numel))
-        if (storage.dtype, storage.numel) != (dtype, numel):
-            raise pickle.UnpicklingError(f"storage {key} declared twice with different sizes")
-        view = pid[5] if len(pid) == 6 else None
-        if view is not None:  # (view key, offset, size): a part of the storage (files of PyTorch < 0.4)
-            if not (isinstance(view, tuple) and len(view) == 3 and all(isinstance(v, int) for v in view[1:])):
-                raise pickle.UnpicklingError("malformed storage view")
-            return storage._replace(start=view[1], length=view[2])
-        return storage
-
-
-def _tensors(obj: Any, where: str = "") -> Iterator[tuple[str, _Declared]]:
-    """Every declared tensor in a checkpoint's object, with its place (``key.key``)."""
-    if isinstance(obj, _Declared):
-        yield where, obj
-    elif isinstance(obj, dict):
-        for key, value in obj.items():
-            yield from _tensors(value, f"{where}.{key}" if where else str(key))
-    elif isinstance(obj, (list, tuple)):
-        for index, value in enumerate(obj):
-            yield from _tensors(value, f"{where}.{index}" if where else str(index))
-
-
-def _zip_problems(storages: dict[str, _Storage], archive: zipfile.ZipFile, prefix: str) -> dict[str, str]:
-    """Storage key -> why the zip does not hold that storage's data as declared."""
-    problems = {}
-    for key, storage in storages.items():
-        nbytes = storage.numel * storage.dtype.itemsize
-        try:
-            entry = archive.getinfo(f"{prefix}/data/{key}")
-        except KeyError:
-            problems[key] = f"its data ({nbytes} bytes) is not in the file"
-            continue
-        if entry.compress_type != zipfile.ZIP_STORED:
-            problems[key] = f"its data ({nbytes} bytes) is compressed (torch.save stores tensors uncompressed)"
-        elif entry.file_size != nbytes:
-            problems[key] = f"declares {nbytes} bytes of data but the file holds {entry.file_size}"
-    return problems
-
-
-def _inspect_zip(path: Path) -> tuple[Any, dict[str, str]]:
-    with zipfile.ZipFile(path) as archive:
-        names = archive.namelist()
-        prefix = names[0].split("/")[0] if names else ""
-        try:
-            info = archive.getinfo(f"{prefix}/data.pkl")
-        except KeyError:
-            raise ValueError(f"a zip without {prefix}/data.pkl") from None
-        if info.file_size > _MAX_PICKLE_BYTES:
-            raise ValueError(f"{info.file_size} bytes of pickle")
-        storages: dict[str, _Storage] = {}
-        with archive.open(info) as handle:
-            obj = _Inspector(handle, storages).load()
-        return obj, _zip_problems(storages, archive, prefix)
-
-
-def _inspect_legacy(path: Path) -> tuple[Any, dict[str, str]]:
-    """The format of ``torch.save(..., _use_new_zipfile_serialization=False)`` (and of PyTorch < 1.6): pickles of
-    a magic number, the protocol, system info, the object and its storage keys, then each storage's element count
-    (8 bytes) and data."""
-    from torch.serialization import MAGIC_NUMBER
-
-    size = path.stat().st_size
-    with open(path, "rb") as handle:
-        head = handle.read(2)
-        if not head or head == b"PK":
-            raise ValueError("the file is empty" if not head else "a truncated or damaged zip archive")
-        handle.seek(0)
-        if _Inspector(handle).load() != MAGIC_NUMBER:
-            raise ValueError("neither a PyTorch file nor safetensors")
-        _Inspector(handle).load()  # protocol version
-        info = _Inspector(handle).load()
-        storages: dict[str, _Storage] = {}
-        obj = _Inspector(handle, storages).load()
-        keys = _Inspector(handle).load()
-        order = "little" if not isinstance(info, dict) or info.get("little_endian", True) else "big"
-        if not isinstance(keys, list) or not all(str(k) in storages for k in keys):
-            raise ValueError("its list of storages does not match its tensors")
-        problems, position = {}, handle.tell()
-        for key in keys:
-            storage = storages[str(key)]
-            handle.seek(position)
-            numel = int.from_bytes(handle.read(8).ljust(8, b"\xff"), order, signed=True)  # short read: -1
-            position += 8 + max(numel, 0) * storage.dtype.itemsize
-            if numel != storage.numel or position > size:
-                nbytes = storage.numel * storage.dtype.itemsize
-                problems[storage.key] = f"declares {nbytes} bytes of data but the file does not hold them"
-        listed = {str(k) for k in keys}
-        problems |= {k: "its data is not in the file" for k in storages if k not in listed}
-    return obj, problems
 
 
 def _unwrap(state: Any) -> Any:
@@ -351,27 +164,44 @@ def _state_of(path: Path, state: Any, kind: type) -> dict[str, Any]:
 def inspect_pickle(path: str | os.PathLike[str], kind: str = "weights file") -> Any:
     """The object a PyTorch file (zip or legacy format) holds, tensors as declarations: no tensor data is read.
 
-    Every declared tensor must lie inside a storage that the file holds, uncompressed, at its declared size. Raises
-    :class:`WeightsError` (one line naming the file; ``kind`` names what it should be) for a file holding Python
-    objects other than tensors and plain containers (refused without importing them), and for any other problem.
+    Every declared tensor must lie inside a storage that the file holds, uncompressed, at its declared size
+    (:func:`scl_lle.models.pickle_check.declarations`). Raises :class:`WeightsError` (one line naming the file;
+    ``kind`` names what it should be) for a file holding Python objects other than tensors and plain containers
+    (refused without importing them), and for any other problem.
     """
     path = Path(path)
     try:
-        obj, problems = _inspect_zip(path) if zipfile.is_zipfile(path) else _inspect_legacy(path)
-    except _Refused as error:
-        raise WeightsError(
-            f"{path}: refused to load: it contains Python objects other than tensors, which could run code "
-            f"when unpickled (weights_only=True). Details: {error}"
-        ) from None
-    except WeightsError:
-        raise
+        return declarations(path)
+    except Refused as error:
+        raise WeightsError(f"{path}: {_REFUSED} Details: {error}") from None
+    except StorageMismatch as error:
+        raise WeightsError(f"{path}: {error}") from None
     except Exception as error:  # any other decoding failure: corrupt, truncated, or not a PyTorch file at all
         raise WeightsError(f"{path}: not a readable {kind} ({_first_line(error)})") from None
-    for where, tensor in _tensors(obj):
-        problem = problems.get(tensor.storage.key) or tensor.overrun()
-        if problem:
-            raise WeightsError(f"{path}: tensor {where}: {problem}")
-    return obj
+
+
+def _torch_load(path: Path, kind: str, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(weights_only=True)`` of a file that :func:`inspect_pickle` accepted, errors as one line."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise WeightsError(f"{path}: {_REFUSED} Details: {_first_line(error)}") from None
+    except Exception as error:  # damaged in a way the inspection could not see
+        raise WeightsError(f"{path}: not a readable {kind} ({_first_line(error)})") from None
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], *, kind: str = "checkpoint", map_location: str | torch.device = "cpu"
+) -> Any:
+    """The object a PyTorch file holds (tensors, numbers, strings and containers of them: a training checkpoint).
+
+    The file is inspected first (:func:`inspect_pickle`: nothing is imported and no tensor data is read), then
+    loaded with ``torch.load(weights_only=True)`` onto ``map_location``. Every problem is one
+    :class:`WeightsError` line naming the file; ``kind`` names what it should be (``not a readable <kind>``).
+    """
+    path = Path(path)
+    inspect_pickle(path, kind)
+    return _torch_load(path, kind, map_location)
 
 
 def _declared_safetensors(path: Path) -> Shapes:
@@ -407,32 +237,29 @@ def _declared(path: Path) -> Shapes:
             f"{path} is an ONNX model; use it with --backend onnxruntime (scl-lle enhance), "
             "or give the .safetensors/.pth weights"
         )
-    return {k: (v.shape, v.storage.dtype) for k, v in _state_of(path, inspect_pickle(path), _Declared).items()}
+    return {k: (v.shape, v.storage.dtype) for k, v in _state_of(path, inspect_pickle(path), Declared).items()}
 
 
 def _read(path: Path) -> dict[str, torch.Tensor]:
     """Read the tensors of a file that :func:`_declared` accepted."""
+    if not _is_safetensors(path):
+        return _state_of(path, _torch_load(path, "weights file"), torch.Tensor)
     try:
-        if _is_safetensors(path):
-            state = load_file(str(path), device="cpu")
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise WeightsError(
-            f"{path}: refused to load: it contains Python objects other than tensors, which could run code "
-            f"when unpickled (weights_only=True). Details: {_first_line(error)}"
-        ) from None
+        state = load_file(str(path), device="cpu")
     except Exception as error:  # any other decoding failure: corrupt or not a weights file
         raise WeightsError(f"{path}: not a readable weights file ({_first_line(error)})") from None
     return _state_of(path, state, torch.Tensor)
 
 
 def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Read a state dict from safetensors or a PyTorch checkpoint, on the CPU.
+    """Read a state dict from safetensors or a PyTorch checkpoint, on the CPU: the one reader of model weights.
 
     PyTorch files load with ``weights_only=True``; common wrappers (``{"state_dict": ...}``, ``{"model": ...}``)
     and the ``module.`` prefix of DataParallel checkpoints are unwrapped. The file is inspected first
-    (:func:`_declared`), so declared tensors that the file does not hold are refused before anything is read.
+    (:func:`_declared`), so hostile pickles and declared tensors that the file does not hold are refused before
+    anything is read. Each model then checks (and filters) the keys it needs: :func:`load_dcenet` here,
+    :func:`scl_lle.models.segmenter.load_segmenter`, :func:`scl_lle.models.vgg.load_vgg16_state_dict`.
+    Raises :class:`WeightsError` (one line naming the file).
     """
     path = Path(path)
     _declared(path)

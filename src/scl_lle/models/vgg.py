@@ -2,7 +2,8 @@
 
 Written in this project (no torchvision): 13 convolutions 3x3 / padding 1, each followed by a ReLU, with a
 2x2 max-pool (stride 2, floor) between blocks. Weights come from :mod:`scl_lle.models.assets` (torchvision's ImageNet
-VGG16 if present, else the HED VGG16 converted by ``scl-lle assets fetch vgg16``).
+VGG16 if present, else the HED VGG16 converted by ``scl-lle assets fetch vgg16``), read under our layer names by
+:func:`load_vgg16_state_dict`.
 """
 
 from __future__ import annotations
@@ -22,11 +23,15 @@ from .assets import (
     IMAGENET_STD,
     VGG16_CONVS,
     AssetNotFoundError,
-    load_vgg16_state_dict,
     locate_asset,
+    weights_source,
 )
+from .hub import load_state_dict
 
-__all__ = ["RELU_LAYERS", "VGG16Features", "gram_matrix"]
+__all__ = ["RELU_LAYERS", "TORCHVISION_VGG16_INDICES", "VGG16Features", "gram_matrix", "load_vgg16_state_dict"]
+
+#: Indices of the convolutions in torchvision's ``vgg16().features`` (``features.{i}.weight``).
+TORCHVISION_VGG16_INDICES: tuple[int, ...] = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
 
 #: Layer names accepted by :class:`VGG16Features`, in network order (``relu{block}_{index}``).
 RELU_LAYERS: tuple[str, ...] = tuple("relu" + conv[4:] for conv, _, _ in VGG16_CONVS)
@@ -179,3 +184,46 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     b, c, h, w = features.shape
     f = features.reshape(b, c, h * w) / math.sqrt(c * h * w)
     return torch.bmm(f, f.transpose(1, 2))
+
+
+def load_vgg16_state_dict(path: str | Path, source: str | None = None) -> dict[str, torch.Tensor]:
+    """Load VGG16 conv weights from ``path`` under our names ``conv{b}_{i}.{weight,bias}`` (float32, OIHW).
+
+    The file is read by :func:`scl_lle.models.hub.load_state_dict` (inspected, ``weights_only=True``).
+    ``source`` is ``"torchvision"`` (a state dict with keys ``features.{i}.weight``/``.bias``; classifier keys
+    are ignored) or ``"hed"`` (a safetensors file written by :func:`~scl_lle.models.assets.convert_hed_h5`);
+    ``None`` guesses from the file as :func:`~scl_lle.models.assets.locate_asset` does. Missing keys or wrong
+    shapes raise ``ValueError`` (an unreadable file: :class:`~scl_lle.models.hub.WeightsError`, also one).
+    """
+    path = Path(path)
+    source = source or weights_source(path)
+    if source not in ("torchvision", "hed"):
+        raise ValueError(f"unknown VGG16 weights source {source!r} (expected 'torchvision' or 'hed')")
+    state = load_state_dict(path)
+    if source == "torchvision":
+        state = _from_torchvision(path, state)
+    out: dict[str, torch.Tensor] = {}
+    for conv, cin, cout in VGG16_CONVS:
+        w, b = state.get(f"{conv}.weight"), state.get(f"{conv}.bias")
+        if w is None or b is None:
+            raise ValueError(f"{path}: missing weights for {conv}")
+        if tuple(w.shape) != (cout, cin, 3, 3) or tuple(b.shape) != (cout,):
+            raise ValueError(
+                f"{path}: {conv} has weight {tuple(w.shape)} / bias {tuple(b.shape)}, "
+                f"expected {(cout, cin, 3, 3)} / {(cout,)}"
+            )
+        out[f"{conv}.weight"] = w.detach().to(torch.float32).contiguous()
+        out[f"{conv}.bias"] = b.detach().to(torch.float32).contiguous()
+    return out
+
+
+def _from_torchvision(path: Path, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """torchvision's ``features.{i}.{weight,bias}`` keys renamed to ``conv{b}_{i}.*`` (the classifier dropped)."""
+    renamed: dict[str, torch.Tensor] = {}
+    for (conv, _, _), index in zip(VGG16_CONVS, TORCHVISION_VGG16_INDICES, strict=True):
+        for kind in ("weight", "bias"):
+            key = f"features.{index}.{kind}"
+            if key not in state:
+                raise ValueError(f"{path}: not a torchvision VGG16 state dict (missing {key!r})")
+            renamed[f"{conv}.{kind}"] = state[key]
+    return renamed
