@@ -54,7 +54,7 @@ class SegmenterSpec:
     Attributes:
         name: registry name.
         num_classes: number of logit channels (including the void/background class).
-        void_index: index of the void/background class (use as ``ignore_index`` for labels).
+        void_index: index of the void/background class (left out of losses and scores: the ``ignore_index``).
         class_names: ``num_classes`` names, in logit order.
         mean_bgr, std_bgr: per-channel (B, G, R) statistics on the 0..255 scale.
         native_hw: (height, width) the model is meant to run at.
