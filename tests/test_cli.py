@@ -13,7 +13,7 @@ from PIL import Image
 
 import scl_lle.apps.batch
 from scl_lle import enhance
-from scl_lle.cli.commands import main
+from scl_lle.cli import main
 from scl_lle.io.files import TEMP_SUFFIX
 
 
@@ -195,7 +195,7 @@ def test_help_and_the_embedded_default_model(tmp_path: Path):
 
 
 def test_fast_preset_backend_and_threads(tmp_path: Path, weights_file: Path, monkeypatch, capsys):
-    from scl_lle.engine.enhancer import FAST_SCALE
+    from scl_lle.defaults import FAST_SCALE
 
     seen: list[dict] = []
     real_enhance = scl_lle.apps.batch.enhance
@@ -262,7 +262,7 @@ def test_a_folder_with_images_only_below_says_recursive_and_fails(
 
 @pytest.mark.parametrize("device", ["gpu", "cuda", "cuda:7", "mps"])
 def test_an_unusable_device_is_one_line_and_exit_2(photos: Path, tmp_path: Path, weights_file: Path, capsys, device):
-    from scl_lle.engine.enhancer import available_devices
+    from scl_lle.engine.backends import available_devices
 
     if device in available_devices():
         pytest.skip(f"{device} exists here")

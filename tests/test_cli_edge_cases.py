@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import scl_lle.cli.commands
-import scl_lle.io.image
-from scl_lle.cli.commands import main
+import scl_lle.cli.app
+import scl_lle.io.encode
+from scl_lle.cli import main
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -183,7 +183,7 @@ def test_names_with_line_breaks_stay_on_one_line(tmp_path: Path, weights_file: P
 
 
 def test_show_path_quotes_only_when_needed():
-    from scl_lle.io.image import show_path
+    from scl_lle.io.errors import show_path
 
     assert show_path(Path("photos/été 1.jpg")) == "photos/été 1.jpg"
     assert show_path("a\nb.png") == "'a\\nb.png'"
@@ -197,7 +197,7 @@ def test_interrupt_while_setting_up_exits_130(monkeypatch, capsys):
     def interrupted() -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(scl_lle.cli.commands, "build_parser", interrupted)
+    monkeypatch.setattr(scl_lle.cli.app, "build_parser", interrupted)
     assert main(["enhance", "x.png", "-o", "out"]) == 130
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "interrupted" in err
@@ -259,7 +259,7 @@ def test_oversized_exif_is_dropped_for_jpeg(tmp_path: Path, weights_file: Path, 
 
 
 def test_too_wide_for_jpeg_fails_alone(tmp_path: Path, weights_file: Path, capsys, monkeypatch):
-    monkeypatch.setattr(scl_lle.io.image, "_MAX_SIDE", {"JPEG": 20}, raising=False)  # stands in for 65,500 px
+    monkeypatch.setattr(scl_lle.io.encode, "_MAX_SIDE", {"JPEG": 20}, raising=False)  # stands in for 65,500 px
     src = tmp_path / "in"
     _photo(src / "wide.png", size=(24, 12))
     _photo(src / "small.png", size=(16, 12))

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from scl_lle.apps.batch import enhance
-from scl_lle.cli.commands import _console, build_parser, main
+from scl_lle.cli import build_parser, main
+from scl_lle.cli.console import console
 
 
 @pytest.fixture
@@ -62,12 +63,12 @@ def test_verbose_tells_the_engine_and_each_file(mixed, tmp_path, weights_file, c
 
 
 def test_python_warnings_become_one_line_and_quiet_levels_hide_them(capsys):
-    with _console(0):
+    with console(0):
         warnings.warn("first line\nsecond line", UserWarning, stacklevel=1)
         logging.getLogger("scl_lle.somewhere").info("a note")
         logging.getLogger("scl_lle.somewhere").debug("a detail")
     assert capsys.readouterr().err == "warning: first line\\nsecond line\nscl-lle: a note\n"  # one line, break escaped
-    with _console(-2):
+    with console(-2):
         warnings.warn("hidden", UserWarning, stacklevel=1)
         logging.getLogger("scl_lle.somewhere").error("shown")
     assert capsys.readouterr().err == "error: shown\n"

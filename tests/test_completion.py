@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scl_lle.cli.commands import main
+from scl_lle.cli import main
 
 BASH = shutil.which("bash")
 

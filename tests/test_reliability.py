@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 
 from conftest import tiny_training_config
 from scl_lle import DCENet, Enhancer, WeightsError, load_dcenet
-from scl_lle.cli.commands import main
+from scl_lle.cli import main
 from scl_lle.io.files import TEMP_SUFFIX
 from scl_lle.io.image import read_image
 from scl_lle.train.config import DEFAULTS, apply_overrides
@@ -129,7 +129,7 @@ def _assert_complete(out: Path, expected: dict[str, np.ndarray]) -> None:
 STALLING_ENHANCE = """
 import io, os, sys, time
 from PIL import Image
-from scl_lle.cli.commands import main
+from scl_lle.cli import main
 
 real_save = Image.Image.save
 calls = 0
@@ -419,7 +419,7 @@ def _tiny_config(tmp_path: Path) -> dict:
 STALLING_TRAIN = """
 import io, os, sys, time
 import torch
-from scl_lle.cli.commands import main
+from scl_lle.cli import main
 
 real_save = torch.save
 

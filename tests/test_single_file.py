@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scl_lle.cli.commands import main
+from scl_lle.cli import main
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -152,7 +152,7 @@ def test_pipe_from_stdin_to_stdout(tmp_path: Path, weights_file: Path):
 
 @pytest.mark.parametrize("format", ["webp", "avif"])
 def test_format_webp_and_avif_are_written(tmp_path: Path, weights_file: Path, format: str):
-    from scl_lle.io.image import HAS_AVIF
+    from scl_lle.io.picture import HAS_AVIF
 
     if format == "avif" and not HAS_AVIF:
         pytest.skip("this Pillow has no AVIF codec")

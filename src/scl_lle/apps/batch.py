@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..defaults import DEFAULT_SMOOTHING, DEFAULT_TILE, OUTPUT_FORMATS
+from ..defaults import DEFAULT_SMOOTHING, DEFAULT_TILE, DEFAULT_VIDEO_BATCH, OUTPUT_FORMATS
 from ..engine.backends import shard_from_env
 from ..engine.enhancer import EnhanceError, Enhancer
 from ..engine.exposure import Exposure
@@ -38,7 +38,7 @@ from ..io.formats import RawOptions, heif_installed, missing_extra
 from ..io.image import DEFAULT_MAX_PIXELS, ImageReadError, ImageWriteError, read_image, write_image
 from ..io.sniff import image_named_as_video
 from .batch_jobs import Job, collect_jobs, file_output_problem, is_file_output, output_problem
-from .video import DEFAULT_VIDEO_BATCH, VideoError, enhance_video, is_video_path
+from .video import VideoError, enhance_video, is_video_path
 
 _log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from ..defaults import DEFAULT_SMOOTHING
+from ..defaults import DEFAULT_SMOOTHING, DEFAULT_VIDEO_BATCH
 from ..engine.enhancer import Enhancer
 from ..engine.exposure import Exposure, parse_exposure
 from ..io.files import IMAGE_EXTENSIONS, atomic_write
@@ -31,7 +31,6 @@ from .smoothing import CurveSmoother
 from .video_encoding import MUXERS, FrameSettings, FrameWriter, add_video_stream, high_depth
 
 __all__ = [
-    "DEFAULT_VIDEO_BATCH",
     "MEDIA_EXTENSIONS",
     "VIDEO_EXTENSIONS",
     "VideoError",
@@ -49,8 +48,6 @@ __all__ = [
 VIDEO_EXTENSIONS = frozenset(MUXERS)
 #: Every file ending the apps take: images and videos.
 MEDIA_EXTENSIONS = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
-#: Frames decoded and enhanced together on the device by default.
-DEFAULT_VIDEO_BATCH = 8
 
 
 def is_video_path(path: str | os.PathLike[str]) -> bool:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .commands import add_verbosity
+from .options import add_verbosity
 
 __all__ = ["add_parser", "run"]
 

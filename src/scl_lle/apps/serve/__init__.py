@@ -44,8 +44,29 @@ theirs.
 brightness E in (0, 1), reached by scaling the curve maps.
 """
 
-from .limits import ServeLimits
-from .server import EnhanceServer, make_server, serve
-from .work import MODES
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __all__ = ["MODES", "EnhanceServer", "ServeLimits", "make_server", "serve"]
+
+#: Public name -> its module, imported on first use: ``scl-lle serve --help`` reads :mod:`.limits` without PyTorch.
+_EXPORTS = {
+    "MODES": "work",
+    "EnhanceServer": "server",
+    "ServeLimits": "limits",
+    "make_server": "server",
+    "serve": "server",
+}
+
+if TYPE_CHECKING:
+    from .limits import ServeLimits
+    from .server import EnhanceServer, make_server, serve
+    from .work import MODES
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

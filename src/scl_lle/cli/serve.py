@@ -1,0 +1,86 @@
+"""``scl-lle serve``: a local web page to enhance photos and short videos (:mod:`scl_lle.apps.serve`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..apps.serve.limits import ServeLimits
+from .options import positive_int
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``serve`` to ``commands`` (an argparse sub-parsers object); returns its parser (``run``: :func:`run`)."""
+    parser = commands.add_parser(
+        "serve",
+        help="a local web page to enhance photos and short videos",
+        description="Serve a page where photos (and short videos) can be dropped, enhanced, compared before/after "
+        "with a slider and downloaded. Listens on 127.0.0.1 (this computer only) unless --host says otherwise. "
+        "Uploads are kept in a temporary folder (at most 8, 256 MB) for re-rendering at other settings, deleted "
+        "after 15 idle minutes and on exit.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default: 7860; 0: any free port)")
+    parser.add_argument(
+        "-w", "--weights", metavar="PATH", help="weights file or pretrained name; default: the embedded model"
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    _add_limits(parser, ServeLimits())
+    parser.set_defaults(run=run)
+    return parser
+
+
+def _add_limits(parser: argparse.ArgumentParser, defaults: ServeLimits) -> None:
+    """``--max-upload-mb``, ``--max-pixels``, ``--max-video-seconds`` and ``--max-queue`` (:class:`ServeLimits`)."""
+    parser.add_argument(
+        "--max-upload-mb",
+        type=positive_int,
+        default=defaults.max_upload_bytes // 2**20,
+        metavar="MB",
+        help=f"largest upload accepted (default: {defaults.max_upload_bytes // 2**20})",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        default=defaults.max_pixels,
+        metavar="N",
+        help=f"largest image accepted, in pixels (default: {defaults.max_pixels:,})",
+    )
+    parser.add_argument(
+        "--max-video-seconds",
+        type=float,
+        default=defaults.max_video_seconds,
+        metavar="S",
+        help=f"longest video accepted (default: {defaults.max_video_seconds:g})",
+    )
+    parser.add_argument(
+        "--max-queue",
+        type=positive_int,
+        default=defaults.max_queue,
+        metavar="N",
+        help=f"uploads in the works at once (one is enhanced at a time); more get 503 with Retry-After "
+        f"(default: {defaults.max_queue})",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until Ctrl-C (exit status 0); 2 when the server cannot start (weights, device, address)."""
+    from ..apps.serve.server import serve
+    from ..models.hub import WeightsError
+
+    limits = ServeLimits(
+        max_upload_bytes=args.max_upload_mb * 2**20,
+        max_pixels=args.max_pixels,
+        max_video_seconds=args.max_video_seconds,
+        max_queue=args.max_queue,
+    )
+    try:
+        serve(args.host, args.port, weights=args.weights, device=args.device, limits=limits)
+    except KeyboardInterrupt:
+        print("scl-lle serve: stopped", file=sys.stderr)
+    except (WeightsError, ValueError, RuntimeError, OSError) as error:
+        print(f"scl-lle serve: error: {error}", file=sys.stderr)
+        return 2
+    return 0
