@@ -10,12 +10,13 @@ import torch
 from PIL import Image
 
 from scl_lle import Enhancer
-from scl_lle.cli.commands import main
+from scl_lle.cli import main
 
 onnx = pytest.importorskip("onnx", reason="the ONNX features need 'pip install onnx onnxruntime'")
 ort = pytest.importorskip("onnxruntime", reason="the onnxruntime backend needs 'pip install onnxruntime'")
 
-from scl_lle.apps.export import build_onnx, export_onnx  # noqa: E402
+from scl_lle.apps.export import export_onnx  # noqa: E402
+from scl_lle.models.onnx import build_onnx  # noqa: E402
 
 TOLERANCE = 1e-4
 

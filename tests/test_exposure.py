@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from scl_lle import DCENet, Enhancer
-from scl_lle.cli.commands import build_parser, main
+from scl_lle.cli import build_parser, main
 from scl_lle.core.colour import mean_brightness
+from scl_lle.core.curves import apply_curves
 from scl_lle.engine.exposure import (
     AUTO_LEVEL,
     MAX_GAIN,
@@ -22,7 +23,6 @@ from scl_lle.engine.exposure import (
 )
 from scl_lle.evaluation.datasets import UnknownNameError
 from scl_lle.evaluation.methods import get_method
-from scl_lle.models.dcenet import apply_curves
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from scl_lle import DCENet, WeightsError, load_dcenet
-from scl_lle.cli.commands import main
+from scl_lle.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -219,7 +219,9 @@ try:
 except ImportError:  # the pickle tests above still run
     onnx = None
 
-from scl_lle.apps.export import build_onnx, export_onnx, onnxruntime_session  # noqa: E402
+from scl_lle.apps.export import export_onnx  # noqa: E402
+from scl_lle.engine.backends import onnxruntime_session  # noqa: E402
+from scl_lle.models.onnx import build_onnx  # noqa: E402
 
 needs_onnx = pytest.mark.skipif(onnx is None, reason="the ONNX features need 'pip install onnx onnxruntime'")
 

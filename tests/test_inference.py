@@ -173,33 +173,32 @@ def test_scale_path_never_builds_full_resolution_maps(weights_file: Path, monkey
 
 
 def test_auto_backend_resolution(monkeypatch):
-    import scl_lle.engine.enhancer as inference
+    import scl_lle.engine.backends as backends
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    monkeypatch.setattr(inference, "_onnxruntime_installed", lambda: True)
-    assert inference.resolve_backend("auto", cpu) == "onnxruntime"
-    assert inference.resolve_backend("auto", "cpu", torch.bfloat16) == "torch"  # ONNX Runtime runs float32 only
-    assert inference.resolve_backend("auto", cpu, compile=True) == "torch"  # compile asks for PyTorch
-    assert inference.resolve_backend("auto", cuda) == "torch"
-    assert inference.resolve_backend("auto", torch.device("mps")) == "torch"
-    assert inference.resolve_backend("torch", cpu) == "torch"
-    assert inference.resolve_backend("onnxruntime", cuda) == "onnxruntime"  # a named backend is kept
-    monkeypatch.setattr(inference, "_onnxruntime_installed", lambda: False)
-    assert inference.resolve_backend("auto", cpu) == "torch"
-    assert inference.resolve_backend("auto", cuda, weights="net.ONNX") == "onnxruntime"  # only ORT reads .onnx
+    monkeypatch.setattr(backends, "_onnxruntime_installed", lambda: True)
+    assert backends.resolve_backend("auto", cpu) == "onnxruntime"
+    assert backends.resolve_backend("auto", "cpu", torch.bfloat16) == "torch"  # ONNX Runtime runs float32 only
+    assert backends.resolve_backend("auto", cpu, compile=True) == "torch"  # compile asks for PyTorch
+    assert backends.resolve_backend("auto", cuda) == "torch"
+    assert backends.resolve_backend("auto", torch.device("mps")) == "torch"
+    assert backends.resolve_backend("torch", cpu) == "torch"
+    assert backends.resolve_backend("onnxruntime", cuda) == "onnxruntime"  # a named backend is kept
+    monkeypatch.setattr(backends, "_onnxruntime_installed", lambda: False)
+    assert backends.resolve_backend("auto", cpu) == "torch"
+    assert backends.resolve_backend("auto", cuda, weights="net.ONNX") == "onnxruntime"  # only ORT reads .onnx
     with pytest.raises(ValueError, match="backend"):
-        inference.resolve_backend("tensorrt", cpu)
+        backends.resolve_backend("tensorrt", cpu)
 
 
 def test_auto_backend_falls_back_to_torch_when_onnxruntime_breaks(weights_file: Path, monkeypatch):
-    import scl_lle.apps.export as export
-    import scl_lle.engine.enhancer as inference
+    import scl_lle.engine.backends as backends
 
     def broken(*args, **kwargs):
         raise RuntimeError("no usable ONNX Runtime")
 
-    monkeypatch.setattr(inference, "_onnxruntime_installed", lambda: True)
-    monkeypatch.setattr(export, "onnxruntime_session", broken)
+    monkeypatch.setattr(backends, "_onnxruntime_installed", lambda: True)
+    monkeypatch.setattr(backends, "onnxruntime_session", broken)
     x = torch.rand(1, 3, 20, 24) * 0.3
     with pytest.warns(UserWarning, match="ONNX Runtime failed"):
         enhancer = Enhancer(weights_file, exposure="off", device="cpu")

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from scl_lle import DCENet, Enhancer, apply_curves, load_dcenet
-from scl_lle.models.dcenet import apply_upsampled_curves, upsample_maps, upsampled_curves_band
+from scl_lle.core.curves import apply_upsampled_curves, upsample_maps, upsampled_curves_band
 
 
 def reference_forward(state: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ _EXPORTS = {
     "write_image": "io.image",
     "Enhancer": "engine.enhancer",
     "DCENet": "models.dcenet",
-    "apply_curves": "models.dcenet",
+    "apply_curves": "core.curves",
     "WeightsError": "models.hub",
     "list_pretrained": "models.hub",
     "load_dcenet": "models.hub",
@@ -54,9 +54,10 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .apps.batch import BatchResult, enhance
+    from .core.curves import apply_curves
     from .engine.enhancer import Enhancer
     from .io.image import ImageReadError, ImageWriteError, read_image, write_image
-    from .models.dcenet import DCENet, apply_curves
+    from .models.dcenet import DCENet
     from .models.hub import WeightsError, list_pretrained, load_dcenet, save_weights
 
 

@@ -1,10 +1,232 @@
-"""Where the engine runs: the process's place among distributed ranks."""
+"""Where the engine runs: the device, the backend that estimates the curve maps, and the process's rank.
+
+Curve estimation (the network) runs in PyTorch (``backend="torch"``, channels-last on the CPU, optionally
+``torch.compile``-d) or in ONNX Runtime (``backend="onnxruntime"``, the graph of :mod:`scl_lle.models.onnx`);
+everything else in the engine is the same for both. ``backend="auto"`` (the default) takes ONNX Runtime where it
+is measured faster: float32 on the CPU, when it is installed (:func:`resolve_backend`). :func:`curve_estimator`
+makes the estimator of the chosen backend: a callable ``(B, 3, h, w)`` in [0, 1] -> ``(B, 3n, h, w)`` in [-1, 1].
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-__all__ = ["shard_from_env"]
+import numpy as np
+import torch
+
+from ..defaults import BACKENDS
+from ..models.dcenet import DCENet
+from ..models.hub import WeightsError, _first_line, check_probe, is_onnx_file, load_dcenet, probe_image
+from ..models.onnx import build_onnx, read_onnx, require
+
+__all__ = [
+    "CurveEstimator",
+    "available_devices",
+    "curve_estimator",
+    "onnxruntime_session",
+    "resolve_backend",
+    "resolve_device",
+    "shard_from_env",
+]
+
+#: Curve maps ``(B, 3n, h, w)`` in [-1, 1] of a tile ``(B, 3, h, w)`` in [0, 1].
+CurveEstimator = Callable[[torch.Tensor], torch.Tensor]
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks CUDA, then Apple MPS, then the CPU; anything else is passed to :class:`torch.device`.
+
+    Under ``torchrun`` (``LOCAL_RANK`` set) a CUDA device without an index becomes ``cuda:LOCAL_RANK``.
+    """
+    if str(device) == "auto":
+        device = "cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu"
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {str(device)!r}; available here: {', '.join(available_devices())}") from None
+    if resolved.type == "cuda" and resolved.index is None and "LOCAL_RANK" in os.environ:
+        resolved = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    if resolved.type == "cuda" and (
+        not torch.cuda.is_available() or (resolved.index or 0) >= torch.cuda.device_count()
+    ):
+        why = "this PyTorch has no CUDA support" if torch.version.cuda is None else "no such CUDA GPU is visible"
+        raise ValueError(f"device {str(device)!r}: {why}; available here: {', '.join(available_devices())}")
+    if resolved.type == "mps" and not _mps_available():
+        raise ValueError(
+            f"device {str(device)!r}: MPS is not available; available here: {', '.join(available_devices())}"
+        )
+    return resolved
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return mps is not None and mps.is_available()
+
+
+def available_devices() -> list[str]:
+    """The device names :func:`resolve_device` accepts on this machine: ``auto``, ``cpu``, ``cuda[:N]``, ``mps``."""
+    names = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        names += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+    if _mps_available():
+        names.append("mps")
+    return names
+
+
+def _onnxruntime_installed() -> bool:
+    return all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime"))
+
+
+def resolve_backend(
+    backend: str,
+    device: str | torch.device,
+    dtype: torch.dtype = torch.float32,
+    compile: bool = False,
+    weights: str | os.PathLike[str] | DCENet | None = None,
+) -> str:
+    """The backend ``"auto"`` stands for; other names come back unchanged.
+
+    ``"auto"`` is ONNX Runtime for ``.onnx`` weights, and for float32 on the CPU without ``compile`` when the
+    ``onnx`` and ``onnxruntime`` packages are installed: there it runs the network about twice as fast as PyTorch
+    in less memory (docs/PERFORMANCE.md). Everywhere else (CUDA, MPS, half precision, ``compile=True``) it is
+    PyTorch.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend != "auto":
+        return backend
+    if is_onnx_file(weights):
+        return "onnxruntime"
+    cpu_float32 = torch.device(device).type == "cpu" and dtype == torch.float32 and not compile
+    return "onnxruntime" if cpu_float32 and _onnxruntime_installed() else "torch"
+
+
+def _session_options(ort: Any, threads: int | None) -> Any:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # A memory pattern is planned (and kept) per input shape, and tiles come in several shapes: without it the
+    # peak memory is lower at the same speed (measure with benchmarks/memory.py and benchmarks/speed.py).
+    options.enable_mem_pattern = False
+    # No busy-waiting between runs: the engine's PyTorch threads run right after each call (upsampling, curves)
+    # and would compete with spinning ONNX Runtime workers for the same cores.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+def onnxruntime_session(
+    weights: str | os.PathLike[str] | DCENet | None,
+    *,
+    device: str | torch.device = "cpu",
+    threads: int | None = None,
+) -> Any:
+    """An ONNX Runtime session that estimates curve maps (the network-alone export).
+
+    ``weights``: a ``.onnx`` file from :func:`scl_lle.apps.export.export_onnx` (the network alone; checked by
+    :func:`~scl_lle.models.onnx.read_onnx`, then run on the test image of the PyTorch checks; a
+    :class:`~scl_lle.models.hub.WeightsError` if it does not fit), or anything
+    :class:`~scl_lle.engine.enhancer.Enhancer` takes (exported in memory). CUDA devices use ONNX Runtime's CUDA
+    provider, which must be installed (``onnxruntime-gpu``). ``threads``: intra-op threads (``None``: PyTorch's
+    thread count, so both backends use the same).
+    """
+    ort = require("onnxruntime")
+    device = torch.device(device)
+    path = Path(weights) if is_onnx_file(weights) else None  # type: ignore[arg-type]
+    if path is not None:
+        data, channels = read_onnx(path)
+    else:
+        data = build_onnx(weights).SerializeToString()
+    options = _session_options(ort, threads)
+    if device.type == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise RuntimeError("onnxruntime has no CUDA provider here (install onnxruntime-gpu) or use --device cpu")
+        providers: list[Any] = [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
+    elif device.type == "cpu":
+        providers = ["CPUExecutionProvider"]
+    else:
+        raise ValueError(f"the onnxruntime backend runs on cpu or cuda, not {device}")
+    if path is None:
+        return ort.InferenceSession(data, options, providers=providers)
+    try:
+        session = ort.InferenceSession(data, options, providers=providers)
+        (maps, *_) = session.run(None, {session.get_inputs()[0].name: probe_image().numpy()})
+    except Exception as error:
+        raise WeightsError(f"{path}: ONNX Runtime cannot run it on a test image ({_first_line(error)})") from None
+    check_probe(path, torch.from_numpy(np.asarray(maps)), channels)
+    return session
+
+
+class TorchEstimator:
+    """Curve estimation in PyTorch: channels-last input where it pays, optionally ``torch.compile``-d."""
+
+    def __init__(self, model: DCENet, channels_last: bool, compiled: bool) -> None:
+        self.model = model
+        self.channels_last = channels_last
+        self.forward: CurveEstimator = model.curve_maps
+        if compiled:
+            self.forward = torch.compile(model.curve_maps, options={"freezing": True})
+
+    def __call__(self, tile: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            tile = tile.contiguous(memory_format=torch.channels_last)
+        return self.forward(tile)
+
+
+class OnnxEstimator:
+    """Curve estimation in ONNX Runtime (the network exported by :func:`scl_lle.models.onnx.build_onnx`)."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.input_name = session.get_inputs()[0].name
+
+    def __call__(self, tile: torch.Tensor) -> torch.Tensor:
+        array = np.ascontiguousarray(tile.detach().to("cpu", torch.float32).numpy())
+        (maps,) = self.session.run(None, {self.input_name: array})
+        return torch.from_numpy(maps).to(device=tile.device, dtype=tile.dtype)
+
+
+def curve_estimator(
+    weights: str | os.PathLike[str] | DCENet | None,
+    backend: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    *,
+    channels_last: bool,
+    compile: bool,
+    threads: int | None,
+    workers: int,
+) -> tuple[str, CurveEstimator, DCENet | None]:
+    """The curve estimator of ``weights`` on ``backend`` (``"auto"`` resolved by :func:`resolve_backend`):
+    ``(backend name, estimator, the PyTorch model or None)``; arguments as for
+    :class:`~scl_lle.engine.enhancer.Enhancer`. Under ``"auto"`` a failing ONNX Runtime falls back to PyTorch with a
+    warning; ``workers`` > 1 runs the session single-threaded (the workers run tiles side by side)."""
+    requested = backend
+    backend = resolve_backend(backend, device, dtype, compile, weights)
+    source = weights
+    if backend == "onnxruntime":
+        if dtype != torch.float32:
+            raise ValueError("the onnxruntime backend computes in float32; use dtype=torch.float32")
+        fallback = requested == "auto" and not is_onnx_file(weights)
+        if fallback and not isinstance(weights, DCENet):
+            source = load_dcenet(weights)  # errors in the weights surface here, not as an ONNX failure
+        try:
+            session = onnxruntime_session(source, device=device, threads=1 if workers > 1 else threads)
+            return backend, OnnxEstimator(session), None
+        except Exception as error:  # a broken ONNX install under "auto": PyTorch is always there
+            if not fallback:
+                raise
+            warnings.warn(f"ONNX Runtime failed ({type(error).__name__}: {error}); using PyTorch", stacklevel=3)
+    model = source if isinstance(source, DCENet) else load_dcenet(source)
+    model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return "torch", TorchEstimator(model, channels_last, compile), model
 
 
 def shard_from_env() -> tuple[int, int]:

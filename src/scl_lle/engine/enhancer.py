@@ -1,187 +1,38 @@
 """The inference engine: :class:`Enhancer` runs DCE-Net on tensors, arrays and Pillow images, in bounded memory.
 
-Large images are processed in tiles. Each tile is given a margin of :data:`~scl_lle.models.dcenet.RECEPTIVE_RADIUS`
-pixels of real context for curve estimation, so the tiled result equals the untiled one. With ``scale > 1`` the
-curve maps are estimated on the image shrunk by ``scale`` and upsampled bilinearly, tile by tile, to full
-resolution (Zero-DCE++ style); upsampling and the eight curves are fused
-(:func:`~scl_lle.models.dcenet.apply_upsampled_curves`), so no full-resolution 24-channel maps are materialised.
-
-Curve estimation (the network) runs in PyTorch (``backend="torch"``, channels-last on the CPU, optionally
-``torch.compile``-d) or in ONNX Runtime (``backend="onnxruntime"``); everything else is the same for both.
-``backend="auto"`` (the default) takes ONNX Runtime where it is measured faster: float32 on the CPU, when it is
-installed (:func:`resolve_backend`).
-
-On the CPU the tiles are shared among ``threads`` worker threads, each running its tile's operations on one core
-(PyTorch's and ONNX Runtime's own thread pools are held at one thread meanwhile). Many small operations split
-across threads each end at a barrier where every thread waits for the slowest; when another process holds a
-core that wait is a scheduler time slice per operation, and the fast path was measured 12x slower on a busy
-machine. Whole tiles per thread need no barrier: a busy core slows its own tiles only (docs/PERFORMANCE.md).
+Large images are processed in tiles (:mod:`scl_lle.engine.tiling`). Each tile is given a margin of
+:data:`~scl_lle.models.dcenet.RECEPTIVE_RADIUS` pixels of real context for curve estimation, so the tiled result
+equals the untiled one. With ``scale > 1`` the curve maps are estimated on the image shrunk by ``scale`` and
+upsampled bilinearly, tile by tile, to full resolution (Zero-DCE++ style); upsampling and the eight curves are
+fused (:func:`~scl_lle.core.curves.apply_upsampled_curves`), so no full-resolution 24-channel maps are
+materialised. The network runs in PyTorch or ONNX Runtime (:mod:`scl_lle.engine.backends`); the exposure
+(:mod:`scl_lle.engine.exposure`) and the finishing (:mod:`scl_lle.engine.finishing`) are the same for both.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
 import os
 import threading
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from PIL import Image
 
-from ..io.image import Picture, picture_from_pil, picture_to_pil
-from ..io.pixels import TileReader, TileWriter
-from ..models.dcenet import RECEPTIVE_RADIUS, DCENet, apply_upsampled_curves, downsample, upsampled_curves_band
-from ..models.hub import is_onnx_file, load_dcenet
+from ..core.curves import apply_curves_into, apply_upsampled_curves, downsample, upsampled_curves_band
+from ..defaults import DEFAULT_TILE
+from ..io.picture import Picture, picture_from_pil, picture_to_pil
+from ..models.dcenet import RECEPTIVE_RADIUS, DCENet
+from .backends import TorchEstimator, curve_estimator, resolve_device
 from .exposure import OFF, Exposure, auto_target, parse_exposure, scale_maps, solve_gain, thumbnail_factor
-from .finishing import (
-    DETAIL_RADIUS,
-    NOISE_BLOCK,
-    estimate_noise,
-    noise_band_rows,
-    noise_eps,
-    noise_of_bands,
-    split_detail,
-)
+from .finishing import DETAIL_RADIUS, read_detail_eps, split_detail
+from .tiling import Progress, Region, TilePool, TileReader, TileWriter
 
-__all__ = [
-    "BACKENDS",
-    "DEFAULT_TILE",
-    "FAST_SCALE",
-    "EnhanceError",
-    "Enhancer",
-    "resolve_backend",
-    "resolve_device",
-]
+__all__ = ["EnhanceError", "Enhancer"]
 
-Region = tuple[int, int, int, int]  # top, left, bottom, right
-CurveEstimator = Callable[[torch.Tensor], torch.Tensor]
-#: A progress callback: ``(work done, work in all)``, both counted in tiles.
-Progress = Callable[[int, int], None]
 _T = TypeVar("_T")
-
-#: Where the curve-estimation network runs; ``"auto"`` picks one of the others (:func:`resolve_backend`).
-BACKENDS = ("auto", "torch", "onnxruntime")
-
-#: The ``--fast`` preset's scale: curves estimated at 1/8 of the size in each direction. The trade-off (time,
-#: PSNR against full resolution) for scales 1-8 is measured in docs/PERFORMANCE.md.
-FAST_SCALE = 8
-
-#: Side of the square tiles the network runs on at full resolution (the engine's working set grows with its
-#: square, not with the picture: peak memory by tile size and picture size is in docs/RELIABILITY.md).
-DEFAULT_TILE = 512
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks CUDA, then Apple MPS, then the CPU; anything else is passed to :class:`torch.device`.
-
-    Under ``torchrun`` (``LOCAL_RANK`` set) a CUDA device without an index becomes ``cuda:LOCAL_RANK``.
-    """
-    if str(device) == "auto":
-        device = "cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu"
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device {str(device)!r}; available here: {', '.join(available_devices())}") from None
-    if resolved.type == "cuda" and resolved.index is None and "LOCAL_RANK" in os.environ:
-        resolved = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-    if resolved.type == "cuda" and (
-        not torch.cuda.is_available() or (resolved.index or 0) >= torch.cuda.device_count()
-    ):
-        why = "this PyTorch has no CUDA support" if torch.version.cuda is None else "no such CUDA GPU is visible"
-        raise ValueError(f"device {str(device)!r}: {why}; available here: {', '.join(available_devices())}")
-    if resolved.type == "mps" and not _mps_available():
-        raise ValueError(
-            f"device {str(device)!r}: MPS is not available; available here: {', '.join(available_devices())}"
-        )
-    return resolved
-
-
-def _mps_available() -> bool:
-    mps = getattr(torch.backends, "mps", None)
-    return mps is not None and mps.is_available()
-
-
-def available_devices() -> list[str]:
-    """The device names :func:`resolve_device` accepts on this machine: ``auto``, ``cpu``, ``cuda[:N]``, ``mps``."""
-    names = ["auto", "cpu"]
-    if torch.cuda.is_available():
-        names += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
-    if _mps_available():
-        names.append("mps")
-    return names
-
-
-def _onnxruntime_installed() -> bool:
-    return all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime"))
-
-
-def resolve_backend(
-    backend: str,
-    device: str | torch.device,
-    dtype: torch.dtype = torch.float32,
-    compile: bool = False,
-    weights: str | os.PathLike[str] | DCENet | None = None,
-) -> str:
-    """The backend ``"auto"`` stands for; other names come back unchanged.
-
-    ``"auto"`` is ONNX Runtime for ``.onnx`` weights, and for float32 on the CPU without ``compile`` when the
-    ``onnx`` and ``onnxruntime`` packages are installed: there it runs the network about twice as fast as PyTorch
-    in less memory (docs/PERFORMANCE.md). Everywhere else (CUDA, MPS, half precision, ``compile=True``) it is
-    PyTorch.
-    """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if backend != "auto":
-        return backend
-    if is_onnx_file(weights):
-        return "onnxruntime"
-    cpu_float32 = torch.device(device).type == "cpu" and dtype == torch.float32 and not compile
-    return "onnxruntime" if cpu_float32 and _onnxruntime_installed() else "torch"
-
-
-def _regions(height: int, width: int, tile: int | None, square: bool = True) -> Iterator[Region]:
-    """Regions covering ``(height, width)``: ``tile`` x ``tile`` squares, or (``square=False``) full-width strips
-    of about the same area; one piece without ``tile`` or when the image fits in one square."""
-    if not tile or (height <= tile and width <= tile):
-        yield 0, 0, height, width
-        return
-    if not square:
-        rows = max(1, tile * tile // width)
-        for top in range(0, height, rows):
-            yield top, 0, min(top + rows, height), width
-        return
-    for top in range(0, height, tile):
-        for left in range(0, width, tile):
-            yield top, left, min(top + tile, height), min(left + tile, width)
-
-
-@contextlib.contextmanager
-def _torch_threads(count: int) -> Iterator[None]:
-    """PyTorch's intra-op threads (process-wide) set to ``count`` for the block, then restored."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _worker_setup() -> None:
-    # Denormal flushing is a per-thread CPU flag: each worker sets it, as the enhancer did for its caller.
-    torch.set_flush_denormal(True)
-
-
-def _apply_curves_into(out: torch.Tensor, image: torch.Tensor, maps: torch.Tensor) -> None:
-    """``out[:] = apply_curves(image, maps)`` with in-place updates (one 3-channel temporary)."""
-    out.copy_(image)
-    for i in range(maps.shape[1] // 3):
-        out.add_(torch.mul(out, out).sub_(out).mul_(maps[:, 3 * i : 3 * i + 3]))
-
 
 _COMPILED_BAND: Callable[..., torch.Tensor] | None = None
 
@@ -191,35 +42,6 @@ def _compiled_band_kernel() -> Callable[..., torch.Tensor]:
     if _COMPILED_BAND is None:
         _COMPILED_BAND = torch.compile(upsampled_curves_band, dynamic=True)
     return _COMPILED_BAND
-
-
-class _TorchEstimator:
-    """Curve estimation in PyTorch: channels-last input where it pays, optionally ``torch.compile``-d."""
-
-    def __init__(self, model: DCENet, channels_last: bool, compiled: bool) -> None:
-        self.model = model
-        self.channels_last = channels_last
-        self.forward: CurveEstimator = model.curve_maps
-        if compiled:
-            self.forward = torch.compile(model.curve_maps, options={"freezing": True})
-
-    def __call__(self, tile: torch.Tensor) -> torch.Tensor:
-        if self.channels_last:
-            tile = tile.contiguous(memory_format=torch.channels_last)
-        return self.forward(tile)
-
-
-class _OnnxEstimator:
-    """Curve estimation in ONNX Runtime (the network exported by :func:`scl_lle.apps.export.build_onnx`)."""
-
-    def __init__(self, session: Any) -> None:
-        self.session = session
-        self.input_name = session.get_inputs()[0].name
-
-    def __call__(self, tile: torch.Tensor) -> torch.Tensor:
-        array = np.ascontiguousarray(tile.detach().to("cpu", torch.float32).numpy())
-        (maps,) = self.session.run(None, {self.input_name: array})
-        return torch.from_numpy(maps).to(device=tile.device, dtype=tile.dtype)
 
 
 class EnhanceError(RuntimeError):
@@ -255,13 +77,13 @@ class Enhancer:
         dtype: the compute dtype (``torch.float32``; ``float16`` / ``bfloat16`` on GPUs; torch backend only).
         backend: where the curve-estimation network runs: ``"torch"``, ``"onnxruntime"`` (needs the ``onnx``
             and ``onnxruntime`` packages; it runs a copy of the weights taken now) or ``"auto"``: ONNX Runtime
-            for float32 on the CPU when it is installed, PyTorch otherwise (:func:`resolve_backend`; the
-            resolved name is in ``.backend``). Tiling, ``scale`` and the curves are the same for all; the
-            outputs agree within 1e-4.
+            for float32 on the CPU when it is installed, PyTorch otherwise
+            (:func:`~scl_lle.engine.backends.resolve_backend`; the resolved name is in ``.backend``). Tiling,
+            ``scale`` and the curves are the same for all; the outputs agree within 1e-4.
         threads: CPU threads: the worker threads that share the tiles (``torch.set_num_threads`` is also
             set, process-wide); ``None``: PyTorch's setting (its default, or ``OMP_NUM_THREADS``, which
             ``torchrun`` sets to 1 per process). With more than one, PyTorch's own threads are held at one while
-            a picture is enhanced (see the module docstring) and restored after.
+            a picture is enhanced (:mod:`scl_lle.engine.tiling`) and restored after.
         channels_last: run the network on channels-last tensors; ``None``: on the CPU (measured faster) and on
             CUDA in half precision.
         compile: ``torch.compile`` the network (torch backend) and the fused upsample-and-curves pass
@@ -308,59 +130,40 @@ class Enhancer:
             # slow microcode path on many x86 CPUs: one DICM photo took 140 s instead of 3.6 s. Flushing them to
             # zero (process-wide, like torch.set_num_threads) changes no output by a visible amount.
             torch.set_flush_denormal(True)
-        requested = backend
-        backend = resolve_backend(backend, self.device, dtype, bool(compile), weights)
         self.dtype = dtype
         self.scale = int(scale)
         self.tile_size = tile_size
         self.threads = threads
         self.compile = bool(compile)
         # Tile-parallel on the CPU (compiled graphs keep PyTorch's own threading).
-        self.workers = (threads or torch.get_num_threads()) if self.device.type == "cpu" and not compile else 1
-        self._helpers: ThreadPoolExecutor | None = None  # workers - 1 threads, made on first use
+        self._pool = TilePool((threads or torch.get_num_threads()) if self.device.type == "cpu" and not compile else 1)
         self.finish = bool(finish)
         if channels_last is None:
             half = dtype in (torch.float16, torch.bfloat16)
             channels_last = self.device.type == "cpu" or (self.device.type == "cuda" and half)
         self.channels_last = bool(channels_last)
-        self._band_kernel: Callable[..., torch.Tensor] | None = None
-        self.model: DCENet | None = None
-        self._estimate: CurveEstimator
-        source = weights
-        if backend == "onnxruntime":
-            if dtype != torch.float32:
-                raise ValueError("the onnxruntime backend computes in float32; use dtype=torch.float32")
-            from ..apps.export import onnxruntime_session
+        self.backend, self._estimate, self.model = curve_estimator(
+            weights,
+            backend,
+            self.device,
+            dtype,
+            channels_last=self.channels_last,
+            compile=self.compile,
+            threads=threads,
+            workers=self.workers,
+        )
+        self._band_kernel: Callable[..., torch.Tensor] | None = _compiled_band_kernel() if self.compile else None
 
-            fallback = requested == "auto" and not is_onnx_file(weights)
-            if fallback and not isinstance(weights, DCENet):
-                source = load_dcenet(weights)  # errors in the weights surface here, not as an ONNX failure
-            try:
-                session_threads = 1 if self.workers > 1 else threads  # the workers run tiles side by side
-                self._session = onnxruntime_session(source, device=self.device, threads=session_threads)
-                self._estimate = _OnnxEstimator(self._session)
-            except Exception as error:  # a broken ONNX install under "auto": PyTorch is always there
-                if not fallback:
-                    raise
-                warnings.warn(f"ONNX Runtime failed ({type(error).__name__}: {error}); using PyTorch", stacklevel=2)
-                backend = "torch"
-        self.backend = backend
-        if backend == "torch":
-            model = source if isinstance(source, DCENet) else load_dcenet(source)
-            model = model.to(device=self.device, dtype=dtype).eval().requires_grad_(False)
-            if self.channels_last:
-                model = model.to(memory_format=torch.channels_last)
-            self.model = model
-            self._estimate = _TorchEstimator(model, self.channels_last, self.compile)
-        if self.compile:
-            self._band_kernel = _compiled_band_kernel()
+    @property
+    def workers(self) -> int:
+        """Threads that share a picture's tiles: ``threads`` (or PyTorch's count) on the CPU, else 1."""
+        return self._pool.workers
 
     def __repr__(self) -> str:
         return (
             f"Enhancer(backend={self.backend}, device={self.device}, dtype={self.dtype}, scale={self.scale}, "
             f"tile_size={self.tile_size}, workers={self.workers}, channels_last={self.channels_last}, "
-            f"compile={self.compile}, "
-            f"finish={self.finish}, exposure={self.exposure!r})"
+            f"compile={self.compile}, finish={self.finish}, exposure={self.exposure!r})"
         )
 
     def _process(
@@ -387,7 +190,7 @@ class Enhancer:
         identity = isinstance(gain, torch.Tensor) and bool((gain == 0).all())
         network = maps is None and not identity
         scaled = None if maps is None or identity else _finite(scale_maps(maps, gain))
-        eps = self._detail_eps(reader) if self.finish and not identity else None
+        eps = read_detail_eps(reader.read, height, width) if self.finish and not identity else None
         margin = max(RECEPTIVE_RADIUS if network else 0, 2 * DETAIL_RADIUS if eps is not None else 0)
 
         def enhance_region(region: Region) -> None:
@@ -402,10 +205,10 @@ class Enhancer:
             base = split_detail(x.float(), eps=eps)[0].to(x.dtype)[inner] if eps is not None else x[inner]
             if network:
                 out = torch.empty_like(base)
-                _apply_curves_into(out, base, _finite(scale_maps(self._estimate(x), gain))[inner])
+                apply_curves_into(out, base, _finite(scale_maps(self._estimate(x), gain))[inner])
             elif scaled is not None and scaled.shape[-2:] == (height, width):
                 out = torch.empty_like(base)
-                _apply_curves_into(out, base, scaled[..., top:bottom, left:right].to(base.dtype))
+                apply_curves_into(out, base, scaled[..., top:bottom, left:right].to(base.dtype))
             else:
                 assert scaled is not None
                 out = apply_upsampled_curves(base, scaled, (height, width), region, band_kernel=self._band_kernel)
@@ -415,88 +218,7 @@ class Enhancer:
 
         # Square tiles where the network runs at full resolution (least margin per pixel); elsewhere full-width
         # strips of the same area (long rows keep the per-operation overhead of the fused curves low).
-        self._each_region(enhance_region, self._split(height, width, square=network), progress)
-
-    def _split(self, height: int, width: int, square: bool) -> list[Region]:
-        """The regions of a ``(height, width)`` picture. With several workers, each holds a tile at a time: tiles
-        of ``tile_size / sqrt(workers)`` keep the memory in use near that of one ``tile_size`` tile, and pictures
-        with fewer regions than workers are cut finer (down to 64 pixels) so that every worker has a share."""
-        tile = self.tile_size
-        if tile is not None and self.workers > 1:
-            tile = max(min(64, tile), round(tile / self.workers**0.5))
-        regions = list(_regions(height, width, tile, square))
-        while self.workers > 1 and len(regions) < self.workers:
-            tile = -(-max(height, width) // 2) if tile is None else -(-tile // 2)
-            if tile < 64:
-                break
-            regions = list(_regions(height, width, tile, square))
-        return regions
-
-    def _each_region(
-        self, work: Callable[[Region], None], regions: Sequence[Region], progress: Progress | None = None
-    ) -> None:
-        """``work(region)`` for every region: here, or on the CPU shared among ``workers`` threads, this one
-        included (PyTorch's own threads held at one meanwhile). ``progress(done, total)`` is called from this
-        thread with every count from 0 to ``total`` once, in order, as regions complete; an exception in any
-        region (or in ``progress``) stops the others from taking new ones and is raised here once the running
-        ones have ended."""
-        total = len(regions)
-        if progress is not None:
-            progress(0, total)
-        if self.workers < 2 or total < 2:
-            for done, region in enumerate(regions, 1):
-                work(region)
-                if progress is not None:
-                    progress(done, total)
-            return
-        pending, lock = iter(regions), threading.Lock()
-        done, failures, reported = [0], [], [0]
-
-        def report(upto: int) -> None:  # every count once, in order, from this thread
-            if progress is not None:
-                for count in range(reported[0] + 1, upto + 1):
-                    progress(count, total)
-            reported[0] = max(reported[0], upto)
-
-        def take() -> Region | None:
-            with lock:
-                return None if failures else next(pending, None)
-
-        def finished() -> int:
-            with lock:
-                done[0] += 1
-                return done[0]
-
-        def helper() -> None:
-            with torch.inference_mode():
-                while (region := take()) is not None:
-                    try:
-                        work(region)
-                    except BaseException as error:
-                        with lock:
-                            failures.append(error)
-                        return
-                    finished()
-
-        # This thread works too (its allocator arena stays in use: less memory) and reports progress; the helper
-        # threads are the enhancer's own, kept between pictures (their arenas stay warm).
-        if self._helpers is None:
-            self._helpers = ThreadPoolExecutor(self.workers - 1, "scl-lle-tiles", initializer=_worker_setup)
-        with _torch_threads(1):
-            helpers = [self._helpers.submit(helper) for _ in range(self.workers - 1)]
-            try:
-                while (region := take()) is not None:
-                    work(region)
-                    report(finished())
-            except BaseException as error:
-                with lock:
-                    failures.insert(0, error)
-                raise
-            finally:
-                wait(helpers)
-        if failures:
-            raise failures[0]
-        report(total)
+        self._pool.run(enhance_region, self._pool.split(height, width, self.tile_size, square=network), progress)
 
     def _estimate_maps(self, image: torch.Tensor) -> torch.Tensor:
         """Curve maps ``(B, 3n, h, w)`` of the whole of ``image`` ``(B, 3, h, w)``, region by region with full
@@ -515,17 +237,8 @@ class Enhancer:
                     result.append(maps.new_empty((*maps.shape[:2], height, width)))
             result[0][..., top:bottom, left:right] = maps
 
-        self._each_region(estimate_region, self._split(height, width, square=True))
+        self._pool.run(estimate_region, self._pool.split(height, width, self.tile_size, square=True))
         return result[0]
-
-    def _detail_eps(self, reader: TileReader) -> torch.Tensor:
-        """The finishing filter's ``eps`` ``(B, 1, 1, 1)`` of the whole picture, from the row bands that
-        :func:`~scl_lle.engine.finishing.estimate_noise` samples (read one at a time)."""
-        height, width = reader.height, reader.width
-        if min(height, width) < NOISE_BLOCK + 2:  # a tiny picture: read whole
-            return noise_eps(estimate_noise(reader.read(0, 0, height, width)))
-        rows = noise_band_rows(height)
-        return noise_eps(noise_of_bands(reader.read(top, 0, top + NOISE_BLOCK + 2, width) for top in rows))
 
     def _gain(self, reader: TileReader, maps: torch.Tensor | None, exposure: Exposure) -> torch.Tensor | float:
         """The gain on the curve maps that realises ``exposure`` for the picture ``reader`` holds: ``(B,)``, or
@@ -577,7 +290,7 @@ class Enhancer:
                 self.compile = False
                 self._band_kernel = None
                 if self.model is not None:
-                    self._estimate = _TorchEstimator(self.model, self.channels_last, False)
+                    self._estimate = TorchEstimator(self.model, self.channels_last, False)
         with torch.inference_mode():
             return function(*args)
 
@@ -636,7 +349,7 @@ class Enhancer:
     def enhance_picture(
         self, picture: Picture, exposure: Exposure | None = None, progress: Progress | None = None
     ) -> Picture:
-        """Enhance a decoded :class:`~scl_lle.io.image.Picture`; alpha and metadata pass through unchanged.
+        """Enhance a decoded :class:`~scl_lle.io.picture.Picture`; alpha and metadata pass through unchanged.
         ``progress``: as for :meth:`enhance_array`."""
         return Picture(
             pixels=self.enhance_array(picture.pixels, exposure, progress),

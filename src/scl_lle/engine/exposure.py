@@ -24,7 +24,7 @@ import math
 import torch
 
 from ..core.colour import mean_brightness
-from ..models.dcenet import apply_curves
+from ..core.curves import apply_curves
 
 __all__ = [
     "AUTO",

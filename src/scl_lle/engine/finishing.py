@@ -21,7 +21,7 @@ eval15); the measurements are in docs/MODEL_CARD.md.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +39,7 @@ __all__ = [
     "noise_band_rows",
     "noise_eps",
     "noise_of_bands",
+    "read_detail_eps",
     "split_detail",
 ]
 
@@ -159,3 +160,13 @@ def estimate_noise(image: torch.Tensor, block: int = NOISE_BLOCK, quantile: floa
     kernel = torch.tensor(_LAPLACE, dtype=luma.dtype, device=luma.device).view(1, 1, 3, 3)
     per_pixel = F.conv2d(luma, kernel).abs().flatten(1)  # too small for whole blocks: every response counts
     return torch.quantile(per_pixel, quantile, dim=1) * (torch.pi / 2) ** 0.5 / 6.0
+
+
+def read_detail_eps(read: Callable[[int, int, int, int], torch.Tensor], height: int, width: int) -> torch.Tensor:
+    """The guided filter's ``eps`` ``(B, 1, 1, 1)`` of a ``(height, width)`` picture that is read region by region:
+    ``read(top, left, bottom, right)`` gives ``(B, 3, h, w)`` in [0, 1]. Only the row bands that
+    :func:`estimate_noise` samples are read (one at a time), so the whole picture is never held as floats."""
+    if min(height, width) < NOISE_BLOCK + 2:  # a tiny picture: read whole
+        return noise_eps(estimate_noise(read(0, 0, height, width)))
+    rows = noise_band_rows(height)
+    return noise_eps(noise_of_bands(read(top, 0, top + NOISE_BLOCK + 2, width) for top in rows))

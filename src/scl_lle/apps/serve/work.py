@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from ...defaults import FAST_SCALE
-from ...engine.enhancer import Enhancer, Progress
+from ...engine.enhancer import Enhancer
 from ...engine.exposure import Exposure
+from ...engine.tiling import Progress
 from ...io.image import read_image, write_image
 from ...io.sniff import image_named_as_video
 from ...models.dcenet import DCENet

@@ -1,0 +1,254 @@
+"""Tiles: pictures read and written a region at a time, and the regions shared among worker threads.
+
+The engine never holds a whole image as floats: it reads regions from a :class:`TileReader` (over a float tensor
+``(B, 3, H, W)`` or a numpy picture ``(H, W)`` / ``(H, W, 1)`` / ``(H, W, 3)`` of uint8, uint16 or float pixels),
+converted to float in [0, 1] on the compute device (:func:`~scl_lle.io.pixels.to_unit`), and hands results to a
+:class:`TileWriter`, which converts them back into an output of the input's kind, dtype and shape. So the memory
+a picture costs beyond its own pixels (and those of the result) is bounded by the tile size, not by its size.
+
+On the CPU the regions are shared among worker threads (:class:`TilePool`), each running its region's operations
+on one core (PyTorch's and ONNX Runtime's own thread pools are held at one thread meanwhile). Many small
+operations split across threads each end at a barrier where every thread waits for the slowest; when another
+process holds a core that wait is a scheduler time slice per operation, and the fast path was measured 12x
+slower on a busy machine. Whole regions per thread need no barrier: a busy core slows its own regions only
+(docs/PERFORMANCE.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..core.colour import luminance
+from ..io.pixels import from_unit, peak_value, tensor_view, to_unit
+
+__all__ = ["Progress", "Region", "TilePool", "TileReader", "TileWriter", "regions"]
+
+Region = tuple[int, int, int, int]  # top, left, bottom, right
+#: A progress callback: ``(work done, work in all)``, both counted in tiles.
+Progress = Callable[[int, int], None]
+
+
+def regions(height: int, width: int, tile: int | None, square: bool = True) -> Iterator[Region]:
+    """Regions covering ``(height, width)``: ``tile`` x ``tile`` squares, or (``square=False``) full-width strips
+    of about the same area; one piece without ``tile`` or when the image fits in one square."""
+    if not tile or (height <= tile and width <= tile):
+        yield 0, 0, height, width
+        return
+    if not square:
+        rows = max(1, tile * tile // width)
+        for top in range(0, height, rows):
+            yield top, 0, min(top + rows, height), width
+        return
+    for top in range(0, height, tile):
+        for left in range(0, width, tile):
+            yield top, left, min(top + tile, height), min(left + tile, width)
+
+
+@contextlib.contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    """PyTorch's intra-op threads (process-wide) set to ``count`` for the block, then restored."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _worker_setup() -> None:
+    # Denormal flushing is a per-thread CPU flag: each worker sets it, as the enhancer did for its caller.
+    torch.set_flush_denormal(True)
+
+
+class TilePool:
+    """Runs work region by region: here, or shared among ``workers`` threads, this one included.
+
+    The ``workers - 1`` helper threads are made on first use and kept (their allocator arenas stay warm).
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._helpers: ThreadPoolExecutor | None = None
+
+    def split(self, height: int, width: int, tile: int | None, square: bool) -> list[Region]:
+        """The regions of a ``(height, width)`` picture for tiles of ``tile`` (see :func:`regions`). With several
+        workers, each holds a tile at a time: tiles of ``tile / sqrt(workers)`` keep the memory in use near that of
+        one ``tile`` tile, and pictures with fewer regions than workers are cut finer (down to 64 pixels) so that
+        every worker has a share."""
+        if tile is not None and self.workers > 1:
+            tile = max(min(64, tile), round(tile / self.workers**0.5))
+        pieces = list(regions(height, width, tile, square))
+        while self.workers > 1 and len(pieces) < self.workers:
+            tile = -(-max(height, width) // 2) if tile is None else -(-tile // 2)
+            if tile < 64:
+                break
+            pieces = list(regions(height, width, tile, square))
+        return pieces
+
+    def run(self, work: Callable[[Region], None], pieces: Sequence[Region], progress: Progress | None = None) -> None:
+        """``work(region)`` for every region of ``pieces`` (PyTorch's own threads held at one meanwhile).
+
+        ``progress(done, total)`` is called from this thread with every count from 0 to ``total`` once, in order,
+        as regions complete; an exception in any region (or in ``progress``) stops the others from taking new ones
+        and is raised here once the running ones have ended.
+        """
+        total = len(pieces)
+        if progress is not None:
+            progress(0, total)
+        if self.workers < 2 or total < 2:
+            for done, region in enumerate(pieces, 1):
+                work(region)
+                if progress is not None:
+                    progress(done, total)
+            return
+        self._run_shared(work, pieces, progress)
+
+    def _run_shared(self, work: Callable[[Region], None], pieces: Sequence[Region], progress: Progress | None) -> None:
+        """:meth:`run` with the regions shared among the workers."""
+        total = len(pieces)
+        pending, lock = iter(pieces), threading.Lock()
+        done, failures, reported = [0], [], [0]
+
+        def report(upto: int) -> None:  # every count once, in order, from this thread
+            if progress is not None:
+                for count in range(reported[0] + 1, upto + 1):
+                    progress(count, total)
+            reported[0] = max(reported[0], upto)
+
+        def take() -> Region | None:
+            with lock:
+                return None if failures else next(pending, None)
+
+        def finished() -> int:
+            with lock:
+                done[0] += 1
+                return done[0]
+
+        def helper() -> None:
+            with torch.inference_mode():
+                while (region := take()) is not None:
+                    try:
+                        work(region)
+                    except BaseException as error:
+                        with lock:
+                            failures.append(error)
+                        return
+                    finished()
+
+        # This thread works too (its allocator arena stays in use: less memory) and reports progress.
+        if self._helpers is None:
+            self._helpers = ThreadPoolExecutor(self.workers - 1, "scl-lle-tiles", initializer=_worker_setup)
+        with _torch_threads(1):
+            helpers = [self._helpers.submit(helper) for _ in range(self.workers - 1)]
+            try:
+                while (region := take()) is not None:
+                    work(region)
+                    report(finished())
+            except BaseException as error:
+                with lock:
+                    failures.insert(0, error)
+                raise
+            finally:
+                wait(helpers)
+        if failures:
+            raise failures[0]
+        report(total)
+
+
+def _torch_view(pixels: np.ndarray) -> torch.Tensor:
+    """A numpy picture ``(H, W)`` / ``(H, W, C)`` as a ``(1, C, H, W)`` tensor view (no copy)."""
+    array = pixels if pixels.ndim == 3 else pixels[..., None]
+    return tensor_view(array).permute(2, 0, 1).unsqueeze(0)
+
+
+class TileReader:
+    """Float tiles ``(B, 3, h, w)`` in [0, 1] on ``device`` and in ``dtype`` from a tensor or a numpy picture.
+
+    ``source``: a float tensor ``(B, 3, H, W)`` in [0, 1], or a numpy array ``(H, W)``, ``(H, W, 1)`` or
+    ``(H, W, 3)`` (grey pictures are read as three equal channels).
+    """
+
+    def __init__(self, source: torch.Tensor | np.ndarray, device: torch.device, dtype: torch.dtype) -> None:
+        if isinstance(source, np.ndarray):
+            if not (source.ndim == 2 or (source.ndim == 3 and source.shape[2] in (1, 3))):
+                raise ValueError(f"expected (H, W), (H, W, 1) or (H, W, 3) pixels, got shape {source.shape}")
+            peak_value(source.dtype)  # refuse unsupported types now
+            source = _torch_view(source)
+        elif source.ndim != 4 or source.shape[1] != 3:
+            raise ValueError(f"expected a tensor (B, 3, H, W), got shape {tuple(source.shape)}")
+        self.source = source
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.batch, _, self.height, self.width = source.shape
+
+    def read(self, top: int, left: int, bottom: int, right: int) -> torch.Tensor:
+        """Pixels ``[top:bottom, left:right]`` as ``(B, 3, bottom - top, right - left)`` in [0, 1]."""
+        return self._unit(self.source[..., top:bottom, left:right])
+
+    def strided(self, step: int) -> torch.Tensor:
+        """Every ``step``-th pixel in each direction (sampled, not averaged): ``(B, 3, ceil(H/step), ceil(W/step))``."""
+        return self._unit(self.source[..., ::step, ::step])
+
+    def downsample(self, scale: int, rows: int | None = None) -> torch.Tensor:
+        """Area average over ``scale`` x ``scale`` cells (as :func:`~scl_lle.core.curves.downsample` gives for
+        the whole image) -> ``(B, 3, ceil(H/scale), ceil(W/scale))``, computed ``rows`` input rows at a time (``None``:
+        about a quarter of a million pixels' worth, a few MB of floats)."""
+        if scale == 1:
+            return self.read(0, 0, self.height, self.width)
+        height, width = -(-self.height // scale), -(-self.width // scale)
+        # Averaging over a rectangle = averaging its rows' averages: shrink the width chunk by chunk (exact
+        # adaptive-pool bins along the width), then the height of the much smaller result.
+        narrow = torch.empty((self.batch, 3, self.height, width), dtype=self.dtype, device=self.device)
+        rows = rows or max(1, 2**18 // self.width)
+        for top in range(0, self.height, rows):
+            bottom = min(top + rows, self.height)
+            chunk = self.read(top, 0, bottom, self.width)
+            narrow[..., top:bottom, :] = _shrink(chunk, (bottom - top, width))
+        return _shrink(narrow, (height, width))
+
+    def _unit(self, pixels: torch.Tensor) -> torch.Tensor:
+        unit = to_unit(pixels, self.dtype, self.device)
+        return unit.expand(-1, 3, -1, -1) if unit.shape[1] == 1 else unit
+
+
+def _shrink(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Adaptive average pooling to ``size``; a plain (about twice as fast) average pooling where the sizes divide."""
+    (height, width), (out_height, out_width) = image.shape[-2:], size
+    if height % out_height == 0 and width % out_width == 0:
+        return F.avg_pool2d(image, (height // out_height, width // out_width))
+    return F.adaptive_avg_pool2d(image, size)
+
+
+class TileWriter:
+    """Collects result tiles ``(B, 3, h, w)`` in [0, 1] into an output of the source's kind, shape and dtype.
+
+    Tensors: same shape, dtype and device as the source. Numpy pictures: same shape and dtype; grey pictures get
+    the tiles' BT.601 luma.
+    """
+
+    def __init__(self, source: torch.Tensor | np.ndarray) -> None:
+        self.grey = isinstance(source, np.ndarray) and (source.ndim == 2 or source.shape[2] == 1)
+        self.result: torch.Tensor | np.ndarray
+        if isinstance(source, np.ndarray):
+            self.result = np.empty(source.shape, dtype=source.dtype)
+            self._target = _torch_view(self.result)
+            self._dtype = torch.uint16 if source.dtype == np.uint16 else self._target.dtype
+        else:
+            self.result = torch.empty_like(source)
+            self._target = self.result
+            self._dtype = source.dtype
+
+    def write(self, top: int, left: int, tile: torch.Tensor) -> None:
+        """Put ``tile`` ``(B, 3, h, w)`` in [0, 1] at ``(top, left)``."""
+        if self.grey:
+            tile = luminance(tile.float())
+        values = from_unit(tile, self._dtype) if self._dtype != tile.dtype else tile
+        height, width = tile.shape[-2:]
+        self._target[..., top : top + height, left : left + width] = values.to(self._target.device)
