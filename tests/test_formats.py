@@ -16,7 +16,7 @@ from PIL import Image, ImageCms
 
 from conftest import _find_shared
 from scl_lle import enhance
-from scl_lle.apps.batch import collect_jobs
+from scl_lle.apps.batch_jobs import collect_jobs
 from scl_lle.cli import main
 from scl_lle.engine.enhancer import Enhancer
 from scl_lle.io.errors import ImageTooLargeError

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .options import add_verbosity
+from .options import add_verbosity, positive_int
 
 __all__ = ["add_parser", "run"]
 
@@ -32,13 +32,6 @@ def _comma_list(text: str) -> list[str]:
     if not items:
         raise argparse.ArgumentTypeError("expected a comma-separated list of names")
     return items
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
-    return value
 
 
 def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -70,7 +63,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "${SCL_LLE_SHARED}",
     )
     parser.add_argument(
-        "--max-images", type=_positive, metavar="N", help="at most N images per data set (the first by name)"
+        "--max-images", type=positive_int, metavar="N", help="at most N images per data set (the first by name)"
     )
     add_verbosity(parser)
     parser.set_defaults(run=run)
