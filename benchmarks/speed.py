@@ -514,7 +514,7 @@ def run_mode(
             copy.deepcopy(model),  # the enhancer moves and converts its model in place
             device=device,
             scale=mode.scale,
-            tile_size=args.tile,
+            tile=args.tile,
             dtype=dtype if mode.backend == "torch" else torch.float32,
             backend=mode.backend,
             threads=args.threads,

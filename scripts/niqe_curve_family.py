@@ -16,10 +16,10 @@ from collections.abc import Callable
 
 import torch
 
+from scl_lle.core.colour import gamma_correction
 from scl_lle.core.curves import apply_curves
 from scl_lle.evaluation import metrics
 from scl_lle.evaluation import niqe as niqe_module
-from scl_lle.evaluation.baselines import gamma_correction
 from scl_lle.evaluation.datasets import dataset_images
 
 Curve = Callable[[torch.Tensor], torch.Tensor]

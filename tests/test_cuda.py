@@ -48,8 +48,8 @@ def _errors(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
 @pytest.mark.parametrize("finish", [False, True])
 @pytest.mark.parametrize("scale", [1, 4])
 def test_cuda_matches_cpu(image: torch.Tensor, scale: int, finish: bool, strict_float32: None) -> None:
-    cpu = Enhancer(None, device="cpu", scale=scale, tile_size=128, finish=finish)(image)
-    gpu = Enhancer(None, device="cuda", scale=scale, tile_size=128, finish=finish)(image.cuda())
+    cpu = Enhancer(None, device="cpu", scale=scale, tile=128, finish=finish)(image)
+    gpu = Enhancer(None, device="cuda", scale=scale, tile=128, finish=finish)(image.cuda())
     assert gpu.device.type == "cuda" and gpu.dtype == torch.float32 and gpu.shape == image.shape
     worst, mean = _errors(gpu, cpu)
     assert worst < FP32_MAX and mean < FP32_MEAN, (worst, mean)
@@ -71,8 +71,8 @@ def test_half_precision_is_close_to_float32(image: torch.Tensor, dtype: torch.dt
 
 def test_tiles_equal_one_piece_on_cuda(image: torch.Tensor, strict_float32: None) -> None:
     x = image.cuda()
-    whole = Enhancer(None, device="cuda", tile_size=None)(x)
-    tiled = Enhancer(None, device="cuda", tile_size=64)(x)
+    whole = Enhancer(None, device="cuda", tile=None)(x)
+    tiled = Enhancer(None, device="cuda", tile=64)(x)
     worst, mean = _errors(tiled, whole)
     assert worst < FP32_MAX and mean < FP32_MEAN, (worst, mean)  # only the convolution algorithms differ
 
@@ -82,7 +82,7 @@ def test_tiles_bound_gpu_memory() -> None:
     x = torch.rand(1, 3, 2048, 2048, device="cuda", dtype=torch.float16) * 0.2
     peaks = {}
     for tile in (None, 512):
-        enhancer = Enhancer(None, device="cuda", dtype=torch.float16, tile_size=tile)
+        enhancer = Enhancer(None, device="cuda", dtype=torch.float16, tile=tile)
         enhancer(x[..., :256, :256])  # load kernels and handles outside the measurement
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()

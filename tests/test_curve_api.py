@@ -24,7 +24,7 @@ def brightening() -> DCENet:
 
 @pytest.mark.parametrize("scale", [1, 4])
 def test_maps_applied_separately_equal_the_one_step_result(brightening: DCENet, scale: int) -> None:
-    enhancer = Enhancer(brightening, device="cpu", scale=scale, tile_size=16)
+    enhancer = Enhancer(brightening, device="cpu", scale=scale, tile=16)
     images = torch.rand(2, 3, 40, 57) * 0.3  # exposure "auto": the gain is solved on the same thumbnail both ways
     maps = enhancer.curve_maps(images)
     assert maps.shape == (2, 24, -(-40 // scale), -(-57 // scale))

@@ -46,12 +46,12 @@ def test_network_export_has_dynamic_axes_and_matches_curve_maps(weights_file: Pa
 
 @pytest.mark.parametrize("opset", [11, 17])
 def test_export_with_curves_equals_the_enhancer_without_finishing(weights_file: Path, opset: int):
-    proto = build_onnx(weights_file, opset=opset, include_curves=True)
+    proto = build_onnx(weights_file, opset=opset, with_curves=True)
     assert proto.opset_import[0].version == opset
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     x = _dark((2, 3, 23, 31), seed=1)
     (out,) = session.run(None, {"image": x.numpy()})
-    expected = Enhancer(weights_file, exposure="off", device="cpu", tile_size=None, finish=False, backend="torch")(x)
+    expected = Enhancer(weights_file, exposure="off", device="cpu", tile=None, finish=False, backend="torch")(x)
     assert np.abs(out - expected.numpy()).max() < TOLERANCE
     with pytest.raises(ValueError, match="opset"):
         build_onnx(weights_file, opset=7)
@@ -60,10 +60,8 @@ def test_export_with_curves_equals_the_enhancer_without_finishing(weights_file: 
 @pytest.mark.parametrize(("scale", "tile"), [(1, None), (1, 32), (3, None), (3, 32)])
 def test_onnxruntime_backend_matches_torch_on_synthetic_images(weights_file: Path, scale: int, tile: int | None):
     x = _dark((2, 3, 101, 87), seed=2)
-    torch_out = Enhancer(weights_file, exposure="off", device="cpu", scale=scale, tile_size=tile, backend="torch")(x)
-    ort_out = Enhancer(weights_file, exposure="off", device="cpu", scale=scale, tile_size=tile, backend="onnxruntime")(
-        x
-    )
+    torch_out = Enhancer(weights_file, exposure="off", device="cpu", scale=scale, tile=tile, backend="torch")(x)
+    ort_out = Enhancer(weights_file, exposure="off", device="cpu", scale=scale, tile=tile, backend="onnxruntime")(x)
     assert ort_out.shape == x.shape and ort_out.dtype == x.dtype
     assert (torch_out - ort_out).abs().max().item() < TOLERANCE
     assert not torch.equal(ort_out, x)
@@ -73,7 +71,7 @@ def test_onnxruntime_backend_matches_torch_on_real_photos(official_weights: Path
     for name, scale in [("01.jpg", 1), ("05.jpg", 4)]:
         image = Image.open(shared / "data" / "eval_noref_DICM" / "images" / name).convert("RGB")
         x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)[None]
-        settings = {"device": "cpu", "tile_size": 256, "scale": scale}
+        settings = {"device": "cpu", "tile": 256, "scale": scale}
         torch_out = Enhancer(official_weights, exposure="off", backend="torch", **settings)(x)
         ort_out = Enhancer(official_weights, exposure="off", backend="onnxruntime", **settings)(x)
         assert (torch_out - ort_out).abs().max().item() < TOLERANCE, name
@@ -85,7 +83,7 @@ def test_onnx_file_as_weights_and_refusals(weights_file: Path, tmp_path: Path):
     x = _dark((1, 3, 30, 20), seed=3)
     expected = Enhancer(weights_file, exposure="off", device="cpu", backend="torch")(x)
     assert (Enhancer(net, exposure="off", device="cpu", backend="onnxruntime")(x) - expected).abs().max() < TOLERANCE
-    whole = export_onnx(weights_file, tmp_path / "whole.onnx", include_curves=True)
+    whole = export_onnx(weights_file, tmp_path / "whole.onnx", with_curves=True)
     with pytest.raises(ValueError, match="network alone"):
         Enhancer(whole, exposure="off", device="cpu", backend="onnxruntime")
     with pytest.raises(ValueError, match="float32"):

@@ -118,8 +118,8 @@ def test_off_is_the_network_at_full_strength(brightening: DCENet) -> None:
 
 def test_exposure_does_not_depend_on_tiling(brightening: DCENet) -> None:
     images = _dark_scene(7, (150, 170), 0.08)
-    whole = Enhancer(brightening, device="cpu", tile_size=None, exposure=0.4)(images)
-    tiled = Enhancer(brightening, device="cpu", tile_size=64, exposure=0.4)(images)
+    whole = Enhancer(brightening, device="cpu", tile=None, exposure=0.4)(images)
+    tiled = Enhancer(brightening, device="cpu", tile=64, exposure=0.4)(images)
     torch.testing.assert_close(whole, tiled, atol=1e-5, rtol=0)
 
 

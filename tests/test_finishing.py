@@ -130,10 +130,10 @@ def test_finished_enhancer_tiles_exactly_and_a_reached_exposure_is_identity() ->
     torch.manual_seed(5)
     image = torch.rand(1, 3, 70, 45) * 0.3
     model = _model()
-    whole = Enhancer(model, device="cpu", tile_size=None)(image)
-    tiled = Enhancer(model, device="cpu", tile_size=32)(image)
+    whole = Enhancer(model, device="cpu", tile=None)(image)
+    tiled = Enhancer(model, device="cpu", tile=32)(image)
     assert torch.allclose(whole, tiled, atol=1e-5)
     assert torch.allclose(Enhancer(model, device="cpu")(image, exposure=float(image.mean())), image, atol=1e-6)
-    enhancer = Enhancer(model, device="cpu", tile_size=None)
+    enhancer = Enhancer(model, device="cpu", tile=None)
     maps = enhancer.curve_maps(image)
     assert torch.allclose(enhancer.apply_curve_maps(image, maps), whole, atol=1e-5)

@@ -24,8 +24,8 @@ def enhancer(weights_file: Path) -> Enhancer:
 def test_tiled_equals_untiled(weights_file: Path, scale: int, backend: str):
     torch.manual_seed(1)
     x = torch.rand(2, 3, 101, 87) * 0.4
-    whole = Enhancer(weights_file, exposure="off", device="cpu", scale=scale, tile_size=None, backend=backend)(x)
-    tiled = Enhancer(weights_file, exposure="off", device="cpu", scale=scale, tile_size=32, backend=backend)(x)
+    whole = Enhancer(weights_file, exposure="off", device="cpu", scale=scale, tile=None, backend=backend)(x)
+    tiled = Enhancer(weights_file, exposure="off", device="cpu", scale=scale, tile=32, backend=backend)(x)
     assert (whole - tiled).abs().max().item() < 1e-5
     assert not torch.equal(whole, x)
 
@@ -33,8 +33,8 @@ def test_tiled_equals_untiled(weights_file: Path, scale: int, backend: str):
 def test_tiled_equals_untiled_on_a_real_photo(official_weights: Path, shared: Path):
     image = Image.open(shared / "data" / "eval_noref_DICM" / "images" / "05.jpg").convert("RGB")
     x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)[None]
-    whole = Enhancer(official_weights, exposure="off", device="cpu", tile_size=None)(x)
-    tiled = Enhancer(official_weights, exposure="off", device="cpu", tile_size=200)(x)
+    whole = Enhancer(official_weights, exposure="off", device="cpu", tile=None)(x)
+    tiled = Enhancer(official_weights, exposure="off", device="cpu", tile=200)(x)
     assert (whole - tiled).abs().max().item() < 1e-5
 
 
@@ -123,23 +123,21 @@ def test_bad_settings_are_refused(weights_file: Path):
     with pytest.raises(ValueError):
         Enhancer(weights_file, exposure="off", scale=0)
     with pytest.raises(ValueError):
-        Enhancer(weights_file, exposure="off", tile_size=0)
+        Enhancer(weights_file, exposure="off", tile=0)
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_channels_last_and_threads_change_nothing(weights_file: Path, channels_last: bool):
     torch.manual_seed(4)
     x = torch.rand(1, 3, 45, 38) * 0.3
-    reference = Enhancer(
-        weights_file, exposure="off", device="cpu", tile_size=None, channels_last=False, backend="torch"
-    )(x)
+    reference = Enhancer(weights_file, exposure="off", device="cpu", tile=None, channels_last=False, backend="torch")(x)
     threads = torch.get_num_threads()
     try:
         enhancer = Enhancer(
             weights_file,
             exposure="off",
             device="cpu",
-            tile_size=16,
+            tile=16,
             channels_last=channels_last,
             threads=1,
             backend="torch",
@@ -165,7 +163,7 @@ def test_scale_path_never_builds_full_resolution_maps(weights_file: Path, monkey
 
     monkeypatch.setattr(torch.Tensor, "index_select", spy)
     x = torch.rand(1, 3, 96, 80) * 0.3
-    out = Enhancer(weights_file, exposure="off", device="cpu", scale=4, tile_size=None)(x)
+    out = Enhancer(weights_file, exposure="off", device="cpu", scale=4, tile=None)(x)
     monkeypatch.undo()
     assert out.shape == x.shape
     full_res_maps = [s for s in sizes if s[-2:] == (96, 80) or (s[1] > 3 and s[-1] == 80)]
@@ -217,9 +215,9 @@ def test_auto_backend_is_onnxruntime_on_the_cpu_and_agrees_with_torch(weights_fi
     pytest.importorskip("onnx", reason="auto resolves to torch without onnx")
     torch.manual_seed(5)
     x = torch.rand(2, 3, 40, 52) * 0.3
-    auto = Enhancer(weights_file, exposure="off", device="cpu", scale=2, tile_size=24)
+    auto = Enhancer(weights_file, exposure="off", device="cpu", scale=2, tile=24)
     assert auto.backend == "onnxruntime" and "backend=onnxruntime" in repr(auto)
-    expected = Enhancer(weights_file, exposure="off", device="cpu", scale=2, tile_size=24, backend="torch")(x)
+    expected = Enhancer(weights_file, exposure="off", device="cpu", scale=2, tile=24, backend="torch")(x)
     assert (auto(x) - expected).abs().max().item() < 1e-4
     assert Enhancer(weights_file, exposure="off", device="cpu", dtype=torch.bfloat16).backend == "torch"
 
@@ -273,7 +271,7 @@ def test_memory_grows_with_the_tile_not_with_the_picture() -> None:
     # A 12 MP uint8 photo is 34 MiB; as float32 it would be 137 MiB, and the engine used to hold several such
     # copies (input, output, conversions). Read and written a tile at a time, the growth beyond the
     # result (34 MiB) stays near the tile's working set, the same for a picture 4x as large.
-    enhancer = Enhancer(DCENet().eval(), device="cpu", scale=8, finish=False, backend="torch", tile_size=256)
+    enhancer = Enhancer(DCENet().eval(), device="cpu", scale=8, finish=False, backend="torch", tile=256)
     enhancer.enhance_array(np.full((64, 64, 3), 20, dtype=np.uint8))  # warm-up: first-call allocations
     growth = {}
     for height, width in ((1500, 2000), (3000, 4000)):

@@ -115,7 +115,7 @@ def test_released_checkpoints_match_the_reference_forward(shared: Path, checkpoi
     path = shared / "weights" / "upstream" / checkpoint
     state = torch.load(path, map_location="cpu", weights_only=True)
     enhancer = Enhancer(
-        path, exposure="off", device="cpu", tile_size=None, finish=False, backend=backend
+        path, exposure="off", device="cpu", tile=None, finish=False, backend=backend
     )  # curves alone, as released
     for image_path in _real_images(shared):
         rgb = np.asarray(Image.open(image_path).convert("RGB"), dtype=np.float32) / 255.0

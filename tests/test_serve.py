@@ -36,7 +36,7 @@ def server(weights_file: Path) -> Iterator[EnhanceServer]:
         0,
         weights=weights_file,
         device="cpu",
-        limits=ServeLimits(max_upload_bytes=200_000, max_pixels=100_000, max_video_seconds=2.0),
+        limits=ServeLimits(max_upload_mb=200_000 / 2**20, max_pixels=100_000, max_video_seconds=2.0),
     )
     with serving(app):
         yield app
@@ -273,7 +273,7 @@ def test_page_in_headless_chromium(tmp_path: Path, shared: Path, page_server: En
     if not photo.is_file():
         pytest.skip(f"{photo} is absent")
     app, driver, downloads = page_server, chrome, tmp_path / "downloads"
-    app.engine.enhancer("full").tile_size = 256  # the 600 x 396 photo in 3 x 2 tiles (the same pixels)
+    app.engine.enhancer("full").tile = 256  # the 600 x 396 photo in 3 x 2 tiles (the same pixels)
     write = os.environ.get("SCL_LLE_WRITE_SCREENSHOT") == "1"
     driver.get(app.url)
     driver.execute_script(_RECORD_STATUS)

@@ -27,7 +27,7 @@ from scl_lle.apps.serve import EnhanceServer, ServeLimits, make_server
 from scl_lle.apps.serve import work as work_module
 from scl_lle.engine.enhancer import Enhancer
 
-SMALL_LIMITS = {"max_upload_bytes": 200_000, "max_pixels": 100_000, "max_video_seconds": 2.0}
+SMALL_LIMITS = {"max_upload_mb": 200_000 / 2**20, "max_pixels": 100_000, "max_video_seconds": 2.0}
 UNKNOWN = "A" * 22  # an upload or job id that does not exist
 
 
@@ -359,3 +359,18 @@ def test_max_queue_flag_reaches_the_server_limits(monkeypatch) -> None:
     assert seen["limits"].max_queue == 2
     with pytest.raises(SystemExit):
         main(["serve", "--max-queue", "0"])
+
+
+def test_limit_flags_have_the_names_of_the_limits(monkeypatch) -> None:
+    """--max-upload-mb sets ServeLimits.max_upload_mb; --max-pixels 0 means no limit, as for enhance."""
+    import scl_lle.apps.serve.server
+    from scl_lle.cli import main
+
+    seen = {}
+    monkeypatch.setattr(
+        scl_lle.apps.serve.server, "serve", lambda *args, limits, **kwargs: seen.setdefault("limits", limits)
+    )
+    assert main(["serve", "--max-upload-mb", "3", "--max-pixels", "0", "--port", "0"]) == 0
+    assert seen["limits"].max_upload_mb == 3
+    assert seen["limits"].max_upload_bytes == 3 * 2**20
+    assert seen["limits"].max_pixels is None

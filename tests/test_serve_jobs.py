@@ -26,7 +26,7 @@ from scl_lle.apps.serve.work import Engine
 from scl_lle.engine.enhancer import Enhancer
 from scl_lle.io.picture import Picture
 
-SMALL_LIMITS = {"max_upload_bytes": 400_000, "max_pixels": 200_000, "max_video_seconds": 3.0}
+SMALL_LIMITS = {"max_upload_mb": 400_000 / 2**20, "max_pixels": 200_000, "max_video_seconds": 3.0}
 
 
 @pytest.fixture()
@@ -108,7 +108,7 @@ def slow_progress(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
 
 # --------------------------------------------------------------------------------------- engine progress
 def test_enhancer_reports_tiles_and_a_raising_callback_stops_it(weights_file: Path) -> None:
-    enhancer = Enhancer(weights_file, device="cpu", tile_size=32)
+    enhancer = Enhancer(weights_file, device="cpu", tile=32)
     pixels = np.random.default_rng(0).integers(0, 80, (48, 70, 3), dtype=np.uint8)
     calls: list[tuple[int, int]] = []
     result = enhancer.enhance_array(pixels, "off", progress=lambda done, total: calls.append((done, total)))
@@ -125,7 +125,7 @@ def test_enhancer_reports_tiles_and_a_raising_callback_stops_it(weights_file: Pa
     with pytest.raises(Stop):
         enhancer.enhance_array(pixels, "off", progress=stop)
     strips: list[tuple[int, int]] = []
-    fast = Enhancer(weights_file, device="cpu", tile_size=32, scale=2)
+    fast = Enhancer(weights_file, device="cpu", tile=32, scale=2)
     fast.enhance_picture(Picture(pixels=pixels), "off", progress=lambda *a: strips.append(a))
     assert strips[-1][0] == strips[-1][1] > 1  # strips with scale > 1, counted the same way
 
@@ -207,7 +207,7 @@ def test_full_size_render_is_the_engines_result_with_tile_progress(
     status, _, body = _request(app, "GET", preview_job["result"])
     assert status == 200 and _pixels(body).shape == (24, 40, 3)  # the preview's long side is preview_side
     enhancer = app.engine.enhancer("full")
-    enhancer.tile_size = 32  # 2 x 4 tiles
+    enhancer.tile = 32  # 2 x 4 tiles
     answer = _json(app, "POST", f"/api/uploads/{upload}/render?size=full&exposure=0.35", expected=202)
     seen: list[dict[str, Any]] = []
     job = _wait(app, answer["job"], seen)
@@ -233,7 +233,7 @@ def test_a_new_render_cancels_the_one_it_replaces(
 ) -> None:
     app = start(max_queue=2)
     upload, _ = _upload(app, _png(96, 64))
-    app.engine.enhancer("full").tile_size = 16  # 24 tiles of at least 0.2 s each
+    app.engine.enhancer("full").tile = 16  # 24 tiles of at least 0.2 s each
     slow_progress.clear()
     first = _json(app, "POST", f"/api/uploads/{upload}/render?size=full&exposure=0.3", expected=202)["job"]
     assert slow_progress.wait(30)
@@ -241,7 +241,7 @@ def test_a_new_render_cancels_the_one_it_replaces(
     assert first["state"] == "running"
     second = _json(app, "POST", f"/api/uploads/{upload}/render?size=full&exposure=0.4", expected=202)["job"]
     assert _request(app, "GET", f"/api/jobs/{first['id']}")[0] == 404  # replaced: forgotten at once
-    app.engine.enhancer("full").tile_size = 512
+    app.engine.enhancer("full").tile = 512
     assert _wait(app, second)["state"] == "done"
     assert _json(app, "GET", "/api/stats")["jobs_waiting"] == 0
     # both queue slots are free again: two uploads at once are taken
@@ -254,7 +254,7 @@ def test_a_full_queue_answers_503_for_uploads_and_renders(
 ) -> None:
     app = start(max_queue=1)
     upload, _ = _upload(app, _png())
-    app.engine.enhancer("full").tile_size = 16
+    app.engine.enhancer("full").tile = 16
     slow_progress.clear()
     job = _json(app, "POST", f"/api/uploads/{upload}/render?size=full&exposure=0.3", expected=202)["job"]
     assert slow_progress.wait(30)
@@ -262,7 +262,7 @@ def test_a_full_queue_answers_503_for_uploads_and_renders(
     assert status == 503 and headers["Retry-After"] == "5" and headers["Connection"] == "close"
     status, headers, _ = _request(app, "POST", f"/api/uploads/{upload}/render?size=full&exposure=0.6")
     assert status == 503 and headers["Retry-After"] == "5"
-    app.engine.enhancer("full").tile_size = 512
+    app.engine.enhancer("full").tile = 512
     assert _wait(app, job)["state"] == "done"
     assert _request(app, "POST", "/api/uploads?name=c.png", _png())[0] == 202  # the slot was given back
 

@@ -183,7 +183,7 @@ def enhance(
     skip_existing: bool = False,
     overwrite: bool = False,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    tile_size: int | None = DEFAULT_TILE,
+    tile: int | None = DEFAULT_TILE,
     enhancer: Enhancer | None = None,
     progress: bool = True,
     report: Callable[[str], None] | None = None,
@@ -208,7 +208,7 @@ def enhance(
         output: the output folder (created if needed); it mirrors the input tree. For a single input file, an
             ``output`` with an image ending (a video ending for a video) is that output file instead
             (:func:`is_file_output`); its type follows the ending.
-        weights, device, scale, tile_size: as for :class:`~scl_lle.engine.enhancer.Enhancer` (or pass ``enhancer``).
+        weights, device, scale, tile: as for :class:`~scl_lle.engine.enhancer.Enhancer` (or pass ``enhancer``).
         recursive: descend into sub-folders of folder inputs.
         format: ``same``, ``png``, ``jpg``, ``tiff``, ``webp``, (where Pillow has it) ``avif``, or ``heic``
             (the ``formats`` extra). ``same`` writes camera RAW inputs as 16-bit PNG.
@@ -259,7 +259,7 @@ def enhance(
                 weights,
                 device=device,
                 scale=scale,
-                tile_size=tile_size,
+                tile=tile,
                 backend=backend,
                 threads=threads,
                 compile=compile,
@@ -277,8 +277,8 @@ def enhance(
                     job.source,
                     job.destination,
                     enhancer=enhancer,
-                    smoothing=temporal_smoothing,
-                    batch_size=video_batch,
+                    temporal_smoothing=temporal_smoothing,
+                    video_batch=video_batch,
                     max_pixels=max_pixels,
                     overwrite=overwrite,
                     progress=progress,

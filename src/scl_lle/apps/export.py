@@ -1,7 +1,7 @@
 """``scl-lle export``: DCE-Net written as an ONNX file.
 
 The graph is built by :func:`scl_lle.models.onnx.build_onnx` (its module docstring describes the two variants:
-the network alone, which ``Enhancer(backend="onnxruntime")`` runs, and ``include_curves=True``, the network and
+the network alone, which ``Enhancer(backend="onnxruntime")`` runs, and ``with_curves=True``, the network and
 its curves for use outside scl-lle). ONNX Runtime sessions are made by
 :func:`scl_lle.engine.backends.onnxruntime_session`.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .._renamed import UNSET, renamed
 from ..defaults import DEFAULT_OPSET
 from ..io.files import atomic_write
 from ..models.dcenet import DCENet
@@ -24,7 +25,8 @@ def export_onnx(
     path: str | os.PathLike[str],
     *,
     opset: int = DEFAULT_OPSET,
-    include_curves: bool = False,
+    with_curves: bool = False,
+    include_curves: bool = UNSET,
 ) -> Path:
     """Write DCE-Net as ONNX to ``path`` (atomically) and return the path.
 
@@ -33,10 +35,12 @@ def export_onnx(
         path: the ``.onnx`` file to write (replaced if it exists).
         opset: ONNX opset, :data:`~scl_lle.defaults.MIN_OPSET` up to what the installed ``onnx`` knows
             (default :data:`~scl_lle.defaults.DEFAULT_OPSET`).
-        include_curves: export network + curves (output ``enhanced``) instead of the network alone (output
-            ``curve_maps``, which ``Enhancer(backend="onnxruntime")`` needs).
+        with_curves: export network + curves (output ``enhanced``) instead of the network alone (output
+            ``curve_maps``, which ``Enhancer(backend="onnxruntime")`` needs) (``--with-curves``).
+        include_curves: the old name of ``with_curves`` (deprecated).
     """
-    proto = build_onnx(weights, opset=opset, include_curves=include_curves)
+    with_curves = renamed("export_onnx", "include_curves", "with_curves", include_curves, with_curves)
+    proto = build_onnx(weights, opset=opset, with_curves=with_curves)
     final = Path(path)
     with atomic_write(final) as temporary:
         temporary.write_bytes(proto.SerializeToString())

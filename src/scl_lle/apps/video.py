@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from .._renamed import UNSET, renamed
 from ..defaults import DEFAULT_SMOOTHING, DEFAULT_VIDEO_BATCH
 from ..engine.enhancer import Enhancer
 from ..engine.exposure import Exposure, parse_exposure
@@ -131,15 +132,17 @@ def enhance_video(
     weights: str | os.PathLike[str] | None = None,
     device: str = "auto",
     scale: int = 1,
-    smoothing: float = DEFAULT_SMOOTHING,
+    temporal_smoothing: float = DEFAULT_SMOOTHING,
     exposure: Exposure | None = None,
-    batch_size: int = DEFAULT_VIDEO_BATCH,
+    video_batch: int = DEFAULT_VIDEO_BATCH,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     max_frames: int | None = None,
     max_seconds: float | None = None,
     overwrite: bool = False,
     progress: bool = True,
     on_frames: Callable[[int, int | None], None] | None = None,
+    smoothing: float = UNSET,
+    batch_size: int = UNSET,
 ) -> VideoResult:
     """Enhance the first video stream of ``source`` into ``destination`` (written atomically), copying audio.
 
@@ -149,17 +152,18 @@ def enhance_video(
         source, destination: video files; the destination's ending picks the container (``.mp4``, ``.mkv``...).
         enhancer: the :class:`~scl_lle.engine.enhancer.Enhancer` to use; else one is made from ``weights``
             (``None``: the default model), ``device`` and ``scale``.
-        smoothing: temporal smoothing of the curve maps (see :class:`~scl_lle.apps.smoothing.CurveSmoother`);
+        temporal_smoothing: temporal smoothing of the curve maps (see :class:`~scl_lle.apps.smoothing.CurveSmoother`);
             0 turns it off.
         exposure: ``"auto"``, ``"off"`` or a mean brightness in (0, 1) (:mod:`scl_lle.engine.exposure`), held per
             shot; ``None``: the enhancer's setting (``"auto"`` for one made here).
-        batch_size: frames decoded and enhanced together on the device; passes hold at most
-            :func:`~scl_lle.apps.video_encoding.frames_per_pass` of them (bounded by the enhancer's ``tile_size``).
+        video_batch: frames decoded and enhanced together on the device; passes hold at most
+            :func:`~scl_lle.apps.video_encoding.frames_per_pass` of them (bounded by the enhancer's ``tile``).
         max_pixels: refuse frames larger than this (``None`` or 0: no limit).
         max_frames, max_seconds: refuse videos with more frames or a longer duration (``None``: no limit).
         overwrite: replace an existing ``destination`` (else :class:`FileExistsError`).
         progress: show a progress bar with frames per second on stderr.
         on_frames: called with ``(frames done, total or None)`` after every batch.
+        smoothing, batch_size: the old names of ``temporal_smoothing`` and ``video_batch`` (deprecated).
 
     Returns:
         A :class:`VideoResult`.
@@ -171,10 +175,12 @@ def enhance_video(
     """
     av = _import_av()
     source, destination = Path(source), Path(destination)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if not 0.0 <= smoothing < 1.0:
-        raise ValueError(f"smoothing must be within [0, 1), got {smoothing}")
+    temporal_smoothing = renamed("enhance_video", "smoothing", "temporal_smoothing", smoothing, temporal_smoothing)
+    video_batch = renamed("enhance_video", "batch_size", "video_batch", batch_size, video_batch)
+    if video_batch < 1:
+        raise ValueError(f"video_batch must be >= 1, got {video_batch}")
+    if not 0.0 <= temporal_smoothing < 1.0:
+        raise ValueError(f"temporal_smoothing must be within [0, 1), got {temporal_smoothing}")
     if exposure is not None:
         exposure = parse_exposure(exposure)
     muxer = MUXERS.get(destination.suffix.lower())
@@ -184,8 +190,8 @@ def enhance_video(
         raise FileExistsError(f"{destination} exists")
     if enhancer is None:
         enhancer = Enhancer(weights, device=device, scale=scale)
-    smoother = CurveSmoother(smoothing) if smoothing > 0 else None
-    settings = FrameSettings(enhancer, smoother, exposure, batch_size, on_frames)
+    smoother = CurveSmoother(temporal_smoothing) if temporal_smoothing > 0 else None
+    settings = FrameSettings(enhancer, smoother, exposure, video_batch, on_frames)
     started = time.perf_counter()
     result = VideoResult(path=destination)
     with _open_input(av, source) as container:

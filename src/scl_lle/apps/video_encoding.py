@@ -162,13 +162,13 @@ def add_video_stream(av: Any, output: Any, stream: Any, muxer: str) -> Any:
     return out_stream
 
 
-def frames_per_pass(tile_size: int | None, frame_pixels: int, batch_size: int) -> int:
-    """How many of ``batch_size`` frames of ``frame_pixels`` pixels go through the enhancer together: at most
-    ``PASS_PIXELS_PER_TILE_PIXEL * tile_size**2`` pixels, at least one frame (``tile_size=None``: all)."""
-    if tile_size is None:
-        return batch_size
-    budget = PASS_PIXELS_PER_TILE_PIXEL * tile_size * tile_size
-    return max(1, min(batch_size, budget // max(frame_pixels, 1)))
+def frames_per_pass(tile: int | None, frame_pixels: int, video_batch: int) -> int:
+    """How many of ``video_batch`` frames of ``frame_pixels`` pixels go through the enhancer together: at most
+    ``PASS_PIXELS_PER_TILE_PIXEL * tile**2`` pixels, at least one frame (``tile=None``: all)."""
+    if tile is None:
+        return video_batch
+    budget = PASS_PIXELS_PER_TILE_PIXEL * tile * tile
+    return max(1, min(video_batch, budget // max(frame_pixels, 1)))
 
 
 def _to_tensor(batch: list[np.ndarray], device: torch.device) -> torch.Tensor:
@@ -195,7 +195,7 @@ class FrameSettings:
     enhancer: Enhancer
     smoother: CurveSmoother | None
     exposure: Exposure | None
-    batch_size: int
+    video_batch: int
     on_frames: Callable[[int, int | None], None] | None = None
 
 
@@ -238,7 +238,7 @@ class FrameWriter:
         size = {"width": self.encoder.width, "height": self.encoder.height}
         self._batch.append(frame.to_ndarray(format=self.rgb_format, **size))
         self._stamps.append((frame.pts, frame.time_base, frame.colorspace, frame.color_range))
-        if len(self._batch) >= self.settings.batch_size:
+        if len(self._batch) >= self.settings.video_batch:
             self.flush()
 
     def flush(self) -> None:
@@ -246,7 +246,7 @@ class FrameWriter:
         if not self._batch:
             return
         settings, encoder = self.settings, self.encoder
-        step = frames_per_pass(settings.enhancer.tile_size, encoder.width * encoder.height, len(self._batch))
+        step = frames_per_pass(settings.enhancer.tile, encoder.width * encoder.height, len(self._batch))
         for start in range(0, len(self._batch), step):  # each pass encoded before the next is enhanced
             frames = _to_tensor(self._batch[start : start + step], settings.enhancer.device)
             self.brightness += frames.flatten(1).mean(dim=1).tolist()

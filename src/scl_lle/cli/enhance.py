@@ -256,7 +256,7 @@ def _settings(args: argparse.Namespace) -> dict[str, object]:
         "skip_existing": args.skip_existing,
         "overwrite": args.overwrite,
         "max_pixels": args.max_pixels or None,
-        "tile_size": args.tile,
+        "tile": args.tile,
         "progress": verbosity(args) >= 0,
         "backend": args.backend,
         "threads": args.threads,

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from ..models.hub import WeightsError
 
     try:
-        path = export_onnx(args.weights, args.onnx, opset=args.opset, include_curves=args.with_curves)
+        path = export_onnx(args.weights, args.onnx, opset=args.opset, with_curves=args.with_curves)
     except (ImportError, WeightsError, ValueError, OSError) as error:
         print(f"scl-lle export: error: {error}", file=sys.stderr)
         return 2

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..apps.serve.limits import ServeLimits
-from .options import positive_int
+from .options import non_negative_int, positive_int
 
 __all__ = ["add_parser", "run"]
 
@@ -37,16 +37,16 @@ def _add_limits(parser: argparse.ArgumentParser, defaults: ServeLimits) -> None:
     parser.add_argument(
         "--max-upload-mb",
         type=positive_int,
-        default=defaults.max_upload_bytes // 2**20,
+        default=int(defaults.max_upload_mb),
         metavar="MB",
-        help=f"largest upload accepted (default: {defaults.max_upload_bytes // 2**20})",
+        help=f"largest upload accepted (default: {defaults.max_upload_mb:g})",
     )
     parser.add_argument(
         "--max-pixels",
-        type=positive_int,
+        type=non_negative_int,
         default=defaults.max_pixels,
         metavar="N",
-        help=f"largest image accepted, in pixels (default: {defaults.max_pixels:,})",
+        help=f"largest image accepted, in pixels; 0: no limit (default: {defaults.max_pixels:,})",
     )
     parser.add_argument(
         "--max-video-seconds",
@@ -71,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
     from ..models.hub import WeightsError
 
     limits = ServeLimits(
-        max_upload_bytes=args.max_upload_mb * 2**20,
-        max_pixels=args.max_pixels,
+        max_upload_mb=args.max_upload_mb,
+        max_pixels=args.max_pixels or None,
         max_video_seconds=args.max_video_seconds,
         max_queue=args.max_queue,
     )

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .._renamed import UNSET, renamed
 from ..core.curves import apply_curves_into, apply_upsampled_curves, downsample, upsampled_curves_band
 from ..defaults import DEFAULT_TILE
 from ..io.picture import Picture, picture_from_pil, picture_to_pil
@@ -72,8 +73,8 @@ class Enhancer:
             ``.onnx`` file written by :func:`scl_lle.apps.export.export_onnx` (the network alone).
         device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
         scale: estimate the curves on the image shrunk by this integer factor (faster, slightly smoother).
-        tile_size: process images larger than this many pixels per side in tiles (bounded memory, same result);
-            ``None`` processes every image in one piece.
+        tile: process images larger than this many pixels per side in tiles (bounded memory, same result);
+            ``None`` processes every image in one piece (``--tile``; ``tile_size`` is its old name).
         dtype: the compute dtype (``torch.float32``; ``float16`` / ``bfloat16`` on GPUs; torch backend only).
         backend: where the curve-estimation network runs: ``"torch"``, ``"onnxruntime"`` (needs the ``onnx``
             and ``onnxruntime`` packages; it runs a copy of the weights taken now) or ``"auto"``: ONNX Runtime
@@ -105,9 +106,10 @@ class Enhancer:
         weights: str | os.PathLike[str] | DCENet | None = None,
         device: str | torch.device = "auto",
         scale: int = 1,
-        tile_size: int | None = DEFAULT_TILE,
+        tile: int | None = DEFAULT_TILE,
         dtype: torch.dtype = torch.float32,
         *,
+        tile_size: int | None = UNSET,
         backend: str = "auto",
         threads: int | None = None,
         channels_last: bool | None = None,
@@ -118,8 +120,9 @@ class Enhancer:
         self.exposure = parse_exposure(exposure)
         if int(scale) != scale or scale < 1:
             raise ValueError(f"scale must be an integer >= 1, got {scale}")
-        if tile_size is not None and tile_size < 1:
-            raise ValueError(f"tile_size must be positive or None, got {tile_size}")
+        tile = renamed("Enhancer", "tile_size", "tile", tile_size, tile)
+        if tile is not None and tile < 1:
+            raise ValueError(f"tile must be positive or None, got {tile}")
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1 or None, got {threads}")
         if threads is not None:
@@ -132,7 +135,7 @@ class Enhancer:
             torch.set_flush_denormal(True)
         self.dtype = dtype
         self.scale = int(scale)
-        self.tile_size = tile_size
+        self.tile = tile
         self.threads = threads
         self.compile = bool(compile)
         # Tile-parallel on the CPU (compiled graphs keep PyTorch's own threading).
@@ -162,7 +165,7 @@ class Enhancer:
     def __repr__(self) -> str:
         return (
             f"Enhancer(backend={self.backend}, device={self.device}, dtype={self.dtype}, scale={self.scale}, "
-            f"tile_size={self.tile_size}, workers={self.workers}, channels_last={self.channels_last}, "
+            f"tile={self.tile}, workers={self.workers}, channels_last={self.channels_last}, "
             f"compile={self.compile}, finish={self.finish}, exposure={self.exposure!r})"
         )
 
@@ -218,7 +221,7 @@ class Enhancer:
 
         # Square tiles where the network runs at full resolution (least margin per pixel); elsewhere full-width
         # strips of the same area (long rows keep the per-operation overhead of the fused curves low).
-        self._pool.run(enhance_region, self._pool.split(height, width, self.tile_size, square=network), progress)
+        self._pool.run(enhance_region, self._pool.split(height, width, self.tile, square=network), progress)
 
     def _estimate_maps(self, image: torch.Tensor) -> torch.Tensor:
         """Curve maps ``(B, 3n, h, w)`` of the whole of ``image`` ``(B, 3, h, w)``, region by region with full
@@ -237,7 +240,7 @@ class Enhancer:
                     result.append(maps.new_empty((*maps.shape[:2], height, width)))
             result[0][..., top:bottom, left:right] = maps
 
-        self._pool.run(estimate_region, self._pool.split(height, width, self.tile_size, square=True))
+        self._pool.run(estimate_region, self._pool.split(height, width, self.tile, square=True))
         return result[0]
 
     def _gain(self, reader: TileReader, maps: torch.Tensor | None, exposure: Exposure) -> torch.Tensor | float:

@@ -26,7 +26,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..core.colour import luminance
+from ..core.colour import check_rgb, gamma_correction, luminance
 
 __all__ = [
     "BASELINES",
@@ -38,15 +38,6 @@ __all__ = [
 ]
 
 _BINS = 256
-
-
-def _check(x: torch.Tensor) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != 3:
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"expected an RGB tensor of shape (B, 3, H, W), got {shape}")
-    if not x.is_floating_point():
-        raise TypeError(f"expected a floating-point tensor in [0, 1], got {x.dtype}")
-    return x
 
 
 def _apply_by_ratio(x: torch.Tensor, y_old: torch.Tensor, y_new: torch.Tensor) -> torch.Tensor:
@@ -66,29 +57,7 @@ def _quantise(y: torch.Tensor) -> torch.Tensor:
 
 def identity(x: torch.Tensor) -> torch.Tensor:
     """The input unchanged (a copy): ``(B, 3, H, W)`` -> same."""
-    return _check(x).clone()
-
-
-def gamma_correction(
-    x: torch.Tensor,
-    gamma: float | None = None,
-    target: float = 0.45,
-    min_exponent: float = 0.1,
-) -> torch.Tensor:
-    """Gamma correction of ``x`` ``(B, 3, H, W)`` in [0, 1] -> same shape, in [0, 1].
-
-    With a fixed ``gamma`` (e.g. 2.2): ``x ** (1 / gamma)``. With ``gamma=None`` (adaptive, the default): per
-    image the exponent ``e = log(target) / log(mean luminance)`` maps the mean luminance to ``target`` (0.45),
-    clamped to ``[min_exponent, 1]`` so that a bright image is left unchanged rather than darkened.
-    """
-    x = _check(x)
-    if gamma is not None:
-        if gamma <= 0:
-            raise ValueError(f"gamma must be positive, got {gamma}")
-        return x.clamp(0.0, 1.0) ** (1.0 / gamma)
-    mean = luminance(x).flatten(1).mean(dim=1).clamp(1e-4, 1 - 1e-4)
-    exponent = (math.log(target) / torch.log(mean)).clamp(min_exponent, 1.0)
-    return x.clamp(0.0, 1.0) ** exponent.view(-1, 1, 1, 1)
+    return check_rgb(x).clone()
 
 
 # --------------------------------------------------------------------------------- histogram equalisation
@@ -101,7 +70,7 @@ def histeq(x: torch.Tensor) -> torch.Tensor:
     (the classic formula, ``N`` pixels, ``cdf_min`` the count of the darkest level present), so the output
     levels spread over [0, 1] with a roughly flat histogram. Colours are kept by ratio.
     """
-    x = _check(x)
+    x = check_rgb(x)
     y = luminance(x)
     b = x.shape[0]
     q = _quantise(y).flatten(1)  # (B, N)
@@ -171,7 +140,7 @@ def clahe(x: torch.Tensor, clip_limit: float = 2.0, tiles: tuple[int, int] = (8,
     by ratio. (OpenCV spreads the integer excess with a remainder step and rounds the mapping to 8 bits; this
     version keeps fractions, so values may differ by about one grey level.)
     """
-    x = _check(x)
+    x = check_rgb(x)
     if clip_limit <= 0:
         raise ValueError(f"clip_limit must be positive, got {clip_limit}")
     h, w = x.shape[-2:]
@@ -304,7 +273,7 @@ def lime(
     Where ``T0`` is near 1 (a bright image) ``T`` stays near 1 and the image is nearly unchanged. Computed
     in float32 (float64 input stays float64).
     """
-    x = _check(x)
+    x = check_rgb(x)
     work = x if x.dtype == torch.float64 else x.float()
     t0 = work.amax(dim=1, keepdim=True).clamp(0.0, 1.0)
     t = _refine_illumination(t0, alpha, sigma, eps, iterations, tol)

@@ -10,7 +10,7 @@ Two variants:
   width)`` in [-1, 1]. This is what the engine runs (:func:`scl_lle.engine.backends.onnxruntime_session`):
   tiling, ``scale`` (estimation on a shrunk image, bilinear upsampling) and the curves stay in the engine, so the
   ONNX backend gives the same results as PyTorch for every setting.
-- ``include_curves=True``: ``image`` → ``enhanced (batch, 3, height, width)``, the eight curves applied and
+- ``with_curves=True``: ``image`` → ``enhanced (batch, 3, height, width)``, the eight curves applied and
   the result clipped to [0, 1]: the network and its curves at full resolution for use outside scl-lle, without
   the engine's finishing (:mod:`scl_lle.engine.finishing`), i.e. what ``Enhancer(finish=False)`` gives.
 
@@ -129,7 +129,7 @@ def _curve_nodes(helper: Any, nodes: list[Any], initializers: list[Any], maps: s
 
 
 def build_onnx(
-    weights: str | os.PathLike[str] | DCENet | None, *, opset: int = DEFAULT_OPSET, include_curves: bool = False
+    weights: str | os.PathLike[str] | DCENet | None, *, opset: int = DEFAULT_OPSET, with_curves: bool = False
 ) -> Any:
     """Build the ONNX ``ModelProto`` of DCE-Net (see the module docstring for the two variants).
 
@@ -148,7 +148,7 @@ def build_onnx(
     maps = _network_nodes(helper, nodes)
     iterations = model.iterations
     dims = ["batch", 3, "height", "width"]
-    if include_curves:
+    if with_curves:
         output = _curve_nodes(helper, nodes, initializers, maps, iterations)
         outputs = [helper.make_tensor_value_info(output, TensorProto.FLOAT, dims)]
     else:
@@ -168,7 +168,7 @@ def build_onnx(
     helper.set_model_props(
         proto,
         {
-            "scl_lle.outputs": "enhanced" if include_curves else "curve_maps",
+            "scl_lle.outputs": "enhanced" if with_curves else "curve_maps",
             "scl_lle.iterations": str(iterations),
             "scl_lle.channels": str(model.channels),
             "scl_lle.version": __version__,

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..evaluation.baselines import gamma_correction
+from ..core.colour import gamma_correction
 from ..models.segmenter import Segmenter
 from ..models.vgg import gram_matrix
 
@@ -379,7 +379,7 @@ def tone_prior_loss(low: Tensor, enhanced: Tensor, target: float = 0.45) -> Tens
     """Stay near an exposure-adaptive gamma curve: ``mean |enhanced - low ** e_b|``.
 
     ``e_b = log(target) / log(m_b)``, clamped to [0.1, 1], maps the mean luminance ``m_b`` of input ``b`` to
-    ``target`` (:func:`scl_lle.evaluation.baselines.gamma_correction`); inputs brighter than ``target`` get
+    ``target`` (:func:`scl_lle.core.colour.gamma_correction`); inputs brighter than ``target`` get
     ``e_b = 1`` (left alone). DCE-Net's quadratic curves are near-linear at black, so without this prior they lift a
     dark photo's noise as much as its mean; ``x ** e`` lifts a pixel by ``y / x`` with a slope (noise gain) of only
     ``e * y / x``. In 600-step runs the network matched the curve's brightness but not its shape, and NIQE did

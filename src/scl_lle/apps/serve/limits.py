@@ -9,10 +9,12 @@ __all__ = ["ServeLimits"]
 
 @dataclass(frozen=True)
 class ServeLimits:
-    """What one upload may be, and what the server keeps."""
+    """What one upload may be, and what the server keeps (the fields are ``scl-lle serve``'s flags)."""
 
-    max_upload_bytes: int = 50 * 1024 * 1024
-    max_pixels: int = 40_000_000
+    #: Largest upload accepted, in MB (``--max-upload-mb``).
+    max_upload_mb: float = 50.0
+    #: Largest image accepted, in pixels (``--max-pixels``); ``None`` or 0: no limit.
+    max_pixels: int | None = 40_000_000
     max_video_pixels: int = 3840 * 2160
     max_video_seconds: float = 20.0
     #: Uploads and jobs in the works at once (received, waiting for the engine, enhanced); more get 503.
@@ -27,3 +29,8 @@ class ServeLimits:
     preview_side: int = 1280
     #: Photos whose prepared preview (pixels and curve maps) is held in memory.
     max_previews: int = 2
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """:attr:`max_upload_mb` in bytes."""
+        return int(self.max_upload_mb * 2**20)
