@@ -48,14 +48,34 @@ def apply_curves(image: torch.Tensor, curve_maps: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def apply_curves_into(out: torch.Tensor, image: torch.Tensor, curve_maps: torch.Tensor) -> None:
-    """``out[:] = apply_curves(image, curve_maps)``, updated in place (one 3-channel temporary): the engine's form.
+def apply_curves_into(
+    out: torch.Tensor,
+    image: torch.Tensor,
+    curve_maps: torch.Tensor,
+    gain: float | None = None,
+    band_rows: int | None = None,
+) -> None:
+    """``out[:] = apply_curves(image, clip(gain * curve_maps, -1, 1))``, in place: the engine's and the web
+    preview's form (one 3-channel temporary per curve, no scaled copy of the maps).
 
-    ``out`` and ``image``: ``(B, 3, H, W)`` in [0, 1]; ``curve_maps``: ``(B, 3 * n, H, W)`` in [-1, 1].
+    Args:
+        out, image: ``(B, 3, H, W)`` in [0, 1] (``out`` may be ``image``).
+        curve_maps: ``(B, 3 * n, H, W)`` in [-1, 1].
+        gain: the exposure gain on every map, each product clipped to [-1, 1]
+            (:func:`scl_lle.engine.exposure.scale_maps`); ``None``: the maps as they are.
+        band_rows: rows done through all curves at a time (on the CPU a band of about 64k pixels stays in the
+            cache); ``None``: the whole height at once.
     """
     out.copy_(image)
-    for i in range(curve_maps.shape[1] // 3):
-        out.add_(torch.mul(out, out).sub_(out).mul_(curve_maps[:, 3 * i : 3 * i + 3]))
+    height = out.shape[-2]
+    rows = band_rows or height
+    for top in range(0, height, rows):
+        band = out[..., top : top + rows, :]
+        for i in range(curve_maps.shape[1] // 3):
+            r = curve_maps[:, 3 * i : 3 * i + 3, top : top + rows]
+            if gain is not None:
+                r = torch.mul(r, gain).clamp_(-1.0, 1.0)
+            band.add_(torch.mul(band, band).sub_(band).mul_(r))
 
 
 def _bilinear_taps(
