@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
 from ..apps.serve.limits import ServeLimits
 from .options import non_negative_int, positive_int
@@ -32,37 +33,33 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
+# The limit flags: each is a ServeLimits field (the flag is the field's name with dashes), its type, metavar, help
+# and how its default is printed.
+_LIMIT_FLAGS = (
+    ("max_upload_mb", positive_int, "MB", "largest upload accepted", "g"),
+    ("max_pixels", non_negative_int, "N", "largest image accepted, in pixels; 0: no limit", ","),
+    ("max_video_seconds", float, "S", "longest video accepted", "g"),
+    (
+        "max_queue",
+        positive_int,
+        "N",
+        "uploads in the works at once (one is enhanced at a time); more get 503 with Retry-After",
+        "g",
+    ),
+)
+
+
 def _add_limits(parser: argparse.ArgumentParser, defaults: ServeLimits) -> None:
     """``--max-upload-mb``, ``--max-pixels``, ``--max-video-seconds`` and ``--max-queue`` (:class:`ServeLimits`)."""
-    parser.add_argument(
-        "--max-upload-mb",
-        type=positive_int,
-        default=int(defaults.max_upload_mb),
-        metavar="MB",
-        help=f"largest upload accepted (default: {defaults.max_upload_mb:g})",
-    )
-    parser.add_argument(
-        "--max-pixels",
-        type=non_negative_int,
-        default=defaults.max_pixels,
-        metavar="N",
-        help=f"largest image accepted, in pixels; 0: no limit (default: {defaults.max_pixels:,})",
-    )
-    parser.add_argument(
-        "--max-video-seconds",
-        type=float,
-        default=defaults.max_video_seconds,
-        metavar="S",
-        help=f"longest video accepted (default: {defaults.max_video_seconds:g})",
-    )
-    parser.add_argument(
-        "--max-queue",
-        type=positive_int,
-        default=defaults.max_queue,
-        metavar="N",
-        help=f"uploads in the works at once (one is enhanced at a time); more get 503 with Retry-After "
-        f"(default: {defaults.max_queue})",
-    )
+    for field, kind, metavar, text, shown in _LIMIT_FLAGS:
+        default = getattr(defaults, field)
+        parser.add_argument(
+            "--" + field.replace("_", "-"),
+            type=kind,
+            default=default,
+            metavar=metavar,
+            help=f"{text} (default: {default:{shown}})",
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,12 +67,8 @@ def run(args: argparse.Namespace) -> int:
     from ..apps.serve.server import serve
     from ..models.hub import WeightsError
 
-    limits = ServeLimits(
-        max_upload_mb=args.max_upload_mb,
-        max_pixels=args.max_pixels or None,
-        max_video_seconds=args.max_video_seconds,
-        max_queue=args.max_queue,
-    )
+    limits = ServeLimits(**{field: getattr(args, field) for field, *_ in _LIMIT_FLAGS})
+    limits = replace(limits, max_pixels=limits.max_pixels or None)  # 0: no limit, as for enhance
     try:
         serve(args.host, args.port, weights=args.weights, device=args.device, limits=limits)
     except KeyboardInterrupt:

@@ -10,19 +10,8 @@ from collections.abc import Mapping, Sequence
 from torch import Tensor, nn
 
 from ..models.segmenter import Segmenter
-from .terms import (
-    TEXTURE_LAYERS,
-    GreyDistance,
-    SemanticVariant,
-    colour_constancy_loss,
-    contrastive_grey_loss,
-    contrastive_texture_loss,
-    curve_smoothness_loss,
-    exposure_control_loss,
-    feature_preservation_loss,
-    segmentation_loss,
-    semantic_brightness_loss,
-)
+from . import terms
+from .terms import TEXTURE_LAYERS, GreyDistance, SemanticVariant
 
 __all__ = [
     "ColourConstancyLoss",
@@ -45,7 +34,7 @@ class ContrastiveGreyLoss(nn.Module):
         self.mode: GreyDistance = mode
 
     def forward(self, output: Tensor, positives: Tensor, negatives: Tensor) -> Tensor:
-        return contrastive_grey_loss(output, positives, negatives, self.margin, self.mode)
+        return terms.contrastive_grey_loss(output, positives, negatives, self.margin, self.mode)
 
     def extra_repr(self) -> str:
         return f"margin={self.margin}, mode={self.mode!r}"
@@ -65,7 +54,7 @@ class ContrastiveTextureLoss(nn.Module):
         positive_feats: Mapping[str, Tensor],
         negative_feats: Mapping[str, Tensor],
     ) -> Tensor:
-        return contrastive_texture_loss(output_feats, positive_feats, negative_feats, self.margin, self.layers)
+        return terms.contrastive_texture_loss(output_feats, positive_feats, negative_feats, self.margin, self.layers)
 
     def extra_repr(self) -> str:
         return f"margin={self.margin}, layers={self.layers}"
@@ -83,7 +72,7 @@ class SemanticBrightnessLoss(nn.Module):
         self.variant: SemanticVariant = variant
 
     def forward(self, output: Tensor, labels: Tensor, labelled: Tensor | None = None) -> Tensor:
-        return semantic_brightness_loss(
+        return terms.semantic_brightness_loss(
             output, labels, self.num_classes, self.void_index, self.variant, labelled=labelled
         )
 
@@ -100,7 +89,7 @@ class SegmentationLoss(nn.Module):
         self.detach = detach
 
     def forward(self, output: Tensor, labels: Tensor, labelled: Tensor | None = None) -> Tensor:
-        return segmentation_loss(self.segmenter, output, labels, self.detach, labelled=labelled)
+        return terms.segmentation_loss(self.segmenter, output, labels, self.detach, labelled=labelled)
 
     def extra_repr(self) -> str:
         return f"detach={self.detach}"
@@ -114,7 +103,7 @@ class FeaturePreservationLoss(nn.Module):
         self.layer = layer
 
     def forward(self, input_feats: Mapping[str, Tensor], output_feats: Mapping[str, Tensor]) -> Tensor:
-        return feature_preservation_loss(input_feats, output_feats, self.layer)
+        return terms.feature_preservation_loss(input_feats, output_feats, self.layer)
 
     def extra_repr(self) -> str:
         return f"layer={self.layer!r}"
@@ -124,14 +113,14 @@ class ColourConstancyLoss(nn.Module):
     """Module form of :func:`colour_constancy_loss`: ``forward(output)``."""
 
     def forward(self, output: Tensor) -> Tensor:
-        return colour_constancy_loss(output)
+        return terms.colour_constancy_loss(output)
 
 
 class CurveSmoothnessLoss(nn.Module):
     """Module form of :func:`curve_smoothness_loss`: ``forward(curve_maps)``."""
 
     def forward(self, curve_maps: Tensor) -> Tensor:
-        return curve_smoothness_loss(curve_maps)
+        return terms.curve_smoothness_loss(curve_maps)
 
 
 class ExposureControlLoss(nn.Module):
@@ -143,7 +132,7 @@ class ExposureControlLoss(nn.Module):
         self.target = target
 
     def forward(self, output: Tensor) -> Tensor:
-        return exposure_control_loss(output, self.patch_size, self.target)
+        return terms.exposure_control_loss(output, self.patch_size, self.target)
 
     def extra_repr(self) -> str:
         return f"patch_size={self.patch_size}, target={self.target}"
