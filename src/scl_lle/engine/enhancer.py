@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from .._renamed import UNSET, renamed
+from ..core.colour import mean_brightness
 from ..core.curves import apply_curves_into, apply_upsampled_curves, downsample, upsampled_curves_band
 from ..defaults import DEFAULT_TILE
 from ..io.picture import Picture, picture_from_pil, picture_to_pil
@@ -54,6 +55,16 @@ def _finite(maps: torch.Tensor) -> torch.Tensor:
     if not bool(torch.isfinite(maps.sum(dtype=torch.float32))):  # a NaN or inf anywhere; no full-size temporaries
         raise EnhanceError("the network gave non-finite curve maps for this picture (broken or overflowing weights?)")
     return maps
+
+
+def _sampled_base(reader: TileReader, step: int, eps: torch.Tensor) -> torch.Tensor:
+    """The finishing's base layer (:func:`~scl_lle.engine.finishing.split_detail` with ``eps``) at the pixels
+    ``reader.strided(step)`` samples: ``(B, 3, h, w)`` float32, from each sample's neighbourhood at full
+    resolution (the two box filters of the guided filter reach ``2 DETAIL_RADIUS`` pixels)."""
+    reach = 2 * DETAIL_RADIUS
+    side = 2 * reach + 1
+    base = split_detail(reader.neighbourhoods(step, reach).float(), eps=eps.float())[0]
+    return base[..., reach::side, reach::side]
 
 
 def _keep_unchanged(out: torch.Tensor, image: torch.Tensor, gain: torch.Tensor | float) -> torch.Tensor:
@@ -189,11 +200,12 @@ class Enhancer:
         height, width = reader.height, reader.width
         if maps is None and self.scale > 1:
             maps = self._estimate_maps(reader.downsample(self.scale))
-        gain = self._gain(reader, maps, exposure)
+        eps = read_detail_eps(reader.read, height, width) if self.finish else None
+        gain = self._gain(reader, maps, exposure, eps)
         identity = isinstance(gain, torch.Tensor) and bool((gain == 0).all())
         network = maps is None and not identity
         scaled = None if maps is None or identity else _finite(scale_maps(maps, gain))
-        eps = read_detail_eps(reader.read, height, width) if self.finish and not identity else None
+        eps = None if identity else eps
         margin = max(RECEPTIVE_RADIUS if network else 0, 2 * DETAIL_RADIUS if eps is not None else 0)
 
         def enhance_region(region: Region) -> None:
@@ -243,12 +255,16 @@ class Enhancer:
         self._pool.run(estimate_region, self._pool.split(height, width, self.tile, square=True))
         return result[0]
 
-    def _gain(self, reader: TileReader, maps: torch.Tensor | None, exposure: Exposure) -> torch.Tensor | float:
+    def _gain(
+        self, reader: TileReader, maps: torch.Tensor | None, exposure: Exposure, eps: torch.Tensor | None = None
+    ) -> torch.Tensor | float:
         """The gain on the curve maps that realises ``exposure`` for the picture ``reader`` holds: ``(B,)``, or
         1.0 for ``"off"``. Solved on a thumbnail: every ``f``-th pixel (sampled, not averaged, so the brightness
         histogram and with it the mean after the curves are kept) with the curve maps at that grid: ``maps``
         (already estimated) shrunk to it, or, without them, maps the network estimates on the picture shrunk
-        ``f`` times (one small extra forward)."""
+        ``f`` times (one small extra forward). ``eps``: the finishing's filter setting (``None``: no finishing);
+        with it the solve sees what the finishing does, the curves on each sample's base layer plus its detail
+        (on a noisy photo the base is brighter after the curves than the noisy pixels would be)."""
         if exposure == OFF:
             return 1.0
         if maps is None:
@@ -260,7 +276,11 @@ class Enhancer:
             thumb_maps = downsample(maps, shrink)
         thumb = reader.strided(factor)
         target = auto_target(thumb) if isinstance(exposure, str) else exposure
-        return solve_gain(thumb, _finite(thumb_maps), target)
+        if eps is None:
+            return solve_gain(thumb, _finite(thumb_maps), target)
+        base = _sampled_base(reader, factor, eps).to(thumb.dtype)
+        detail = mean_brightness((thumb - base).float())  # (B,): what the detail adds back at unit gain
+        return solve_gain(base, _finite(thumb_maps), torch.as_tensor(target, dtype=torch.float32) - detail)
 
     def _exposure(self, exposure: Exposure | None) -> Exposure:
         return self.exposure if exposure is None else parse_exposure(exposure)
@@ -313,7 +333,13 @@ class Enhancer:
         ``(B,)`` float32, or 1.0 for ``"off"``. Scale the maps with :func:`~scl_lle.engine.exposure.scale_maps`."""
         setting = self._exposure(exposure)
         reader = TileReader(images, self.device, self.dtype)
-        return self._guarded(lambda m: self._gain(reader, m, setting), maps.to(device=self.device, dtype=self.dtype))
+        finish = self.finish and setting != OFF
+
+        def gain(m: torch.Tensor) -> torch.Tensor | float:
+            eps = read_detail_eps(reader.read, reader.height, reader.width) if finish else None
+            return self._gain(reader, m, setting, eps)
+
+        return self._guarded(gain, maps.to(device=self.device, dtype=self.dtype))
 
     def apply_curve_maps(
         self, images: torch.Tensor, maps: torch.Tensor, exposure: Exposure | None = None

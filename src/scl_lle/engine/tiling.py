@@ -196,6 +196,19 @@ class TileReader:
         """Every ``step``-th pixel in each direction (sampled, not averaged): ``(B, 3, ceil(H/step), ceil(W/step))``."""
         return self._unit(self.source[..., ::step, ::step])
 
+    def neighbourhoods(self, step: int, radius: int) -> torch.Tensor:
+        """The ``(2 radius + 1)``-pixel square around every pixel :meth:`strided` samples, edges replicated, as a
+        mosaic ``(B, 3, h * k, w * k)`` with ``k = 2 radius + 1``: the square of sample ``(i, j)`` fills rows
+        ``i k : (i + 1) k`` and columns ``j k : (j + 1) k``, the sample itself at its centre."""
+        offsets = torch.arange(-radius, radius + 1)
+
+        def index(size: int) -> torch.Tensor:
+            centres = torch.arange(0, size, step)
+            return (centres[:, None] + offsets).clamp_(0, size - 1).flatten().to(self.source.device)
+
+        rows = self.source.index_select(2, index(self.height))
+        return self._unit(rows.index_select(3, index(self.width)))
+
     def downsample(self, scale: int, rows: int | None = None) -> torch.Tensor:
         """Area average over ``scale`` x ``scale`` cells (as :func:`~scl_lle.core.curves.downsample` gives for
         the whole image) -> ``(B, 3, ceil(H/scale), ceil(W/scale))``, computed ``rows`` input rows at a time (``None``:
