@@ -110,7 +110,8 @@ def test_enhancer_reaches_the_exposure_and_never_darkens(brightening: DCENet, sc
 
 def test_exposure_is_reached_with_the_finishing_on_a_noisy_photo(brightening: DCENet) -> None:
     # The finishing applies the curves to a denoised base layer, which the (concave) curves lift more than the
-    # noisy pixels: a solve that ignored it overshot by about 0.01 on this photo (0.005 on average on LOL).
+    # noisy pixels: a solve that ignored it overshot by 0.01-0.03 on this photo (LOL eval15 low at auto: 0.506 for
+    # a target of 0.500).
     generator = torch.Generator().manual_seed(8)
     noisy = (_dark_scene(8, (160, 200), 0.08) + 0.04 * torch.randn(1, 3, 160, 200, generator=generator)).clamp(0, 1)
     for scale in (1, 4):

@@ -1,0 +1,64 @@
+"""NIQE of the default model at several exposure settings, on dark photos of the training data (docs/MODEL_CARD.md,
+"NIQE and the exposure level").
+
+Takes every k-th photo of ``train_exposure_SICE_sequences`` whose mean brightness lies in (0.03, 0.2) (training
+data: no evaluation set is read), enhances it as ``scl-lle enhance`` does (finishing on) at ``--exposure off``
+(the network's own level, different for every photo), ``auto`` and fixed levels, rounds to 8 bits as
+``scl-lle evaluate`` writes outputs, and prints mean NIQE and mean brightness per setting. Comparing ``off`` with
+the fixed level nearest its mean brightness separates what NIQE owes to the level from what it owes to choosing
+the level photo by photo.
+
+    SCL_LLE_SHARED=../shared python scripts/niqe_exposure_levels.py [--photos 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from scl_lle import Enhancer
+from scl_lle.core.colour import mean_brightness
+from scl_lle.evaluation import niqe as niqe_module
+from scl_lle.evaluation.datasets import load_image
+
+SETTINGS = ("off", "auto", 0.35, 0.4, 0.43, 0.45, 0.5, 0.55)
+
+
+def dark_photos(root: Path, count: int) -> list[Path]:
+    """Every k-th SICE photo with mean brightness in (0.03, 0.2), ``count`` of them (in ``files.tsv`` order)."""
+    with open(root / "files.tsv", encoding="utf-8") as handle:
+        rows = [row for row in csv.DictReader(handle, delimiter="\t") if 0.03 < float(row["mean_rgb"]) < 0.2]
+    step = max(1, len(rows) // count)
+    return [root / row["dest_path"] for row in rows[::step][:count]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--shared", default=os.environ.get("SCL_LLE_SHARED", "../shared"))
+    parser.add_argument("--photos", type=int, default=40, help="how many dark SICE photos (default: 40)")
+    args = parser.parse_args(argv)
+    root = Path(args.shared) / "data" / "train_exposure_SICE_sequences"
+    if not (root / "files.tsv").is_file():
+        print(f"not found: {root / 'files.tsv'} (set --shared or SCL_LLE_SHARED)", file=sys.stderr)
+        return 2
+    images = [load_image(path) for path in dark_photos(root, args.photos)]
+    enhancer = Enhancer(device="cpu", threads=2)
+    print(f"| exposure ({len(images)} dark SICE photos) | NIQE | brightness |\n|---|---:|---:|")
+    for setting in SETTINGS:
+        niqe, brightness = [], []
+        for image in images:
+            out = (enhancer(image, exposure=setting) * 255).round() / 255
+            niqe.append(float(niqe_module.niqe(out)[0]))
+            brightness.append(float(mean_brightness(out)[0]))
+        print(f"| {setting} | {sum(niqe) / len(niqe):.2f} | {sum(brightness) / len(brightness):.3f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(2)
+    sys.exit(main())
