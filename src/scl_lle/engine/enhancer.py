@@ -29,7 +29,7 @@ from ..io.picture import Picture, picture_from_pil, picture_to_pil
 from ..models.dcenet import RECEPTIVE_RADIUS, DCENet
 from .backends import TorchEstimator, curve_estimator, resolve_device
 from .exposure import OFF, Exposure, auto_target, parse_exposure, scale_maps, solve_gain, thumbnail_factor
-from .finishing import DETAIL_RADIUS, read_detail_eps, split_detail
+from .finishing import BASE_REACH, base_at_centres, read_detail_eps, split_detail
 from .tiling import Progress, Region, TilePool, TileReader, TileWriter
 
 __all__ = ["EnhanceError", "Enhancer"]
@@ -55,16 +55,6 @@ def _finite(maps: torch.Tensor) -> torch.Tensor:
     if not bool(torch.isfinite(maps.sum(dtype=torch.float32))):  # a NaN or inf anywhere; no full-size temporaries
         raise EnhanceError("the network gave non-finite curve maps for this picture (broken or overflowing weights?)")
     return maps
-
-
-def _sampled_base(reader: TileReader, step: int, eps: torch.Tensor) -> torch.Tensor:
-    """The finishing's base layer (:func:`~scl_lle.engine.finishing.split_detail` with ``eps``) at the pixels
-    ``reader.strided(step)`` samples: ``(B, 3, h, w)`` float32, from each sample's neighbourhood at full
-    resolution (the two box filters of the guided filter reach ``2 DETAIL_RADIUS`` pixels)."""
-    reach = 2 * DETAIL_RADIUS
-    side = 2 * reach + 1
-    base = split_detail(reader.neighbourhoods(step, reach).float(), eps=eps.float())[0]
-    return base[..., reach::side, reach::side]
 
 
 def _keep_unchanged(out: torch.Tensor, image: torch.Tensor, gain: torch.Tensor | float) -> torch.Tensor:
@@ -206,7 +196,7 @@ class Enhancer:
         network = maps is None and not identity
         scaled = None if maps is None or identity else _finite(scale_maps(maps, gain))
         eps = None if identity else eps
-        margin = max(RECEPTIVE_RADIUS if network else 0, 2 * DETAIL_RADIUS if eps is not None else 0)
+        margin = max(RECEPTIVE_RADIUS if network else 0, BASE_REACH if eps is not None else 0)
 
         def enhance_region(region: Region) -> None:
             top, left, bottom, right = region
@@ -278,7 +268,7 @@ class Enhancer:
         target = auto_target(thumb) if isinstance(exposure, str) else exposure
         if eps is None:
             return solve_gain(thumb, _finite(thumb_maps), target)
-        base = _sampled_base(reader, factor, eps).to(thumb.dtype)
+        base = base_at_centres(reader.neighbourhoods(factor, BASE_REACH), eps).to(thumb.dtype)
         detail = mean_brightness((thumb - base).float())  # (B,): what the detail adds back at unit gain
         return solve_gain(base, _finite(thumb_maps), torch.as_tensor(target, dtype=torch.float32) - detail)
 

@@ -29,9 +29,11 @@ import torch.nn.functional as F
 from ..core.colour import luminance
 
 __all__ = [
+    "BASE_REACH",
     "DETAIL_RADIUS",
     "NOISE_BLOCK",
     "NOISE_MULTIPLE",
+    "base_at_centres",
     "box_filter",
     "detail_eps",
     "estimate_noise",
@@ -96,6 +98,19 @@ def detail_eps(image: torch.Tensor) -> torch.Tensor:
     """The guided filter's ``eps`` for ``(B, 3, H, W)`` in [0, 1] (:func:`noise_eps` of :func:`estimate_noise`):
     ``(B, 1, 1, 1)`` in the image's dtype."""
     return noise_eps(estimate_noise(image)).to(image.dtype)
+
+
+#: How far from a pixel the base layer's value depends on the image: the guided filter's two box filters.
+BASE_REACH = 2 * DETAIL_RADIUS
+
+
+def base_at_centres(mosaic: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """The base layer (:func:`split_detail` with ``eps`` ``(B, 1, 1, 1)``) at the centres of a mosaic of
+    ``(2 BASE_REACH + 1)``-pixel squares ``(B, 3, h k, w k)`` (``TileReader.neighbourhoods(step, BASE_REACH)``):
+    ``(B, 3, h, w)`` float32, each value what the whole picture's base layer has at that square's centre."""
+    side = 2 * BASE_REACH + 1
+    base = split_detail(mosaic.float(), eps=eps.float())[0]
+    return base[..., BASE_REACH::side, BASE_REACH::side]
 
 
 def split_detail(
