@@ -30,6 +30,42 @@ def test_tiled_equals_untiled(weights_file: Path, scale: int, backend: str):
     assert not torch.equal(whole, x)
 
 
+@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("scale", [3, 8])
+def test_banded_shrink_equals_the_whole_picture_shrink(scale: int, workers: int):
+    # The shrunk picture the fast path's network sees is computed band by band, shared among worker threads
+    # (PyTorch's own threads stall on a busy machine); any split must give the one-piece area average.
+    from scl_lle.core.curves import downsample
+    from scl_lle.engine.tiling import TilePool, TileReader
+
+    torch.manual_seed(2)
+    x = torch.rand(2, 3, 203, 131)
+    reader = TileReader(x, torch.device("cpu"), torch.float32)
+    expected = downsample(x, scale)
+    for rows in (None, 7, 64):
+        shrunk = reader.downsample(scale, rows=rows, pool=TilePool(workers))
+        assert shrunk.shape == expected.shape
+        assert (shrunk - expected).abs().max().item() < 1e-6
+
+
+@pytest.mark.parametrize("size", [(37, 53), (40, 48)])
+def test_sample_neighbourhoods_are_the_squares_around_the_samples(size: tuple[int, int]):
+    # The exposure solve reads the finishing's base layer at sampled pixels from these squares.
+    from scl_lle.engine.tiling import TileReader
+
+    height, width = size
+    pixels = np.random.default_rng(3).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    step, radius = 8, 2
+    mosaic = TileReader(pixels, torch.device("cpu"), torch.float32).neighbourhoods(step, radius)
+    padded = np.pad(pixels, ((radius, radius), (radius, radius), (0, 0)), mode="edge").astype(np.float32) / 255
+    k = 2 * radius + 1
+    assert mosaic.shape == (1, 3, -(-height // step) * k, -(-width // step) * k)
+    for i, y in enumerate(range(0, height, step)):
+        for j, x in enumerate(range(0, width, step)):
+            square = torch.from_numpy(padded[y : y + k, x : x + k]).permute(2, 0, 1)
+            assert torch.equal(mosaic[0, :, i * k : (i + 1) * k, j * k : (j + 1) * k], square), (i, j)
+
+
 def test_tiled_equals_untiled_on_a_real_photo(official_weights: Path, shared: Path):
     image = Image.open(shared / "data" / "eval_noref_DICM" / "images" / "05.jpg").convert("RGB")
     x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)[None]

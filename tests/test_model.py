@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from scl_lle import DCENet, Enhancer, apply_curves, load_dcenet
-from scl_lle.core.curves import apply_upsampled_curves, upsample_maps, upsampled_curves_band
+from scl_lle.core.curves import apply_upsampled_curves, sample_maps, upsample_maps, upsampled_curves_band
 
 
 def reference_forward(state: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -81,6 +81,16 @@ def test_upsample_maps_by_region_equals_whole():
     whole = upsample_maps(maps, (27, 35))
     part = upsample_maps(maps, (27, 35), region=(5, 11, 19, 30))
     torch.testing.assert_close(part, whole[..., 5:19, 11:30], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("step", [1, 7, 16])
+def test_sampled_maps_are_the_upsampled_maps_at_the_samples(step: int):
+    # The exposure solve of the fast path sees the curve maps the fused pass applies at the sampled pixels.
+    torch.manual_seed(4)
+    small = torch.rand(2, 24, 13, 17) * 2 - 1
+    size = (101, 133)
+    sampled = sample_maps(small, size, step)
+    assert torch.allclose(sampled, upsample_maps(small, size)[..., ::step, ::step], atol=1e-5)
 
 
 @pytest.mark.parametrize("band", [1, 5, 64])

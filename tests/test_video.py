@@ -270,9 +270,11 @@ def test_temporal_smoothing_stops_flicker_and_follows_the_step(tmp_path: Path, o
     # The brightness step is followed in the same frame, as far as without smoothing.
     assert figures["smoothed"][2] > 0.9 * figures["per-frame"][2] > 0
     # Auto exposure (the default) holds one gain per shot: lifted like the others, and the static background
-    # flickers no more than the input does, although each frame's own solve would chase the blinking lamp.
+    # flickers no more than the input does, while each frame's own solve chases the blinking lamp (it holds
+    # every frame's mean at its target, so the background dims when the lamp is on: about 1.5x the input's
+    # background flicker, 4x before the fast path's solve read the maps at the sampled pixels exactly).
     auto = runs["0.9", "auto"]
     assert auto.mean() > 2.5 * source.mean()
     assert figures["auto smoothed"][1] < 1.6 * figures["input"][1]
-    assert figures["auto smoothed"][1] < 0.5 * figures["auto per-frame"][1]
+    assert figures["auto smoothed"][1] < 0.8 * figures["auto per-frame"][1]
     assert figures["auto smoothed"][0] < figures["input"][0]

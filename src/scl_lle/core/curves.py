@@ -23,6 +23,7 @@ __all__ = [
     "apply_upsampled_curves",
     "curve_taps",
     "downsample",
+    "sample_maps",
     "upsample_maps",
     "upsampled_curves_band",
 ]
@@ -79,15 +80,15 @@ def apply_curves_into(
 
 
 def _bilinear_taps(
-    start: int, stop: int, out_size: int, in_size: int, device: torch.device, dtype: torch.dtype
+    indices: torch.Tensor, out_size: int, in_size: int, device: torch.device, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Source indices and weights of bilinear upsampling ``in_size -> out_size`` for outputs ``start:stop``.
+    """Source indices and weights of bilinear upsampling ``in_size -> out_size`` for the outputs ``indices``.
 
     The same positions as ``F.interpolate(mode="bilinear", align_corners=False)``: source = (i + 0.5) * in / out
     - 0.5, clamped at 0; the upper neighbour is clamped at the last index. Computed in float64 from absolute
     indices, so any region of the output gets exactly the values it has in the whole.
     """
-    pos = ((torch.arange(start, stop, dtype=torch.float64) + 0.5) * (in_size / out_size) - 0.5).clamp_(min=0)
+    pos = ((indices.to(torch.float64) + 0.5) * (in_size / out_size) - 0.5).clamp_(min=0)
     low = pos.floor().clamp_(max=in_size - 1)
     frac = pos - low
     low = low.long()
@@ -98,6 +99,27 @@ def _bilinear_taps(
         (1 - frac).to(device=device, dtype=dtype),
         frac.to(device=device, dtype=dtype),
     )
+
+
+def sample_maps(small_maps: torch.Tensor, size: tuple[int, int], step: int) -> torch.Tensor:
+    """The upsampled curve maps at every ``step``-th pixel of the full resolution, without upsampling them all.
+
+    Args:
+        small_maps: ``(B, C, sh, sw)``, maps estimated on the image shrunk to ``(sh, sw)``.
+        size: ``(H, W)``, the full resolution.
+        step: the sampling step (pixels ``0, step, 2 step, ...`` in each direction).
+
+    Returns:
+        ``(B, C, ceil(H / step), ceil(W / step))``: ``upsample_maps(small_maps, size)[..., ::step, ::step]`` (to
+        float rounding), the maps the curves apply at the pixels a strided thumbnail holds.
+    """
+    height, width = size
+    sh, sw = small_maps.shape[-2:]
+    device, dtype = small_maps.device, small_maps.dtype
+    y_low, y_high, y_w0, y_w1 = _bilinear_taps(torch.arange(0, height, step), height, sh, device, dtype)
+    x_low, x_high, x_w0, x_w1 = _bilinear_taps(torch.arange(0, width, step), width, sw, device, dtype)
+    rows = small_maps.index_select(2, y_low) * y_w0[:, None] + small_maps.index_select(2, y_high) * y_w1[:, None]
+    return rows.index_select(3, x_low) * x_w0 + rows.index_select(3, x_high) * x_w1
 
 
 #: Bytes of widened curve maps one band holds on the CPU: the band is sized to stay in a core's cache.
@@ -199,8 +221,8 @@ def curve_taps(
     dtype = small_maps.dtype if dtype is None else dtype
     small = small_maps.to(device=device, dtype=dtype).contiguous()
     sh, sw = small.shape[-2:]
-    y_low, y_high, y_w0, y_w1 = _bilinear_taps(top, bottom, height, sh, device, dtype)
-    x_low, x_high, x_w0, x_w1 = _bilinear_taps(left, right, width, sw, device, dtype)
+    y_low, y_high, y_w0, y_w1 = _bilinear_taps(torch.arange(top, bottom), height, sh, device, dtype)
+    x_low, x_high, x_w0, x_w1 = _bilinear_taps(torch.arange(left, right), width, sw, device, dtype)
     rows = small.index_select(2, y_low).mul_(y_w0[:, None]).add_(small.index_select(2, y_high).mul_(y_w1[:, None]))
     return CurveTaps(rows, x_low, x_high, x_w0, x_w1)
 

@@ -23,7 +23,13 @@ from PIL import Image
 
 from .._renamed import UNSET, renamed
 from ..core.colour import mean_brightness
-from ..core.curves import apply_curves_into, apply_upsampled_curves, downsample, upsampled_curves_band
+from ..core.curves import (
+    apply_curves_into,
+    apply_upsampled_curves,
+    downsample,
+    sample_maps,
+    upsampled_curves_band,
+)
 from ..defaults import DEFAULT_TILE
 from ..io.picture import Picture, picture_from_pil, picture_to_pil
 from ..models.dcenet import RECEPTIVE_RADIUS, DCENet
@@ -189,9 +195,10 @@ class Enhancer:
         """
         height, width = reader.height, reader.width
         if maps is None and self.scale > 1:
-            maps = self._estimate_maps(reader.downsample(self.scale))
-        eps = read_detail_eps(reader.read, height, width) if self.finish else None
-        gain = self._gain(reader, maps, exposure, eps)
+            maps = self._estimate_maps(reader.downsample(self.scale, pool=self._pool))
+        with self._pool.serial():
+            eps = read_detail_eps(reader.read, height, width) if self.finish else None
+            gain = self._gain(reader, maps, exposure, eps)
         identity = isinstance(gain, torch.Tensor) and bool((gain == 0).all())
         network = maps is None and not identity
         scaled = None if maps is None or identity else _finite(scale_maps(maps, gain))
@@ -257,13 +264,11 @@ class Enhancer:
         (on a noisy photo the base is brighter after the curves than the noisy pixels would be)."""
         if exposure == OFF:
             return 1.0
+        factor = thumbnail_factor(reader.height, reader.width)
         if maps is None:
-            factor = thumbnail_factor(reader.height, reader.width)
-            thumb_maps = self._estimate(reader.downsample(factor))
+            thumb_maps = self._estimate(reader.downsample(factor, pool=self._pool))
         else:
-            shrink = thumbnail_factor(*maps.shape[-2:])
-            factor = self.scale * shrink
-            thumb_maps = downsample(maps, shrink)
+            thumb_maps = sample_maps(maps, (reader.height, reader.width), factor)
         thumb = reader.strided(factor)
         target = auto_target(thumb) if isinstance(exposure, str) else exposure
         if eps is None:

@@ -92,6 +92,12 @@ class TilePool:
             pieces = list(regions(height, width, tile, square))
         return pieces
 
+    def serial(self) -> contextlib.AbstractContextManager[None]:
+        """A block with PyTorch's own threads held at one when this pool has several workers: for a picture's
+        whole-picture steps between the tiles (noise estimate, exposure solve: small operations, whose barriers
+        stall on a busy machine; on one core they cost little more on a quiet one)."""
+        return _torch_threads(1) if self.workers > 1 else contextlib.nullcontext()
+
     def run(self, work: Callable[[Region], None], pieces: Sequence[Region], progress: Progress | None = None) -> None:
         """``work(region)`` for every region of ``pieces`` (PyTorch's own threads held at one meanwhile).
 
@@ -201,30 +207,46 @@ class TileReader:
         mosaic ``(B, 3, h * k, w * k)`` with ``k = 2 radius + 1``: the square of sample ``(i, j)`` fills rows
         ``i k : (i + 1) k`` and columns ``j k : (j + 1) k``, the sample itself at its centre."""
         offsets = torch.arange(-radius, radius + 1)
+        centres = torch.arange(0, self.height, step)
+        rows = (centres[:, None] + offsets).clamp_(0, self.height - 1).flatten().to(self.source.device)
+        strips = self.source.index_select(2, rows)  # (B, 3, h * k, W): each sample row's k rows
+        # Columns: edges replicated, then the k-wide windows starting every `step` columns (a view; a column
+        # gather along the last dimension is several times slower).
+        edge = (-1, -1, -1, radius)
+        padded = torch.cat((strips[..., :1].expand(edge), strips, strips[..., -1:].expand(edge)), dim=3)
+        return self._unit(padded.unfold(3, 2 * radius + 1, step).flatten(3))
 
-        def index(size: int) -> torch.Tensor:
-            centres = torch.arange(0, size, step)
-            return (centres[:, None] + offsets).clamp_(0, size - 1).flatten().to(self.source.device)
-
-        rows = self.source.index_select(2, index(self.height))
-        return self._unit(rows.index_select(3, index(self.width)))
-
-    def downsample(self, scale: int, rows: int | None = None) -> torch.Tensor:
+    def downsample(self, scale: int, rows: int | None = None, pool: TilePool | None = None) -> torch.Tensor:
         """Area average over ``scale`` x ``scale`` cells (as :func:`~scl_lle.core.curves.downsample` gives for
         the whole image) -> ``(B, 3, ceil(H/scale), ceil(W/scale))``, computed ``rows`` input rows at a time (``None``:
-        about a quarter of a million pixels' worth, a few MB of floats)."""
+        about a quarter of a million pixels' worth, a few MB of floats), the bands shared among ``pool``'s workers
+        (``None``: here; split across PyTorch's threads, which stall when another process holds a core)."""
         if scale == 1:
             return self.read(0, 0, self.height, self.width)
+        pool = pool or TilePool(1)
         height, width = -(-self.height // scale), -(-self.width // scale)
-        # Averaging over a rectangle = averaging its rows' averages: shrink the width chunk by chunk (exact
-        # adaptive-pool bins along the width), then the height of the much smaller result.
+        # Averaging over a rectangle = averaging its rows' averages: shrink the width band by band (exact
+        # adaptive-pool bins along the width), then the height of the much smaller result, strip by strip.
         narrow = torch.empty((self.batch, 3, self.height, width), dtype=self.dtype, device=self.device)
+        out = torch.empty((self.batch, 3, height, width), dtype=self.dtype, device=self.device)
         rows = rows or max(1, 2**18 // self.width)
-        for top in range(0, self.height, rows):
-            bottom = min(top + rows, self.height)
-            chunk = self.read(top, 0, bottom, self.width)
-            narrow[..., top:bottom, :] = _shrink(chunk, (bottom - top, width))
-        return _shrink(narrow, (height, width))
+
+        def shrink_width(band: Region) -> None:
+            top, _, bottom, _ = band
+            narrow[..., top:bottom, :] = _shrink(self.read(top, 0, bottom, self.width), (bottom - top, width))
+
+        def shrink_height(strip: Region) -> None:
+            _, left, _, right = strip
+            out[..., left:right] = _shrink(narrow[..., left:right], (height, right - left))
+
+        pool.run(
+            shrink_width, [(top, 0, min(top + rows, self.height), self.width) for top in range(0, self.height, rows)]
+        )
+        columns = -(-width // pool.workers)
+        pool.run(
+            shrink_height, [(0, left, self.height, min(left + columns, width)) for left in range(0, width, columns)]
+        )
+        return out
 
     def _unit(self, pixels: torch.Tensor) -> torch.Tensor:
         unit = to_unit(pixels, self.dtype, self.device)
