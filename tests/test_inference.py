@@ -66,6 +66,23 @@ def test_sample_neighbourhoods_are_the_squares_around_the_samples(size: tuple[in
             assert torch.equal(mosaic[0, :, i * k : (i + 1) * k, j * k : (j + 1) * k], square), (i, j)
 
 
+@pytest.mark.parametrize("square", [True, False])
+@pytest.mark.parametrize(("height", "width", "tile"), [(375, 500, 362), (1080, 1920, 362), (7, 9, 4), (64, 64, 64)])
+def test_regions_cover_the_picture_in_equal_pieces_no_larger_than_the_tile(height, width, tile, square):
+    # Workers share the pieces: equal pieces give equal shares (no 13-pixel leftovers beside 362-pixel tiles).
+    from scl_lle.engine.tiling import regions
+
+    pieces = list(regions(height, width, tile, square))
+    covered = torch.zeros(height, width, dtype=torch.int32)
+    for top, left, bottom, right in pieces:
+        covered[top:bottom, left:right] += 1
+        assert (bottom - top) * (right - left) <= tile * tile
+    assert bool((covered == 1).all())
+    heights = {bottom - top for top, _, bottom, _ in pieces}
+    widths = {right - left for _, left, _, right in pieces}
+    assert max(heights) - min(heights) <= 1 and max(widths) - min(widths) <= 1, (heights, widths)
+
+
 def test_tiled_equals_untiled_on_a_real_photo(official_weights: Path, shared: Path):
     image = Image.open(shared / "data" / "eval_noref_DICM" / "images" / "05.jpg").convert("RGB")
     x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)[None]

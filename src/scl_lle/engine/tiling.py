@@ -17,6 +17,7 @@ slower on a busy machine. Whole regions per thread need no barrier: a busy core 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -36,19 +37,27 @@ Progress = Callable[[int, int], None]
 
 
 def regions(height: int, width: int, tile: int | None, square: bool = True) -> Iterator[Region]:
-    """Regions covering ``(height, width)``: ``tile`` x ``tile`` squares, or (``square=False``) full-width strips
-    of about the same area; one piece without ``tile`` or when the image fits in one square."""
+    """Regions covering ``(height, width)``: tiles of at most ``tile`` x ``tile``, or (``square=False``) full-width
+    strips of at most the same area; one piece without ``tile`` or when the image fits in one square. As many
+    pieces as ``tile`` needs, of equal size (to a pixel): no thin leftover pieces at the edges, and workers that
+    share the pieces get equal shares (a 375 x 500 picture in tiles of 362 was cut 362 + 13 by 362 + 138)."""
     if not tile or (height <= tile and width <= tile):
         yield 0, 0, height, width
         return
     if not square:
-        rows = max(1, tile * tile // width)
-        for top in range(0, height, rows):
-            yield top, 0, min(top + rows, height), width
+        for top, bottom in _cuts(height, max(1, tile * tile // width)):
+            yield top, 0, bottom, width
         return
-    for top in range(0, height, tile):
-        for left in range(0, width, tile):
-            yield top, left, min(top + tile, height), min(left + tile, width)
+    for top, bottom in _cuts(height, tile):
+        for left, right in _cuts(width, tile):
+            yield top, left, bottom, right
+
+
+def _cuts(size: int, most: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` pieces of ``range(size)``, as many as pieces of at most ``most`` need, sizes within one."""
+    count = -(-size // most)
+    bounds = [i * size // count for i in range(count + 1)]
+    return list(itertools.pairwise(bounds))
 
 
 @contextlib.contextmanager
