@@ -11,7 +11,9 @@ on one core (PyTorch's and ONNX Runtime's own thread pools are held at one threa
 operations split across threads each end at a barrier where every thread waits for the slowest; when another
 process holds a core that wait is a scheduler time slice per operation, and the fast path was measured 12x
 slower on a busy machine. Whole regions per thread need no barrier: a busy core slows its own regions only
-(docs/PERFORMANCE.md).
+(docs/PERFORMANCE.md). The regions are of equal size, so the workers' shares are equal; the steps that see the
+whole picture (the shrunk copy for the network, in bands; the noise estimate and the exposure solve, on
+thumbnails) run the same way or on one thread (:meth:`TilePool.serial`), never across PyTorch's threads.
 """
 
 from __future__ import annotations
