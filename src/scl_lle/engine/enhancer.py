@@ -23,13 +23,7 @@ from PIL import Image
 
 from .._renamed import UNSET, renamed
 from ..core.colour import mean_brightness
-from ..core.curves import (
-    apply_curves_into,
-    apply_upsampled_curves,
-    downsample,
-    sample_maps,
-    upsampled_curves_band,
-)
+from ..core.curves import apply_curves_into, apply_upsampled_curves, downsample, sample_maps, upsampled_curves_band
 from ..defaults import DEFAULT_TILE
 from ..io.picture import Picture, picture_from_pil, picture_to_pil
 from ..models.dcenet import RECEPTIVE_RADIUS, DCENet
@@ -258,7 +252,7 @@ class Enhancer:
         """The gain on the curve maps that realises ``exposure`` for the picture ``reader`` holds: ``(B,)``, or
         1.0 for ``"off"``. Solved on a thumbnail: every ``f``-th pixel (sampled, not averaged, so the brightness
         histogram and with it the mean after the curves are kept) with the curve maps at that grid: ``maps``
-        (already estimated) shrunk to it, or, without them, maps the network estimates on the picture shrunk
+        (already estimated) read at those pixels, or, without them, maps the network estimates on the picture shrunk
         ``f`` times (one small extra forward). ``eps``: the finishing's filter setting (``None``: no finishing);
         with it the solve sees what the finishing does, the curves on each sample's base layer plus its detail
         (on a noisy photo the base is brighter after the curves than the noisy pixels would be)."""
