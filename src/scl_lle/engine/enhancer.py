@@ -190,9 +190,7 @@ class Enhancer:
         height, width = reader.height, reader.width
         if maps is None and self.scale > 1:
             maps = self._estimate_maps(reader.downsample(self.scale, pool=self._pool))
-        with self._pool.serial():
-            eps = read_detail_eps(reader.read, height, width) if self.finish else None
-            gain = self._gain(reader, maps, exposure, eps)
+        eps, gain = self._eps_and_gain(reader, maps, exposure, self.finish)
         identity = isinstance(gain, torch.Tensor) and bool((gain == 0).all())
         network = maps is None and not identity
         scaled = None if maps is None or identity else _finite(scale_maps(maps, gain))
@@ -245,6 +243,14 @@ class Enhancer:
 
         self._pool.run(estimate_region, self._pool.split(height, width, self.tile, square=True))
         return result[0]
+
+    def _eps_and_gain(
+        self, reader: TileReader, maps: torch.Tensor | None, exposure: Exposure, finish: bool
+    ) -> tuple[torch.Tensor | None, torch.Tensor | float]:
+        """The finishing's filter setting (``None`` without ``finish``) and :meth:`_gain`, on one thread."""
+        with self._pool.serial():
+            eps = read_detail_eps(reader.read, reader.height, reader.width) if finish else None
+            return eps, self._gain(reader, maps, exposure, eps)
 
     def _gain(
         self, reader: TileReader, maps: torch.Tensor | None, exposure: Exposure, eps: torch.Tensor | None = None
@@ -325,8 +331,7 @@ class Enhancer:
         finish = self.finish and setting != OFF
 
         def gain(m: torch.Tensor) -> torch.Tensor | float:
-            eps = read_detail_eps(reader.read, reader.height, reader.width) if finish else None
-            return self._gain(reader, m, setting, eps)
+            return self._eps_and_gain(reader, m, setting, finish)[1]
 
         return self._guarded(gain, maps.to(device=self.device, dtype=self.dtype))
 
