@@ -250,13 +250,9 @@ class TileReader:
             _, left, _, right = strip
             out[..., left:right] = _shrink(narrow[..., left:right], (height, right - left))
 
-        pool.run(
-            shrink_width, [(top, 0, min(top + rows, self.height), self.width) for top in range(0, self.height, rows)]
-        )
-        columns = -(-width // pool.workers)
-        pool.run(
-            shrink_height, [(0, left, self.height, min(left + columns, width)) for left in range(0, width, columns)]
-        )
+        pool.run(shrink_width, [(top, 0, bottom, self.width) for top, bottom in _cuts(self.height, rows)])
+        strips = _cuts(width, -(-width // pool.workers))  # one strip of columns per worker
+        pool.run(shrink_height, [(0, left, self.height, right) for left, right in strips])
         return out
 
     def _unit(self, pixels: torch.Tensor) -> torch.Tensor:
