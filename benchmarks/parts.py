@@ -30,7 +30,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import SIZES, BackgroundLoad, device_description, find_shared, load_input, parse_modes
+from speed import (
+    SIZES,
+    BackgroundLoad,
+    device_description,
+    find_shared,
+    fused_kernel_description,
+    load_input,
+    parse_modes,
+)
 
 import scl_lle.engine.enhancer as enhancer_module
 from scl_lle.engine.enhancer import Enhancer
@@ -100,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
 
     shared = find_shared()
     photo = shared / "data" / "eval_noref_DICM" / "images" / "01.jpg" if shared else None
-    print(f"device: {device_description(torch.device('cpu'))}; threads {torch.get_num_threads()}\n")
+    print(f"device: {device_description(torch.device('cpu'))}; threads {torch.get_num_threads()}")
+    print(f"fused pass: {fused_kernel_description()}\n")
     header = "| size | mode | load | " + " | ".join(PARTS) + " | total s |"
     print(header + "\n|" + "---|" * 3 + "---:|" * (len(PARTS) + 1))
     for size in args.sizes.split(","):
@@ -115,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.background_load:
                 loads.append((f"{args.background_load} busy", lambda: BackgroundLoad(args.background_load)))
             for label, context in loads:
-                with context():
+                with mode.kernels(), context():
                     seconds = measure(enhancer, x, timer, args.repeats)
                 cells = " | ".join(f"{seconds[part]:.3f}" for part in (*PARTS, "total"))
                 print(f"| {size} | {mode.label} | {label} | {cells} |", flush=True)

@@ -25,7 +25,9 @@ Modes (``--modes``, comma-separated): ``BACKEND[:compile][@SCALE][+finish][+auto
 reference), unless they end in ``+finish``, which adds the engine's default finishing (``scl_lle.engine.finishing``:
 ``scl-lle enhance`` without ``--fast``), and/or ``+auto``, which adds the default exposure solve
 (``scl_lle.engine.exposure``: ``exposure="auto"``); their PSNR against the reference then measures that change, not a
-loss. ``onnxruntime+finish+auto`` is what ``scl-lle enhance`` runs on the CPU.
+loss. ``onnxruntime+finish+auto`` is what ``scl-lle enhance`` runs on the CPU. ``+eager`` keeps the fast path's
+fused pass in eager PyTorch where the numba kernel would run it (``scl_lle.engine.fused_pass``: pictures of 8 MP
+and more when numba is installed), so both are timed in one run.
 
     python benchmarks/speed.py                                   # CPU: 1080p and 12 MP
     python benchmarks/speed.py --device cuda --half --channels-last   # GPU: 1080p and 4K
@@ -48,7 +50,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -62,6 +64,7 @@ if str(REPO / "src") not in sys.path:  # run from a checkout without installing
 
 from scl_lle import DCENet, Enhancer, WeightsError, load_dcenet  # noqa: E402
 from scl_lle.defaults import DEFAULT_TILE, FAST_SCALE  # noqa: E402
+from scl_lle.engine.fused_pass import NUMBA_ENV, NUMBA_MIN_PIXELS, numba_available  # noqa: E402
 from scl_lle.models.hub import resolve_weights  # noqa: E402
 
 SIZES = {"720p": (720, 1280), "1080p": (1080, 1920), "4k": (2160, 3840), "12mp": (3000, 4000)}
@@ -235,6 +238,21 @@ class Mode:
     compile: bool = False
     finish: bool = False
     exposure: str = "off"
+    eager: bool = False  # the fused pass without the numba kernel (SCL_LLE_NUMBA=0)
+
+    @contextlib.contextmanager
+    def kernels(self) -> Iterator[None]:
+        """Within: the fused pass's kernels this mode asks for (``+eager``: no numba)."""
+        before = os.environ.get(NUMBA_ENV)
+        if self.eager:
+            os.environ[NUMBA_ENV] = "0"
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop(NUMBA_ENV, None)
+            else:
+                os.environ[NUMBA_ENV] = before
 
 
 def parse_modes(text: str) -> list[Mode]:
@@ -244,8 +262,8 @@ def parse_modes(text: str) -> list[Mode]:
             modes.append(Mode(f"{item} (peer, random weights)", item))
             continue
         spec, *extras = item.split("+")
-        if any(extra not in ("finish", "auto") for extra in extras) or len(set(extras)) != len(extras):
-            raise SystemExit(f"unknown mode {item!r}: the suffixes are +finish and +auto")
+        if any(extra not in ("finish", "auto", "eager") for extra in extras) or len(set(extras)) != len(extras):
+            raise SystemExit(f"unknown mode {item!r}: the suffixes are +finish, +auto and +eager")
         fast = spec == "fast"
         head, _, scale = (f"torch@{FAST_SCALE}" if fast else spec).partition("@")
         backend, _, option = head.partition(":")
@@ -257,7 +275,8 @@ def parse_modes(text: str) -> list[Mode]:
         suffix = "".join("+" + extra for extra in extras)
         label = f"fast (scale {FAST_SCALE}, torch){suffix}" if fast else item
         exposure = "auto" if "auto" in extras else "off"
-        modes.append(Mode(label, backend, int(scale or 1), option == "compile", "finish" in extras, exposure))
+        finish, eager = "finish" in extras, "eager" in extras
+        modes.append(Mode(label, backend, int(scale or 1), option == "compile", finish, exposure, eager))
     return modes
 
 
@@ -415,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(OSError):
         notes.append(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(f"device: {device_description(device)}; torch {torch.__version__}; threads {torch.get_num_threads()}")
+    print(f"fused pass: {fused_kernel_description()}")
     print(f"weights: {weights_note}; repeats: {args.repeats} after 1 warm-up; engine tile {args.tile}")
     if device.type == "cuda":
         print(f"engine dtype {dtype}; cudnn.benchmark {args.cudnn_benchmark}; TF32 convolutions "
@@ -508,6 +528,21 @@ def run_mode(
         median = statistics.median(times)
         return Row(size_name, mode.label, median, min(times), ref_median / median, peak / 2**20, None, None, setup,
                    "timing only")  # fmt: skip
+    with mode.kernels():
+        return _time_engine_mode(mode, size_name, x, full, model, device, dtype, ref_median, args)
+
+
+def _time_engine_mode(
+    mode: Mode,
+    size_name: str,
+    x: torch.Tensor,
+    full: torch.Tensor,
+    model: DCENet,
+    device: torch.device,
+    dtype: torch.dtype,
+    ref_median: float,
+    args: argparse.Namespace,
+) -> Row:
     start = time.perf_counter()
     try:
         enhancer = Enhancer(
@@ -535,6 +570,15 @@ def run_mode(
         note = "compile failed: eager"
     return Row(size_name, mode.label, median, min(times), ref_median / median, peak / 2**20, psnr(out, full),
                quality, setup, note)  # fmt: skip
+
+
+def fused_kernel_description() -> str:
+    """Which kernel runs the fast path's fused pass on large CPU pictures here (``scl_lle.engine.fused_pass``)."""
+    if not numba_available():
+        return "eager PyTorch (numba not installed or SCL_LLE_NUMBA=0)"
+    from importlib.metadata import version
+
+    return f"numba {version('numba')} kernel from {NUMBA_MIN_PIXELS / 1e6:g} MP (eager below, and in +eager modes)"
 
 
 def device_description(device: torch.device) -> str:

@@ -93,7 +93,8 @@ def _add_engine(parser: argparse.ArgumentParser) -> None:
         "--fast",
         action="store_true",
         help=f"speed preset: --scale {FAST_SCALE} --no-finish; much faster on large photos, smoother and "
-        "grainier result (time and quality measured in docs/PERFORMANCE.md)",
+        "grainier result (time and quality measured in docs/PERFORMANCE.md); faster still from 8 MP on with "
+        "pip install 'scl-lle[fast]' (numba)",
     )
     parser.add_argument(
         "--backend",

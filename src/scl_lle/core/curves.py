@@ -21,6 +21,7 @@ __all__ = [
     "apply_curves",
     "apply_curves_into",
     "apply_upsampled_curves",
+    "bilinear_taps",
     "curve_taps",
     "downsample",
     "sample_maps",
@@ -79,7 +80,7 @@ def apply_curves_into(
             band.add_(torch.mul(band, band).sub_(band).mul_(r))
 
 
-def _bilinear_taps(
+def bilinear_taps(
     indices: torch.Tensor, out_size: int, in_size: int, device: torch.device, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Source indices and weights of bilinear upsampling ``in_size -> out_size`` for the outputs ``indices``.
@@ -116,8 +117,8 @@ def sample_maps(small_maps: torch.Tensor, size: tuple[int, int], step: int) -> t
     height, width = size
     sh, sw = small_maps.shape[-2:]
     device, dtype = small_maps.device, small_maps.dtype
-    y_low, y_high, y_w0, y_w1 = _bilinear_taps(torch.arange(0, height, step), height, sh, device, dtype)
-    x_low, x_high, x_w0, x_w1 = _bilinear_taps(torch.arange(0, width, step), width, sw, device, dtype)
+    y_low, y_high, y_w0, y_w1 = bilinear_taps(torch.arange(0, height, step), height, sh, device, dtype)
+    x_low, x_high, x_w0, x_w1 = bilinear_taps(torch.arange(0, width, step), width, sw, device, dtype)
     rows = small_maps.index_select(2, y_low) * y_w0[:, None] + small_maps.index_select(2, y_high) * y_w1[:, None]
     return rows.index_select(3, x_low) * x_w0 + rows.index_select(3, x_high) * x_w1
 
@@ -221,8 +222,8 @@ def curve_taps(
     dtype = small_maps.dtype if dtype is None else dtype
     small = small_maps.to(device=device, dtype=dtype).contiguous()
     sh, sw = small.shape[-2:]
-    y_low, y_high, y_w0, y_w1 = _bilinear_taps(torch.arange(top, bottom), height, sh, device, dtype)
-    x_low, x_high, x_w0, x_w1 = _bilinear_taps(torch.arange(left, right), width, sw, device, dtype)
+    y_low, y_high, y_w0, y_w1 = bilinear_taps(torch.arange(top, bottom), height, sh, device, dtype)
+    x_low, x_high, x_w0, x_w1 = bilinear_taps(torch.arange(left, right), width, sw, device, dtype)
     rows = small.index_select(2, y_low).mul_(y_w0[:, None]).add_(small.index_select(2, y_high).mul_(y_w1[:, None]))
     return CurveTaps(rows, x_low, x_high, x_w0, x_w1)
 
@@ -230,7 +231,7 @@ def curve_taps(
 def _apply_band_in_place(x: torch.Tensor, rows: torch.Tensor, width: int, left: int) -> None:
     """Apply the curves of ``rows`` ``(B, 3n, b, sw)`` (maps at the band's rows, low width) to ``x`` ``(B, 3, b, w)``
     in place: the maps are widened to ``width`` in one linear interpolation (the column positions of
-    :func:`_bilinear_taps`), cut to the columns ``left : left + w``, and applied curve by curve."""
+    :func:`bilinear_taps`), cut to the columns ``left : left + w``, and applied curve by curve."""
     batch, channels, n, low_width = rows.shape
     wide = F.interpolate(rows.reshape(batch, channels * n, low_width), size=width, mode="linear", align_corners=False)
     wide = wide.view(batch, channels, n, width)[..., left : left + x.shape[-1]]

@@ -4,7 +4,7 @@ Large images are processed in tiles (:mod:`scl_lle.engine.tiling`). Each tile is
 :data:`~scl_lle.models.dcenet.RECEPTIVE_RADIUS` pixels of real context for curve estimation, so the tiled result
 equals the untiled one. With ``scale > 1`` the curve maps are estimated on the image shrunk by ``scale`` and
 upsampled bilinearly, tile by tile, to full resolution (Zero-DCE++ style); upsampling and the eight curves are
-fused (:func:`~scl_lle.core.curves.apply_upsampled_curves`), so no full-resolution 24-channel maps are
+fused (:mod:`scl_lle.engine.fused_pass`), so no full-resolution 24-channel maps are
 materialised. The network runs in PyTorch or ONNX Runtime (:mod:`scl_lle.engine.backends`); the exposure
 (:mod:`scl_lle.engine.exposure`) and the finishing (:mod:`scl_lle.engine.finishing`) are the same for both.
 """
@@ -23,27 +23,19 @@ from PIL import Image
 
 from .._renamed import UNSET, renamed
 from ..core.colour import mean_brightness
-from ..core.curves import apply_curves_into, apply_upsampled_curves, downsample, sample_maps, upsampled_curves_band
+from ..core.curves import apply_curves_into, downsample, sample_maps
 from ..defaults import DEFAULT_TILE
 from ..io.picture import Picture, picture_from_pil, picture_to_pil
 from ..models.dcenet import RECEPTIVE_RADIUS, DCENet
 from .backends import TorchEstimator, curve_estimator, resolve_device
 from .exposure import OFF, Exposure, auto_target, parse_exposure, scale_maps, solve_gain, thumbnail_factor
 from .finishing import BASE_REACH, base_at_centres, read_detail_eps, split_detail
+from .fused_pass import upsampled_curves
 from .tiling import Progress, Region, TilePool, TileReader, TileWriter
 
 __all__ = ["EnhanceError", "Enhancer"]
 
 _T = TypeVar("_T")
-
-_COMPILED_BAND: Callable[..., torch.Tensor] | None = None
-
-
-def _compiled_band_kernel() -> Callable[..., torch.Tensor]:
-    global _COMPILED_BAND
-    if _COMPILED_BAND is None:
-        _COMPILED_BAND = torch.compile(upsampled_curves_band, dynamic=True)
-    return _COMPILED_BAND
 
 
 class EnhanceError(RuntimeError):
@@ -156,7 +148,6 @@ class Enhancer:
             threads=threads,
             workers=self.workers,
         )
-        self._band_kernel: Callable[..., torch.Tensor] | None = _compiled_band_kernel() if self.compile else None
 
     @property
     def workers(self) -> int:
@@ -215,7 +206,7 @@ class Enhancer:
                 apply_curves_into(out, base, scaled[..., top:bottom, left:right].to(base.dtype))
             else:
                 assert scaled is not None
-                out = apply_upsampled_curves(base, scaled, (height, width), region, band_kernel=self._band_kernel)
+                out = upsampled_curves(base, scaled, (height, width), region, compiled=self.compile)
             if eps is not None:
                 out.add_(x[inner]).sub_(base)  # the detail layer back at unit gain
             writer.write(top, left, _keep_unchanged(out.clamp_(0.0, 1.0), x[inner], gain))
@@ -306,7 +297,6 @@ class Enhancer:
             except Exception as error:  # no C++ compiler, unsupported platform: eager is always there
                 warnings.warn(f"torch.compile failed ({type(error).__name__}: {error}); running eager", stacklevel=3)
                 self.compile = False
-                self._band_kernel = None
                 if self.model is not None:
                     self._estimate = TorchEstimator(self.model, self.channels_last, False)
         with torch.inference_mode():
