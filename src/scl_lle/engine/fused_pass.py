@@ -6,13 +6,14 @@ All three give :func:`scl_lle.core.curves.apply_upsampled_curves`'s result, to f
   through memory, so it costs about 0.1 s per megapixel on a 2-core CPU;
 - **torch.compile** of one band (:func:`~scl_lle.core.curves.upsampled_curves_band`), with ``compile=True``;
 - **a numba loop** (:func:`curves_rows`, ``pip install 'scl-lle[fast]'``): every pixel is read once, taken
-  through the eight curves in registers and written once, about ten times cheaper than eager. It is used on the
-  CPU in float32 wherever the picture's width is an exact multiple of the scale (camera sizes such as 4000x3000
-  and 4032x3024 at scale 8 are): the bilinear column taps then repeat every ``scale`` columns, and the loop runs
-  over one phase of the period at a time, so that it vectorises. It is compiled on first use and cached by
-  numba: a few seconds once per machine, then about a second in each process that uses it, which a picture
-  repays from about 8 megapixels on (:data:`NUMBA_MIN_PIXELS`; smaller pictures keep the eager pass, so a
-  picture's result does not depend on what the process did before). ``SCL_LLE_NUMBA=0`` turns it off.
+  through the eight curves in registers and written once (at 12 MP the pass with its reading and writing took
+  0.36 s instead of 1.21 s: docs/PERFORMANCE.md). It is used on the CPU in float32 wherever the picture's width
+  is an exact multiple of the scale (camera sizes such as 4000x3000 and 4032x3024 at scale 8 are): the bilinear
+  column taps then repeat every ``scale`` columns, and the loop runs over one phase of the period at a time, so
+  that it vectorises. numba compiles it on first use and caches it: a few seconds once per machine, then about a
+  second in each process that uses it. One picture repays that from about 14 megapixels on, two from about 7, so
+  it is used from 8 megapixels on (:data:`NUMBA_MIN_PIXELS`); smaller pictures keep the eager pass, and a
+  picture's result does not depend on what the process did before. ``SCL_LLE_NUMBA=0`` turns it off.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ __all__ = ["NUMBA_ENV", "NUMBA_MIN_PIXELS", "curves_rows", "numba_available", "u
 
 #: Environment variable that turns the numba kernel off when set to ``0``.
 NUMBA_ENV = "SCL_LLE_NUMBA"
-#: Smallest picture (height x width) the numba kernel is used for: below it, loading the kernel (about a
-#: second per process) costs more than it saves (about 0.08 s per megapixel on a 2-core CPU).
+#: Smallest picture (height x width) the numba kernel is used for. Loading it costs about a second per process
+#: and it saves about 0.08 s per megapixel on a 2-core CPU: below this, even a batch hardly repays it.
 NUMBA_MIN_PIXELS = 8_000_000
 
 _lock = threading.Lock()
