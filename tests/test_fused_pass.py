@@ -111,3 +111,26 @@ def test_a_numba_that_cannot_compile_warns_once_and_leaves_the_eager_pass(monkey
         second = upsampled_curves(image, maps, size, (0, 0, *size))
     expected = apply_upsampled_curves(image, maps, size)
     assert torch.equal(first, expected) and torch.equal(second, expected)
+
+
+def test_without_a_place_for_numbas_cache_the_kernel_is_compiled_per_process(monkeypatch: pytest.MonkeyPatch):
+    # numba refuses cache=True where it can write no cache (read-only install, no home): the kernel must still run.
+    class NumbaWithoutCache:
+        @staticmethod
+        def njit(cache: bool, **options: object) -> object:
+            if cache:
+                raise RuntimeError("cannot cache function 'curves_rows': no locator available")
+            return lambda function: function  # the loop as plain Python: same result, slowly
+
+    monkeypatch.setitem(sys.modules, "numba", NumbaWithoutCache)
+    monkeypatch.setattr(fused_pass, "_numba_rows", None)
+    monkeypatch.setattr(fused_pass, "_numba_failed", False)
+    monkeypatch.setattr(fused_pass, "numba_available", lambda: True)
+    monkeypatch.setattr(fused_pass, "NUMBA_MIN_PIXELS", 0)
+    image, maps = _case(3)
+    size = tuple(image.shape[-2:])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = upsampled_curves(image, maps, size, (0, 0, *size))
+    assert fused_pass._numba_rows is curves_rows
+    assert (out - apply_upsampled_curves(image, maps, size)).abs().max().item() < 2e-6

@@ -111,18 +111,26 @@ def _numba_kernel() -> Callable[..., None] | None:
     with _lock:
         if _numba_rows is None and not _numba_failed:
             try:
-                import numba
-
-                kernel = numba.njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")(curves_rows)
-                one = np.zeros(1, dtype=np.int64)
-                pixels = np.zeros((3, 1, 2), dtype=np.float32)
-                maps = np.zeros((3, 1, 1), dtype=np.float32)
-                kernel(pixels, maps, one, one, one.astype(np.float32), one.astype(np.float32), 2, pixels)  # compile
-                _numba_rows = kernel
-            except Exception as error:  # a numba that does not fit this numpy or platform: eager still works
-                _numba_failed = True
-                warnings.warn(f"numba kernel unavailable ({type(error).__name__}: {error}); eager pass", stacklevel=2)
+                _numba_rows = _compile_numba(cache=True)
+            except Exception:  # nowhere to write numba's cache (read-only install, no home): compile per process
+                try:
+                    _numba_rows = _compile_numba(cache=False)
+                except Exception as error:  # a numba that does not fit this numpy or platform: eager still works
+                    _numba_failed = True
+                    message = f"numba kernel unavailable ({type(error).__name__}: {error}); eager pass"
+                    warnings.warn(message, stacklevel=2)
         return _numba_rows
+
+
+def _compile_numba(cache: bool) -> Callable[..., None]:
+    import numba
+
+    kernel = numba.njit(nogil=True, cache=cache, boundscheck=False, error_model="numpy")(curves_rows)
+    one = np.zeros(1, dtype=np.int64)
+    pixels = np.zeros((3, 1, 2), dtype=np.float32)
+    maps = np.zeros((3, 1, 1), dtype=np.float32)
+    kernel(pixels, maps, one, one, one.astype(np.float32), one.astype(np.float32), 2, pixels)  # compiles it now
+    return kernel
 
 
 def _compiled_band_kernel() -> Callable[..., torch.Tensor]:
