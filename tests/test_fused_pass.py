@@ -25,6 +25,15 @@ def _case(scale: int, height: int = 21, low_width: int = 5, batch: int = 1) -> t
     return image, maps
 
 
+def _fresh_kernel_with(monkeypatch: pytest.MonkeyPatch, numba_module: object) -> None:
+    """The kernel not loaded yet, ``numba_module`` importable as numba, and every picture large enough for it."""
+    monkeypatch.setitem(sys.modules, "numba", numba_module)
+    monkeypatch.setattr(fused_pass, "_numba_rows", None)
+    monkeypatch.setattr(fused_pass, "_numba_failed", False)
+    monkeypatch.setattr(fused_pass, "numba_available", lambda: True)
+    monkeypatch.setattr(fused_pass, "NUMBA_MIN_PIXELS", 0)
+
+
 @pytest.mark.parametrize("scale", [2, 3, 8])
 @pytest.mark.parametrize("rows", [(0, 21), (4, 17)])
 def test_the_kernel_loop_equals_the_eager_pass(scale: int, rows: tuple[int, int]):
@@ -97,11 +106,7 @@ def test_a_numba_that_cannot_compile_warns_once_and_leaves_the_eager_pass(monkey
         def njit(**options: object) -> object:
             raise RuntimeError("no LLVM here")
 
-    monkeypatch.setitem(sys.modules, "numba", BrokenNumba)
-    monkeypatch.setattr(fused_pass, "_numba_rows", None)
-    monkeypatch.setattr(fused_pass, "_numba_failed", False)
-    monkeypatch.setattr(fused_pass, "numba_available", lambda: True)
-    monkeypatch.setattr(fused_pass, "NUMBA_MIN_PIXELS", 0)
+    _fresh_kernel_with(monkeypatch, BrokenNumba)
     image, maps = _case(8)
     size = tuple(image.shape[-2:])
     with pytest.warns(UserWarning, match="numba kernel unavailable"):
@@ -122,11 +127,7 @@ def test_without_a_place_for_numbas_cache_the_kernel_is_compiled_per_process(mon
                 raise RuntimeError("cannot cache function 'curves_rows': no locator available")
             return lambda function: function  # the loop as plain Python: same result, slowly
 
-    monkeypatch.setitem(sys.modules, "numba", NumbaWithoutCache)
-    monkeypatch.setattr(fused_pass, "_numba_rows", None)
-    monkeypatch.setattr(fused_pass, "_numba_failed", False)
-    monkeypatch.setattr(fused_pass, "numba_available", lambda: True)
-    monkeypatch.setattr(fused_pass, "NUMBA_MIN_PIXELS", 0)
+    _fresh_kernel_with(monkeypatch, NumbaWithoutCache)
     image, maps = _case(3)
     size = tuple(image.shape[-2:])
     with warnings.catch_warnings():
