@@ -20,14 +20,14 @@ Python loop holding one core; stopped at the end, and on their own when this scr
 case is measured in the same run as the quiet one; a third table gives each mode's slow-down under load.
 
 Modes (``--modes``, comma-separated): ``BACKEND[:compile][@SCALE][+finish][+auto]``, e.g. ``torch``,
-``torch:compile``, ``onnxruntime``, ``torch@8``, ``onnxruntime@8``, ``fast`` (= the ``--fast`` preset:
-``torch@FAST_SCALE``). Modes time the network and its curves alone, at full strength (``exposure="off"``, as the
-reference), unless they end in ``+finish``, which adds the engine's default finishing (``scl_lle.engine.finishing``:
-``scl-lle enhance`` without ``--fast``), and/or ``+auto``, which adds the default exposure solve
-(``scl_lle.engine.exposure``: ``exposure="auto"``); their PSNR against the reference then measures that change, not a
-loss. ``onnxruntime+finish+auto`` is what ``scl-lle enhance`` runs on the CPU. ``+eager`` keeps the fast path's
-fused pass in eager PyTorch where the numba kernel would run it (``scl_lle.engine.fused_pass``: pictures of 8 MP
-and more when numba is installed), so both are timed in one run.
+``torch:compile``, ``onnxruntime``, ``torch@8``, ``torch@auto``, ``onnxruntime@8``, ``fast`` (= the ``--fast``
+preset: ``torch@FAST_SCALE``, scale ``auto``). Modes time the network and its curves alone, at full strength
+(``exposure="off"``, as the reference), unless they end in ``+finish``, which adds the engine's default
+finishing (``scl_lle.engine.finishing``: ``scl-lle enhance`` without ``--fast``), and/or ``+auto``, which adds
+the default exposure solve (``scl_lle.engine.exposure``: ``exposure="auto"``); their PSNR against the reference
+then measures that change, not a loss. ``onnxruntime+finish+auto`` is what ``scl-lle enhance`` runs on the CPU.
+``+eager`` keeps the fast path's fused pass in eager PyTorch where the numba kernel would run it
+(``scl_lle.engine.fused_pass``: pictures of 8 MP and more when numba is installed), so both are timed in one run.
 
     python benchmarks/speed.py                                   # CPU: 1080p and 12 MP
     python benchmarks/speed.py --device cuda --half --channels-last   # GPU: 1080p and 4K
@@ -234,7 +234,7 @@ class PeakMemory:
 class Mode:
     label: str
     backend: str  # "torch", "onnxruntime", or a peer's name (PEERS)
-    scale: int = 1
+    scale: int | str = 1  # or "auto"
     compile: bool = False
     finish: bool = False
     exposure: str = "off"
@@ -276,7 +276,8 @@ def parse_modes(text: str) -> list[Mode]:
         label = f"fast (scale {FAST_SCALE}, torch){suffix}" if fast else item
         exposure = "auto" if "auto" in extras else "off"
         finish, eager = "finish" in extras, "eager" in extras
-        modes.append(Mode(label, backend, int(scale or 1), option == "compile", finish, exposure, eager))
+        factor = scale if scale == "auto" else int(scale or 1)
+        modes.append(Mode(label, backend, factor, option == "compile", finish, exposure, eager))
     return modes
 
 

@@ -216,9 +216,14 @@ def test_fast_preset_backend_and_threads(tmp_path: Path, weights_file: Path, mon
     assert seen[-1]["scale"] == 1 and not seen[-1]["finish"]
     with Image.open(tmp_path / "plain" / "a.png") as plain, Image.open(tmp_path / "curves" / "a.png") as curves:
         assert not np.array_equal(np.asarray(plain), np.asarray(curves))
+    assert main([*base, "-o", str(tmp_path / "auto"), "--scale", "auto"]) == 0
+    assert seen[-1]["scale"] == "auto" and seen[-1]["finish"]
     with pytest.raises(SystemExit):
         main([*base, "-o", str(tmp_path / "both"), "--fast", "--scale", "2"])
     assert "not allowed with" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*base, "-o", str(tmp_path / "word"), "--scale", "fast"])
+    assert "--scale" in capsys.readouterr().err
     with Image.open(tmp_path / "fast" / "a.png") as image:
         assert image.size == (64, 48)
 

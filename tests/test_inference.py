@@ -332,3 +332,33 @@ def test_memory_grows_with_the_tile_not_with_the_picture() -> None:
         growth[height] = _peak_rss_growth_mib(lambda pixels=pixels: enhancer.enhance_array(pixels))
     for height, width in ((1500, 2000), (3000, 4000)):  # the result's own pixels plus a tile-sized constant
         assert growth[height] < height * width * 3 / 2**20 + 120, growth  # the old engine: 621 MiB at 12 MP
+
+
+def test_auto_scale_keeps_the_networks_input_about_the_same_size() -> None:
+    from scl_lle.defaults import auto_scale
+
+    assert auto_scale(480, 640) == 8 and auto_scale(1080, 1920) == 8  # never below the old --fast scale
+    assert auto_scale(3000, 4000) == 16 and auto_scale(3024, 4032) == 16 and auto_scale(4000, 3000) == 16
+    assert auto_scale(6000, 8000) == 31  # 258 pixels on the long side
+
+
+def test_scale_auto_is_the_auto_scale_of_each_picture(monkeypatch: pytest.MonkeyPatch) -> None:
+    import scl_lle.defaults
+
+    monkeypatch.setattr(scl_lle.defaults, "AUTO_SCALE_SIDE", 16)  # so that small pictures get large scales
+    torch.manual_seed(0)
+    model = DCENet().eval()
+    wide, tall = torch.rand(1, 3, 40, 320) * 0.3, torch.rand(1, 3, 200, 48) * 0.3
+    auto = Enhancer(model, device="cpu", scale="auto", finish=False, exposure="off")
+    assert auto.scale_for(40, 320) == 20 and auto.scale_for(200, 48) == 12
+    for x, scale in ((wide, 20), (tall, 12)):
+        fixed = Enhancer(model, device="cpu", scale=scale, finish=False, exposure="off")
+        assert torch.equal(auto(x), fixed(x))
+        assert (
+            auto.curve_maps(x).shape[-2:]
+            == fixed.curve_maps(x).shape[-2:]
+            == (-(-x.shape[2] // scale), -(-x.shape[3] // scale))
+        )
+    for wrong in ("fast", 0, 2.5):
+        with pytest.raises(ValueError, match="scale must be"):
+            Enhancer(model, device="cpu", scale=wrong)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from .io.picture import HAS_AVIF
 
 __all__ = [
+    "AUTO_SCALE_MIN",
+    "AUTO_SCALE_SIDE",
     "BACKENDS",
     "DEFAULT_OPSET",
     "DEFAULT_SMOOTHING",
@@ -18,15 +20,28 @@ __all__ = [
     "FAST_SCALE",
     "MIN_OPSET",
     "OUTPUT_FORMATS",
+    "auto_scale",
 ]
 
 #: Where the curve-estimation network runs; ``"auto"`` picks one of the others
 #: (:func:`scl_lle.engine.backends.resolve_backend`).
 BACKENDS = ("auto", "torch", "onnxruntime")
 
-#: The ``--fast`` preset's scale: curves estimated at 1/8 of the size in each direction. The trade-off (time,
-#: PSNR against full resolution) for scales 1-8 is measured in docs/PERFORMANCE.md.
-FAST_SCALE = 8
+#: The ``--fast`` preset's scale: ``"auto"`` (:func:`auto_scale`). The trade-off (time, PSNR against full
+#: resolution, NIQE) by scale is measured in docs/PERFORMANCE.md.
+FAST_SCALE = "auto"
+#: ``scale="auto"``: the curves are estimated on the picture shrunk by at least this factor ...
+AUTO_SCALE_MIN = 8
+#: ... and so that its long side is about this many pixels: the network's cost stays about the same for any
+#: picture size, as Zero-DCE++ does by a fixed scale for its photo size.
+AUTO_SCALE_SIDE = 256
+
+
+def auto_scale(height: int, width: int) -> int:
+    """The scale ``"auto"`` gives a picture of ``(height, width)``: 8 up to about 2,300 pixels on the long side
+    (1080p), then long side / 256 rounded (16 for 12 MP)."""
+    return max(AUTO_SCALE_MIN, round(max(height, width) / AUTO_SCALE_SIDE))
+
 
 #: Side of the square tiles the network runs on at full resolution (the engine's working set grows with its
 #: square, not with the picture: peak memory by tile size and picture size is in docs/RELIABILITY.md).

@@ -176,7 +176,7 @@ def enhance(
     *,
     weights: str | os.PathLike[str] | None = None,
     device: str = "auto",
-    scale: int = 1,
+    scale: int | str = 1,
     recursive: bool = False,
     format: str = "same",
     quality: int = 95,

@@ -131,7 +131,7 @@ def enhance_video(
     enhancer: Enhancer | None = None,
     weights: str | os.PathLike[str] | None = None,
     device: str = "auto",
-    scale: int = 1,
+    scale: int | str = 1,
     temporal_smoothing: float = DEFAULT_SMOOTHING,
     exposure: Exposure | None = None,
     video_batch: int = DEFAULT_VIDEO_BATCH,

@@ -9,10 +9,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..defaults import BACKENDS, DEFAULT_SMOOTHING, DEFAULT_TILE, DEFAULT_VIDEO_BATCH, FAST_SCALE, OUTPUT_FORMATS
+from ..defaults import (
+    AUTO_SCALE_SIDE,
+    BACKENDS,
+    DEFAULT_SMOOTHING,
+    DEFAULT_TILE,
+    DEFAULT_VIDEO_BATCH,
+    FAST_SCALE,
+    OUTPUT_FORMATS,
+)
 from ..io.formats import RAW_WHITE_BALANCES
 from ..io.image import DEFAULT_MAX_PIXELS
-from .options import exposure, non_negative_int, positive_int, quality, smoothing, verbosity
+from .options import exposure, non_negative_int, positive_int, quality, scale_setting, smoothing, verbosity
 
 __all__ = ["add_parser", "run"]
 
@@ -84,10 +92,11 @@ def _add_engine(parser: argparse.ArgumentParser) -> None:
     speed = parser.add_mutually_exclusive_group()
     speed.add_argument(
         "--scale",
-        type=positive_int,
+        type=scale_setting,
         default=None,
-        metavar="N",
-        help="estimate the curves on the image shrunk N times: faster, slightly smoother (default: 1)",
+        metavar="N|auto",
+        help="estimate the curves on the image shrunk N times: faster, slightly smoother; auto: 8, or more on "
+        f"large photos, so the network sees about {AUTO_SCALE_SIDE} pixels on the long side (default: 1)",
     )
     speed.add_argument(
         "--fast",

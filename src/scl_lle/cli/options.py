@@ -13,17 +13,23 @@ __all__ = [
     "non_negative_int",
     "positive_int",
     "quality",
+    "scale_setting",
     "smoothing",
     "verbosity",
 ]
 
 
 def positive_int(text: str) -> int:
-    """A whole number >= 1 (``--tile``, ``--threads``, ``--scale``, ...)."""
+    """A whole number >= 1 (``--tile``, ``--threads``, ...)."""
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
     return value
+
+
+def scale_setting(text: str) -> int | str:
+    """``--scale``: a whole number >= 1, or ``auto``."""
+    return "auto" if text == "auto" else positive_int(text)
 
 
 def non_negative_int(text: str) -> int:

@@ -24,13 +24,13 @@ from PIL import Image
 from .._renamed import UNSET, renamed
 from ..core.colour import mean_brightness
 from ..core.curves import apply_curves_into, downsample, sample_maps
-from ..defaults import DEFAULT_TILE
+from ..defaults import DEFAULT_TILE, auto_scale
 from ..io.picture import Picture, picture_from_pil, picture_to_pil
 from ..models.dcenet import RECEPTIVE_RADIUS, DCENet
 from .backends import TorchEstimator, curve_estimator, resolve_device
 from .exposure import OFF, Exposure, auto_target, parse_exposure, scale_maps, solve_gain, thumbnail_factor
 from .finishing import BASE_REACH, base_at_centres, read_detail_eps, split_detail
-from .fused_pass import upsampled_curves
+from .fused_pass import upsampled_curves, upsampled_curves_into
 from .tiling import Progress, Region, TilePool, TileReader, TileWriter
 
 __all__ = ["EnhanceError", "Enhancer"]
@@ -65,7 +65,8 @@ class Enhancer:
             ``.pth`` file, or a :class:`~scl_lle.models.dcenet.DCENet` instance. With ``backend="onnxruntime"`` also a
             ``.onnx`` file written by :func:`scl_lle.apps.export.export_onnx` (the network alone).
         device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
-        scale: estimate the curves on the image shrunk by this integer factor (faster, slightly smoother).
+        scale: estimate the curves on the image shrunk by this integer factor (faster, slightly smoother);
+            ``"auto"`` (the ``--fast`` preset's): per picture, by :func:`~scl_lle.defaults.auto_scale`.
         tile: process images larger than this many pixels per side in tiles (bounded memory, same result);
             ``None`` processes every image in one piece (``--tile``; ``tile_size`` is its old name).
         dtype: the compute dtype (``torch.float32``; ``float16`` / ``bfloat16`` on GPUs; torch backend only).
@@ -98,7 +99,7 @@ class Enhancer:
         self,
         weights: str | os.PathLike[str] | DCENet | None = None,
         device: str | torch.device = "auto",
-        scale: int = 1,
+        scale: int | str = 1,
         tile: int | None = DEFAULT_TILE,
         dtype: torch.dtype = torch.float32,
         *,
@@ -111,8 +112,8 @@ class Enhancer:
         exposure: Exposure = "auto",
     ) -> None:
         self.exposure = parse_exposure(exposure)
-        if int(scale) != scale or scale < 1:
-            raise ValueError(f"scale must be an integer >= 1, got {scale}")
+        if scale != "auto" and (isinstance(scale, str) or int(scale) != scale or scale < 1):
+            raise ValueError(f"scale must be an integer >= 1 or 'auto', got {scale!r}")
         tile = renamed("Enhancer", "tile_size", "tile", tile_size, tile)
         if tile is not None and tile < 1:
             raise ValueError(f"tile must be positive or None, got {tile}")
@@ -127,7 +128,7 @@ class Enhancer:
             # zero (process-wide, like torch.set_num_threads) changes no output by a visible amount.
             torch.set_flush_denormal(True)
         self.dtype = dtype
-        self.scale = int(scale)
+        self.scale: int | str = scale if scale == "auto" else int(scale)
         self.tile = tile
         self.threads = threads
         self.compile = bool(compile)
@@ -178,18 +179,22 @@ class Enhancer:
         equals the one-piece result, and the memory used is bounded by the tile size. ``progress``: called with
         ``(tiles done, tiles in all)`` before the first tile and as tiles complete (from the calling thread).
         """
-        height, width = reader.height, reader.width
-        if maps is None and self.scale > 1:
-            maps = self._estimate_maps(reader.downsample(self.scale, pool=self._pool))
+        height, width = size = reader.height, reader.width
+        scale = self.scale_for(height, width)
+        if maps is None and scale > 1:
+            maps = self._estimate_maps(reader.downsample(scale, pool=self._pool))
         eps, gain = self._eps_and_gain(reader, maps, exposure, self.finish)
         identity = isinstance(gain, torch.Tensor) and bool((gain == 0).all())
         network = maps is None and not identity
         scaled = None if maps is None or identity else _finite(scale_maps(maps, gain))
         eps = None if identity else eps
         margin = max(RECEPTIVE_RADIUS if network else 0, BASE_REACH if eps is not None else 0)
+        direct = scaled is not None and eps is None and not self.compile and self.dtype == torch.float32
 
         def enhance_region(region: Region) -> None:
             top, left, bottom, right = region
+            if direct and upsampled_curves_into(reader.pixels(region), writer.pixels(region), scaled, size, region):
+                return  # the fused pass straight from the picture's pixels into the output's
             y0, x0 = max(top - margin, 0), max(left - margin, 0)
             y1, x1 = min(bottom + margin, height), min(right + margin, width)
             x = reader.read(y0, x0, y1, x1)
@@ -309,7 +314,11 @@ class Enhancer:
         to be edited (smoothed across video frames) and applied with :meth:`apply_curve_maps`.
         """
         x = images.to(device=self.device, dtype=self.dtype)
-        return self._guarded(lambda t: self._estimate_maps(downsample(t, self.scale)), x)
+        return self._guarded(lambda t: self._estimate_maps(downsample(t, self.scale_for(*t.shape[-2:]))), x)
+
+    def scale_for(self, height: int, width: int) -> int:
+        """The scale a picture of ``(height, width)`` gets: ``scale``, or for ``"auto"`` :func:`auto_scale`."""
+        return auto_scale(height, width) if self.scale == "auto" else int(self.scale)
 
     def exposure_gain(
         self, images: torch.Tensor, maps: torch.Tensor, exposure: Exposure | None = None

@@ -5,15 +5,16 @@ All three give :func:`scl_lle.core.curves.apply_upsampled_curves`'s result, to f
 - **eager PyTorch**, band by band (always there). Each of its ~100 operations per pixel streams the band
   through memory, so it costs about 0.1 s per megapixel on a 2-core CPU;
 - **torch.compile** of one band (:func:`~scl_lle.core.curves.upsampled_curves_band`), with ``compile=True``;
-- **a numba loop** (:func:`curves_rows`, ``pip install 'scl-lle[fast]'``): every pixel is read once, taken
-  through the eight curves in registers and written once (at 12 MP the pass with its reading and writing took
-  0.36 s instead of 1.21 s: docs/PERFORMANCE.md). It is used on the CPU in float32 wherever the picture's width
-  is an exact multiple of the scale (camera sizes such as 4000x3000 and 4032x3024 at scale 8 are): the bilinear
-  column taps then repeat every ``scale`` columns, and the loop runs over one phase of the period at a time, so
-  that it vectorises. numba compiles it on first use and caches it: a few seconds once per machine, then about a
-  second in each process that uses it. One picture repays that from about 14 megapixels on, two from about 7, so
-  it is used from 8 megapixels on (:data:`NUMBA_MIN_PIXELS`); smaller pictures keep the eager pass, and a
-  picture's result does not depend on what the process did before. ``SCL_LLE_NUMBA=0`` turns it off.
+- **a numba loop** (:func:`curves_rows`, ``pip install 'scl-lle[fast]'``) on the CPU: every pixel is read once,
+  taken through the eight curves while it is in cache, and written once, straight from the picture's own pixels
+  (float32, uint8 or uint16, planar or interleaved) into the result's (:func:`upsampled_curves_into`), so the
+  pass needs no float copy of the picture and no separate conversions (docs/PERFORMANCE.md). The curve maps are
+  widened once per low-resolution row, into contiguous rows, and each output row interpolates two of them, so
+  its inner loops are contiguous and vectorise, for any width and scale. numba compiles the loop on first use
+  and caches it: a few seconds once per machine and kind of picture, then about a second in each process that
+  uses it. One picture repays that from about 14 megapixels on, two from about 7, so it is used from 8
+  megapixels on (:data:`NUMBA_MIN_PIXELS`); smaller pictures keep the eager pass, and a picture's result does
+  not depend on what the process did before. ``SCL_LLE_NUMBA=0`` turns it off.
 """
 
 from __future__ import annotations
@@ -28,14 +29,26 @@ import numpy as np
 import torch
 
 from ..core.curves import apply_upsampled_curves, bilinear_taps, upsampled_curves_band
+from ..io.pixels import peak_value
 
-__all__ = ["NUMBA_ENV", "NUMBA_MIN_PIXELS", "curves_rows", "numba_available", "upsampled_curves"]
+__all__ = [
+    "NUMBA_ENV",
+    "NUMBA_MIN_PIXELS",
+    "curves_rows",
+    "numba_available",
+    "upsampled_curves",
+    "upsampled_curves_into",
+]
 
 #: Environment variable that turns the numba kernel off when set to ``0``.
 NUMBA_ENV = "SCL_LLE_NUMBA"
 #: Smallest picture (height x width) the numba kernel is used for. Loading it costs about a second per process
 #: and it saves about 0.08 s per megapixel on a 2-core CPU: below this, even a batch hardly repays it.
 NUMBA_MIN_PIXELS = 8_000_000
+#: Pixel types the numba kernel reads and writes directly.
+KERNEL_DTYPES = (np.float32, np.uint8, np.uint16)
+#: Columns taken through the curves at a time (a block stays in the first-level cache).
+_BLOCK = 512
 
 _lock = threading.Lock()
 _compiled_band: Callable[..., torch.Tensor] | None = None
@@ -49,59 +62,69 @@ def numba_available() -> bool:
 
 
 def curves_rows(
-    x: np.ndarray,
+    src: np.ndarray,
+    dst: np.ndarray,
     small: np.ndarray,
     y_low: np.ndarray,
     y_high: np.ndarray,
-    y_w_low: np.ndarray,
-    y_w_high: np.ndarray,
-    scale: int,
-    out: np.ndarray,
+    y_w0: np.ndarray,
+    y_w1: np.ndarray,
+    x_low: np.ndarray,
+    x_high: np.ndarray,
+    x_w0: np.ndarray,
+    x_w1: np.ndarray,
+    peak_in: float,
+    peak_out: float,
 ) -> None:
-    """The numba kernel's loop (plain Python and NumPy; numba compiles it): upsample and apply, row by row.
+    """The numba kernel's loop (plain Python and NumPy; numba compiles it): upsample the maps and apply them.
+
+    Long because it is one function for numba to compile and cache (helpers would be separate njit functions).
 
     Args:
-        x: ``(3, h, W)`` float32, the rows of one image; ``W == scale * sw``.
+        src: ``(3, h, w)`` pixels of one image, any strides: float32 (NaN read as 0, clipped to [0, 1]) or
+            integers, divided by ``peak_in`` (1.0 for floats).
+        dst: ``(3, h, w)``, any strides: the result clamped to [0, 1], times ``peak_out`` and rounded to the
+            nearest integer unless ``peak_out`` is 1.0 (float results).
         small: ``(3n, sh, sw)`` float32 curve maps at low resolution.
-        y_low, y_high, y_w_low, y_w_high: ``(h,)`` source rows (int64) and weights (float32) of each row of ``x``
+        y_low, y_high, y_w0, y_w1: ``(h,)`` source rows (int64) and weights (float32) of the rows of ``src``;
+            x_low, x_high, x_w0, x_w1: ``(w,)`` the same for its columns
             (:func:`~scl_lle.core.curves.bilinear_taps`).
-        scale: the upsampling factor along the width.
-        out: ``(3, h, W)`` float32, the result (may be ``x``).
     """
-    maps, _, low_width = small.shape
-    rows = np.empty((maps, low_width + 2), dtype=np.float32)  # one output row's maps, edges repeated
-    steps = np.empty((maps, low_width + 1), dtype=np.float32)  # differences of neighbouring columns
-    value = np.empty(low_width, dtype=np.float32)
-    r = np.empty(low_width, dtype=np.float32)
-    shift = np.empty(scale, dtype=np.int64)
-    fraction = np.empty(scale, dtype=np.float32)
-    for phase in range(scale):  # column k * scale + phase sits at low-res position k + (phase + 0.5) / scale - 0.5
-        centre = (phase + 0.5) / scale
-        shift[phase] = 1 if centre >= 0.5 else 0
-        fraction[phase] = centre - 0.5 + 1 - shift[phase]
-    for y in range(x.shape[1]):
-        a, b, wa, wb = y_low[y], y_high[y], y_w_low[y], y_w_high[y]
-        for m in range(maps):
-            for k in range(low_width):
-                rows[m, k + 1] = small[m, a, k] * wa + small[m, b, k] * wb
-            rows[m, 0] = rows[m, 1]
-            rows[m, low_width + 1] = rows[m, low_width]
-            for k in range(low_width + 1):
-                steps[m, k] = rows[m, k + 1] - rows[m, k]
+    maps = small.shape[0]
+    height, width = src.shape[1], src.shape[2]
+    upper = np.empty((maps, width), dtype=np.float32)  # the maps of low row y_low[y], widened to the full width
+    lower = np.empty((maps, width), dtype=np.float32)  # ... and of low row y_high[y]
+    value = np.empty(_BLOCK, dtype=np.float32)
+    have_upper, have_lower = -1, -1
+    for y in range(height):
+        a, b, wa, wb = y_low[y], y_high[y], y_w0[y], y_w1[y]
+        if a == have_lower and a != have_upper:  # moving down: the old lower row is the new upper one
+            upper, lower = lower, upper
+            have_upper, have_lower = have_lower, have_upper
+        for row, wide, have in ((a, upper, have_upper), (b, lower, have_lower)):
+            if row != have:
+                for m in range(maps):
+                    line, out = small[m, row], wide[m]
+                    for j in range(width):
+                        out[j] = line[x_low[j]] * x_w0[j] + line[x_high[j]] * x_w1[j]
+        have_upper, have_lower = a, b
         for c in range(3):
-            for phase in range(scale):
-                s, f = shift[phase], fraction[phase]
-                for k in range(low_width):
-                    value[k] = x[c, y, k * scale + phase]
-                for i in range(maps // 3):
-                    start, step = rows[3 * i + c, s : s + low_width], steps[3 * i + c, s : s + low_width]
-                    for k in range(low_width):
-                        r[k] = start[k] + f * step[k]
-                    for k in range(low_width):
-                        v = value[k]
-                        value[k] = v + r[k] * (v * v - v)
-                for k in range(low_width):
-                    out[c, y, k * scale + phase] = value[k]
+            for k0 in range(0, width, _BLOCK):
+                count = min(_BLOCK, width - k0)
+                part, pixels = value[:count], src[c, y, k0 : k0 + count]
+                for k in range(count):
+                    v = np.float32(pixels[k]) / peak_in
+                    part[k] = min(max(v, np.float32(0)), np.float32(1)) if v == v else np.float32(0)
+                for m in range(c, maps, 3):
+                    up, down = upper[m, k0 : k0 + count], lower[m, k0 : k0 + count]
+                    for k in range(count):
+                        r = up[k] * wa + down[k] * wb
+                        v = part[k]
+                        part[k] = v + r * (v * v - v)
+                result = dst[c, y, k0 : k0 + count]
+                for k in range(count):
+                    v = min(max(part[k], np.float32(0)), np.float32(1))
+                    result[k] = np.rint(v * peak_out) if peak_out != 1 else v
 
 
 def _numba_kernel() -> Callable[..., None] | None:
@@ -116,10 +139,14 @@ def _numba_kernel() -> Callable[..., None] | None:
                 try:
                     _numba_rows = _compile_numba(cache=False)
                 except Exception as error:  # a numba that does not fit this numpy or platform: eager still works
-                    _numba_failed = True
-                    message = f"numba kernel unavailable ({type(error).__name__}: {error}); eager pass"
-                    warnings.warn(message, stacklevel=2)
+                    _give_up(error)
         return _numba_rows
+
+
+def _give_up(error: BaseException) -> None:
+    global _numba_rows, _numba_failed
+    _numba_rows, _numba_failed = None, True
+    warnings.warn(f"numba kernel unavailable ({type(error).__name__}: {error}); eager pass", stacklevel=3)
 
 
 def _compile_numba(cache: bool) -> Callable[..., None]:
@@ -127,9 +154,11 @@ def _compile_numba(cache: bool) -> Callable[..., None]:
 
     kernel = numba.njit(nogil=True, cache=cache, boundscheck=False, error_model="numpy")(curves_rows)
     one = np.zeros(1, dtype=np.int64)
-    pixels = np.zeros((3, 1, 2), dtype=np.float32)
+    weight = np.ones(1, dtype=np.float32)
+    pixels = np.zeros((3, 1, 1), dtype=np.float32)
     maps = np.zeros((3, 1, 1), dtype=np.float32)
-    kernel(pixels, maps, one, one, one.astype(np.float32), one.astype(np.float32), 2, pixels)  # compiles it now
+    peak = np.float32(1.0)
+    kernel(pixels, pixels, maps, one, one, weight, weight, one, one, weight, weight, peak, peak)  # compiles it now
     return kernel
 
 
@@ -141,16 +170,65 @@ def _compiled_band_kernel() -> Callable[..., torch.Tensor]:
         return _compiled_band
 
 
-def _numba_fits(image: torch.Tensor, small_maps: torch.Tensor, size: tuple[int, int]) -> bool:
+def _run_kernel(
+    source: np.ndarray,
+    target: np.ndarray,
+    small_maps: torch.Tensor,
+    size: tuple[int, int],
+    region: tuple[int, int, int, int],
+) -> bool:
+    """Run the numba kernel image by image where it fits (see :func:`upsampled_curves_into`); ``False`` if not."""
     height, width = size
-    return (
+    if not (
         height * width >= NUMBA_MIN_PIXELS
-        and image.device.type == "cpu"
-        and image.dtype == torch.float32
-        and image.shape[-1] == width
-        and width % small_maps.shape[-1] == 0
+        and small_maps.device.type == "cpu"
+        and source.dtype in KERNEL_DTYPES
+        and target.dtype in KERNEL_DTYPES
         and numba_available()
-    )
+    ):
+        return False
+    kernel = _numba_kernel()
+    if kernel is None:
+        return False
+    top, left, bottom, right = region
+    sh, sw = small_maps.shape[-2:]
+    cpu, f32 = torch.device("cpu"), torch.float32
+    y_low, y_high, y_w0, y_w1 = (t.numpy() for t in bilinear_taps(torch.arange(top, bottom), height, sh, cpu, f32))
+    columns = [t.numpy() for t in bilinear_taps(torch.arange(left, right), width, sw, cpu, f32)]
+    small = small_maps.to(torch.float32).contiguous().numpy()
+    peaks = (np.float32(peak_value(source.dtype) or 1.0), np.float32(peak_value(target.dtype) or 1.0))
+    try:
+        for index in range(source.shape[0]):
+            kernel(source[index], target[index], small[index], y_low, y_high, y_w0, y_w1, *columns, *peaks)
+    except Exception as error:  # a kind of picture numba could not compile for: eager still works
+        with _lock:
+            _give_up(error)
+        return False
+    return True
+
+
+def upsampled_curves_into(
+    source: np.ndarray | None,
+    target: np.ndarray | None,
+    small_maps: torch.Tensor,
+    size: tuple[int, int],
+    region: tuple[int, int, int, int],
+) -> bool:
+    """The fused pass from a picture's pixels straight into the result's, by the numba kernel, where it fits.
+
+    Args:
+        source: ``(B, 3, h, w)`` pixels of ``region`` (top, left, bottom, right) of a picture of ``size``
+            ``(H, W)``, any strides: float32 in [0, 1] (NaN read as 0, out-of-range values clipped), uint8 or
+            uint16; ``None``: not readable as such.
+        target: ``(B, 3, h, w)`` where the result goes, clamped to [0, 1] and in ``target``'s pixel type
+            (integers rounded); ``None``: not writable as such.
+        small_maps: ``(B, 3n, sh, sw)`` curve maps in [-1, 1] at low resolution, on the CPU.
+
+    Returns:
+        Whether the kernel ran (numba installed and on, a picture of at least :data:`NUMBA_MIN_PIXELS`, pixel
+        types in :data:`KERNEL_DTYPES`); if not, nothing was written and the caller takes the other path.
+    """
+    return source is not None and target is not None and _run_kernel(source, target, small_maps, size, region)
 
 
 def upsampled_curves(
@@ -169,20 +247,11 @@ def upsampled_curves(
         compiled: the ``torch.compile`` kernel (``Enhancer(compile=True)``) instead of numba or eager.
 
     Returns:
-        ``(B, 3, h, w)``, a new tensor (not clamped).
+        ``(B, 3, h, w)``, a new tensor (clamped to [0, 1] by the numba kernel, not by the others).
     """
-    height, width = size
-    kernel = _numba_kernel() if not compiled and _numba_fits(image, small_maps, size) else None
-    if kernel is None:
-        band_kernel = _compiled_band_kernel() if compiled else None
-        return apply_upsampled_curves(image, small_maps, size, region, band_kernel=band_kernel)
-    top, _, bottom, _ = region
-    sh, sw = small_maps.shape[-2:]
-    y_low, y_high, y_w_low, y_w_high = bilinear_taps(torch.arange(top, bottom), height, sh, image.device, image.dtype)
-    taps = (y_low.numpy(), y_high.numpy(), y_w_low.numpy(), y_w_high.numpy())
-    x = image.contiguous()
-    small = small_maps.to(torch.float32).contiguous()
-    out = torch.empty_like(x)
-    for index in range(x.shape[0]):
-        kernel(x[index].numpy(), small[index].numpy(), *taps, width // sw, out[index].numpy())
-    return out
+    if not compiled and image.device.type == "cpu" and image.dtype == torch.float32:
+        out = torch.empty(image.shape, dtype=image.dtype)
+        if _run_kernel(image.detach().numpy(), out.numpy(), small_maps, size, region):
+            return out
+    band_kernel = _compiled_band_kernel() if compiled else None
+    return apply_upsampled_curves(image, small_maps, size, region, band_kernel=band_kernel)

@@ -185,6 +185,17 @@ def _torch_view(pixels: np.ndarray) -> torch.Tensor:
     return tensor_view(array).permute(2, 0, 1).unsqueeze(0)
 
 
+def _array_view(original: torch.Tensor | np.ndarray, source: torch.Tensor) -> np.ndarray | None:
+    """``(B, 3, H, W)`` numpy view of a picture's pixels (no copy), ``None`` for tensors off the CPU."""
+    if isinstance(original, np.ndarray):
+        array = original if original.ndim == 3 else original[..., None]
+        planes = array.transpose(2, 0, 1)[None]
+        return np.broadcast_to(planes, (1, 3, *planes.shape[2:])) if planes.shape[1] == 1 else planes
+    if source.device.type != "cpu" or source.dtype in (torch.bfloat16, torch.uint16):
+        return None
+    return source.detach().numpy()
+
+
 class TileReader:
     """Float tiles ``(B, 3, h, w)`` in [0, 1] on ``device`` and in ``dtype`` from a tensor or a numpy picture.
 
@@ -193,6 +204,7 @@ class TileReader:
     """
 
     def __init__(self, source: torch.Tensor | np.ndarray, device: torch.device, dtype: torch.dtype) -> None:
+        original = source
         if isinstance(source, np.ndarray):
             if not (source.ndim == 2 or (source.ndim == 3 and source.shape[2] in (1, 3))):
                 raise ValueError(f"expected (H, W), (H, W, 1) or (H, W, 3) pixels, got shape {source.shape}")
@@ -204,6 +216,14 @@ class TileReader:
         self.device = torch.device(device)
         self.dtype = dtype
         self.batch, _, self.height, self.width = source.shape
+        self._array = _array_view(original, source)
+
+    def pixels(self, region: Region) -> np.ndarray | None:
+        """The source's own pixels of ``region`` as a numpy view ``(B, 3, h, w)`` (any strides, the source's
+        dtype, grey read as three equal channels), for kernels that convert as they read; ``None`` where the
+        source is not on the CPU."""
+        top, left, bottom, right = region
+        return None if self._array is None else self._array[..., top:bottom, left:right]
 
     def read(self, top: int, left: int, bottom: int, right: int) -> torch.Tensor:
         """Pixels ``[top:bottom, left:right]`` as ``(B, 3, bottom - top, right - left)`` in [0, 1]."""
@@ -282,10 +302,25 @@ class TileWriter:
             self.result = np.empty(source.shape, dtype=source.dtype)
             self._target = _torch_view(self.result)
             self._dtype = torch.uint16 if source.dtype == np.uint16 else self._target.dtype
+        elif source.device.type == "cpu" and source.is_contiguous() and source.dtype in (torch.float32, torch.float64):
+            # numpy asks the OS for huge pages for large arrays (torch does not, by default): far fewer page
+            # faults when the fresh result is first written (docs/PERFORMANCE.md)
+            dtype = np.float32 if source.dtype == torch.float32 else np.float64
+            self.result = torch.from_numpy(np.empty(tuple(source.shape), dtype=dtype))
+            self._target = self.result
+            self._dtype = source.dtype
         else:
             self.result = torch.empty_like(source)
             self._target = self.result
             self._dtype = source.dtype
+        self._array = None if self.grey else _array_view(self.result, self._target)
+
+    def pixels(self, region: Region) -> np.ndarray | None:
+        """Where the result of ``region`` goes, as a numpy view ``(B, 3, h, w)`` of the output's own pixels (any
+        strides, its dtype), for kernels that convert as they write; ``None`` for grey outputs (they get luma)
+        and tensors off the CPU."""
+        top, left, bottom, right = region
+        return None if self._array is None else self._array[..., top:bottom, left:right]
 
     def write(self, top: int, left: int, tile: torch.Tensor) -> None:
         """Put ``tile`` ``(B, 3, h, w)`` in [0, 1] at ``(top, left)``."""
