@@ -13,7 +13,15 @@ import torch
 import scl_lle.engine.fused_pass as fused_pass
 from scl_lle import Enhancer
 from scl_lle.core.curves import apply_upsampled_curves, bilinear_taps
-from scl_lle.engine.fused_pass import NUMBA_ENV, curves_rows, numba_available, upsampled_curves, upsampled_curves_into
+from scl_lle.engine.fused_pass import (
+    NUMBA_ENV,
+    area_rows,
+    curves_rows,
+    numba_available,
+    upsampled_curves,
+    upsampled_curves_into,
+)
+from scl_lle.engine.tiling import TilePool, TileReader
 from scl_lle.io.pixels import from_unit, peak_value, tensor_view, to_unit
 
 needs_numba = pytest.mark.skipif(not numba_available(), reason="numba is not installed (pip install 'scl-lle[fast]')")
@@ -29,7 +37,7 @@ def _case(scale: int, height: int = 21, width: int = 40, batch: int = 1) -> tupl
 def _fresh_kernel_with(monkeypatch: pytest.MonkeyPatch, numba_module: object) -> None:
     """The kernel not loaded yet, ``numba_module`` importable as numba, and every picture large enough for it."""
     monkeypatch.setitem(sys.modules, "numba", numba_module)
-    monkeypatch.setattr(fused_pass, "_numba_rows", None)
+    monkeypatch.setattr(fused_pass, "_kernels", {})
     monkeypatch.setattr(fused_pass, "_numba_failed", False)
     monkeypatch.setattr(fused_pass, "numba_available", lambda: True)
     monkeypatch.setattr(fused_pass, "NUMBA_MIN_PIXELS", 0)
@@ -101,13 +109,13 @@ def test_the_numba_kernel_equals_the_eager_pass(monkeypatch: pytest.MonkeyPatch,
     kernel = upsampled_curves(part, maps, size, region)
     eager = apply_upsampled_curves(part, maps, size, region).clamp(0, 1)
     assert (kernel - eager).abs().max().item() < 2e-6
-    assert fused_pass._numba_rows is not None  # the kernel did run
+    assert "curves_rows" in fused_pass._kernels  # the kernel did run
 
 
 def test_the_eager_pass_serves_where_the_kernel_does_not_fit(monkeypatch: pytest.MonkeyPatch):
     # Small pictures, other dtypes, pixels it cannot read or write and SCL_LLE_NUMBA=0 keep the eager pass: the
     # numba kernel must not even be loaded for them.
-    def no_kernel() -> None:
+    def no_kernel(loop: object) -> None:
         raise AssertionError("the numba kernel was used")
 
     monkeypatch.setattr(fused_pass, "_numba_kernel", no_kernel)
@@ -187,7 +195,7 @@ def test_without_a_place_for_numbas_cache_the_kernel_is_compiled_per_process(mon
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         out = upsampled_curves(image, maps, size, (0, 0, *size))
-    assert fused_pass._numba_rows is curves_rows
+    assert fused_pass._kernels["curves_rows"] is curves_rows
     assert (out - apply_upsampled_curves(image, maps, size).clamp(0, 1)).abs().max().item() < 2e-6
 
 
@@ -198,10 +206,49 @@ def test_a_kind_of_picture_the_kernel_fails_on_warns_and_leaves_the_eager_pass(m
         raise TypeError("no implementation for this kind of array")
 
     _fresh_kernel_with(monkeypatch, None)
-    monkeypatch.setattr(fused_pass, "_numba_rows", failing)
+    monkeypatch.setitem(fused_pass._kernels, "curves_rows", failing)
     image, maps = _case(8)
     size = tuple(image.shape[-2:])
     with pytest.warns(UserWarning, match="numba kernel unavailable"):
         out = upsampled_curves(image, maps, size, (0, 0, *size))
     assert torch.equal(out, apply_upsampled_curves(image, maps, size))
-    assert fused_pass._numba_failed and fused_pass._numba_rows is None
+    assert fused_pass._numba_failed and not fused_pass._kernels
+
+
+@pytest.mark.parametrize("size", [(16, 24), (17, 23)])
+def test_the_shrink_loop_equals_the_area_average(size: tuple[int, int]):
+    # The loop numba compiles for the network's shrunk picture, as plain Python: the bins of adaptive average
+    # pooling (exact cells and sizes that do not divide), a strip of output rows, pixels read as to_unit reads them.
+    generator = torch.Generator().manual_seed(1)
+    image = torch.rand(3, *size, generator=generator)
+    image[0, 0, :3] = torch.tensor([float("nan"), float("inf"), -2.0])
+    out_size = (-(-size[0] // 4), -(-size[1] // 4))
+    expected = torch.nn.functional.adaptive_avg_pool2d(to_unit(image)[None], out_size)[0].numpy()
+    columns = fused_pass._bins(size[1], out_size[1])
+    starts, stops = fused_pass._bins(size[0], out_size[0])
+    out = np.full((3, 2, out_size[1]), np.nan, dtype=np.float32)
+    band = image[:, starts[1] : stops[2]].numpy()
+    area_rows(band, out, starts[1:3], stops[1:3], *columns, np.float32(1))
+    assert np.abs(out - expected[:, 1:3]).max() < 1e-6
+    pixels = (np.clip(image.nan_to_num(0).numpy(), 0, 1) * 255).round().astype(np.uint8).transpose(1, 2, 0).copy()
+    unit = to_unit(torch.from_numpy(pixels).permute(2, 0, 1))[None]
+    expected = torch.nn.functional.adaptive_avg_pool2d(unit, out_size)[0].numpy()
+    out = np.empty((3, *out_size), dtype=np.float32)
+    area_rows(pixels.transpose(2, 0, 1), out, starts, stops, *columns, np.float32(255))
+    assert np.abs(out - expected).max() < 1e-6
+
+
+@needs_numba
+def test_the_reader_shrinks_by_the_kernel_as_it_does_without(monkeypatch: pytest.MonkeyPatch):
+    pixels = np.random.default_rng(2).integers(0, 256, (45, 70, 3), dtype=np.uint8)
+    grey = pixels[..., 1].copy()
+    monkeypatch.setenv(NUMBA_ENV, "0")
+    pool = TilePool(2)
+    eager = [TileReader(p, torch.device("cpu"), torch.float32).downsample(8, pool=pool) for p in (pixels, grey)]
+    monkeypatch.delenv(NUMBA_ENV)
+    monkeypatch.setattr(fused_pass, "NUMBA_MIN_PIXELS", 0)
+    kernel = [TileReader(p, torch.device("cpu"), torch.float32).downsample(8, pool=pool) for p in (pixels, grey)]
+    assert "area_rows" in fused_pass._kernels
+    for with_kernel, without in zip(kernel, eager, strict=True):
+        assert with_kernel.shape == without.shape == (1, 3, 6, 9)
+        assert (with_kernel - without).abs().max().item() < 1e-6

@@ -32,8 +32,11 @@ from ..core.curves import apply_upsampled_curves, bilinear_taps, upsampled_curve
 from ..io.pixels import peak_value
 
 __all__ = [
+    "KERNEL_DTYPES",
     "NUMBA_ENV",
     "NUMBA_MIN_PIXELS",
+    "area_average_into",
+    "area_rows",
     "curves_rows",
     "numba_available",
     "upsampled_curves",
@@ -52,7 +55,7 @@ _BLOCK = 512
 
 _lock = threading.Lock()
 _compiled_band: Callable[..., torch.Tensor] | None = None
-_numba_rows: Callable[..., None] | None = None
+_kernels: dict[str, Callable[..., None]] = {}  # the numba loops compiled so far, by name
 _numba_failed = False
 
 
@@ -127,39 +130,129 @@ def curves_rows(
                     result[k] = np.rint(v * peak_out) if peak_out != 1 else v
 
 
-def _numba_kernel() -> Callable[..., None] | None:
-    """The compiled loop, compiled or loaded from numba's cache on first use; ``None`` if numba cannot (a warning
-    says why, once, and the eager pass serves from then on)."""
-    global _numba_rows, _numba_failed
+def area_rows(
+    src: np.ndarray,
+    out: np.ndarray,
+    row_starts: np.ndarray,
+    row_stops: np.ndarray,
+    col_starts: np.ndarray,
+    col_stops: np.ndarray,
+    peak_in: float,
+) -> None:
+    """The numba loop of the shrink for the network: area averages of the picture's pixels, read as they are.
+
+    Args:
+        src: ``(3, h, W)`` the picture's rows ``row_starts[0]`` to ``row_stops[-1]``, any strides; read as
+            :func:`curves_rows` reads them.
+        out: ``(3, n, m)`` float32: ``out[c, i, k]`` is the mean of the pixels in rows ``row_starts[i]`` to
+            ``row_stops[i]`` (absolute, exclusive) and columns ``col_starts[k]`` to ``col_stops[k]``: the bins
+            of ``adaptive_avg_pool2d``, summed in float64.
+    """
+    width, first = src.shape[2], row_starts[0]
+    sums = np.empty(width, dtype=np.float64)  # each column's sum over the rows of one output row
+    for c in range(out.shape[0]):
+        for i in range(out.shape[1]):
+            sums[:] = 0.0
+            for y in range(row_starts[i] - first, row_stops[i] - first):
+                line = src[c, y]
+                for j in range(width):
+                    v = np.float32(line[j]) / peak_in
+                    sums[j] += min(max(v, np.float32(0)), np.float32(1)) if v == v else np.float32(0)
+            rows = row_stops[i] - row_starts[i]
+            for k in range(out.shape[2]):
+                total = 0.0
+                for j in range(col_starts[k], col_stops[k]):
+                    total += sums[j]
+                out[c, i, k] = total / (rows * (col_stops[k] - col_starts[k]))
+
+
+def _numba_kernel(loop: Callable[..., None]) -> Callable[..., None] | None:
+    """``loop`` (:func:`curves_rows`, :func:`area_rows`) compiled by numba, or loaded from its cache, on first
+    use; ``None`` if numba cannot (a warning says why, once, and the eager operations serve from then on)."""
+    global _numba_failed
     with _lock:
-        if _numba_rows is None and not _numba_failed:
+        if loop.__name__ not in _kernels and not _numba_failed:
             try:
-                _numba_rows = _compile_numba(cache=True)
+                _kernels[loop.__name__] = _compile_numba(loop, cache=True)
             except Exception:  # nowhere to write numba's cache (read-only install, no home): compile per process
                 try:
-                    _numba_rows = _compile_numba(cache=False)
+                    _kernels[loop.__name__] = _compile_numba(loop, cache=False)
                 except Exception as error:  # a numba that does not fit this numpy or platform: eager still works
                     _give_up(error)
-        return _numba_rows
+        return _kernels.get(loop.__name__)
 
 
 def _give_up(error: BaseException) -> None:
-    global _numba_rows, _numba_failed
-    _numba_rows, _numba_failed = None, True
+    global _numba_failed
+    _kernels.clear()
+    _numba_failed = True
     warnings.warn(f"numba kernel unavailable ({type(error).__name__}: {error}); eager pass", stacklevel=3)
 
 
-def _compile_numba(cache: bool) -> Callable[..., None]:
+def _compile_numba(loop: Callable[..., None], cache: bool) -> Callable[..., None]:
+    """numba compiles on the first call, once for each kind of array it meets (pixel type, strides)."""
     import numba
 
-    kernel = numba.njit(nogil=True, cache=cache, boundscheck=False, error_model="numpy")(curves_rows)
-    one = np.zeros(1, dtype=np.int64)
-    weight = np.ones(1, dtype=np.float32)
-    pixels = np.zeros((3, 1, 1), dtype=np.float32)
-    maps = np.zeros((3, 1, 1), dtype=np.float32)
-    peak = np.float32(1.0)
-    kernel(pixels, pixels, maps, one, one, weight, weight, one, one, weight, weight, peak, peak)  # compiles it now
-    return kernel
+    return numba.njit(nogil=True, cache=cache, boundscheck=False, error_model="numpy")(loop)
+
+
+def _fits(size: tuple[int, int], maps_device: torch.device, *dtypes: np.dtype) -> bool:
+    """Whether the numba kernels serve a picture of ``size``: at least :data:`NUMBA_MIN_PIXELS`, on the CPU,
+    pixels they read and write, numba installed and on."""
+    return (
+        size[0] * size[1] >= NUMBA_MIN_PIXELS
+        and maps_device.type == "cpu"
+        and all(dtype in KERNEL_DTYPES for dtype in dtypes)
+        and numba_available()
+    )
+
+
+def _call(loop: Callable[..., None], calls: list[tuple]) -> bool:
+    """Run the compiled ``loop`` on each argument tuple; ``False`` (nothing usable written) if it cannot run."""
+    kernel = _numba_kernel(loop)
+    if kernel is None:
+        return False
+    try:
+        for arguments in calls:
+            kernel(*arguments)
+    except Exception as error:  # a kind of picture numba could not compile for: eager still works
+        with _lock:
+            _give_up(error)
+        return False
+    return True
+
+
+def _bins(size: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Start and stop (exclusive) of the ``count`` bins of ``adaptive_avg_pool`` over ``size`` elements."""
+    index = np.arange(count)
+    return (index * size) // count, -((-(index + 1) * size) // count)
+
+
+def area_average_into(
+    source: np.ndarray | None, out: torch.Tensor, size: tuple[int, int], rows: tuple[int, int]
+) -> bool:
+    """Rows ``rows`` (start, stop) of the area average of a whole picture, by the numba kernel, where it fits.
+
+    Args:
+        source: ``(B, 3, H, W)`` the picture's own pixels (as for :func:`upsampled_curves_into`); ``None``: not
+            readable as such.
+        out: ``(B, 3, n, m)`` float32 on the CPU, the shrunk picture: ``adaptive_avg_pool2d(unit(source), (n, m))``
+            (``scl_lle.engine.tiling.TileReader.downsample``).
+        size: ``(H, W)``.
+
+    Returns:
+        Whether the kernel wrote the rows (see :func:`upsampled_curves_into` for when it fits).
+    """
+    if source is None or out.dtype != torch.float32 or not _fits(size, out.device, source.dtype):
+        return False
+    (row_starts, row_stops), columns = _bins(size[0], out.shape[-2]), _bins(size[1], out.shape[-1])
+    first, last = rows
+    row_starts, row_stops = row_starts[first:last], row_stops[first:last]
+    band = source[..., row_starts[0] : row_stops[-1], :]
+    peak = np.float32(peak_value(source.dtype) or 1.0)
+    target = out.numpy()[..., first:last, :]
+    calls = [(band[b], target[b], row_starts, row_stops, *columns, peak) for b in range(source.shape[0])]
+    return _call(area_rows, calls)
 
 
 def _compiled_band_kernel() -> Callable[..., torch.Tensor]:
@@ -178,33 +271,17 @@ def _run_kernel(
     region: tuple[int, int, int, int],
 ) -> bool:
     """Run the numba kernel image by image where it fits (see :func:`upsampled_curves_into`); ``False`` if not."""
-    height, width = size
-    if not (
-        height * width >= NUMBA_MIN_PIXELS
-        and small_maps.device.type == "cpu"
-        and source.dtype in KERNEL_DTYPES
-        and target.dtype in KERNEL_DTYPES
-        and numba_available()
-    ):
+    if not _fits(size, small_maps.device, source.dtype, target.dtype):
         return False
-    kernel = _numba_kernel()
-    if kernel is None:
-        return False
-    top, left, bottom, right = region
+    (height, width), (top, left, bottom, right) = size, region
     sh, sw = small_maps.shape[-2:]
     cpu, f32 = torch.device("cpu"), torch.float32
-    y_low, y_high, y_w0, y_w1 = (t.numpy() for t in bilinear_taps(torch.arange(top, bottom), height, sh, cpu, f32))
+    rows = [t.numpy() for t in bilinear_taps(torch.arange(top, bottom), height, sh, cpu, f32)]
     columns = [t.numpy() for t in bilinear_taps(torch.arange(left, right), width, sw, cpu, f32)]
     small = small_maps.to(torch.float32).contiguous().numpy()
     peaks = (np.float32(peak_value(source.dtype) or 1.0), np.float32(peak_value(target.dtype) or 1.0))
-    try:
-        for index in range(source.shape[0]):
-            kernel(source[index], target[index], small[index], y_low, y_high, y_w0, y_w1, *columns, *peaks)
-    except Exception as error:  # a kind of picture numba could not compile for: eager still works
-        with _lock:
-            _give_up(error)
-        return False
-    return True
+    calls = [(source[b], target[b], small[b], *rows, *columns, *peaks) for b in range(source.shape[0])]
+    return _call(curves_rows, calls)
 
 
 def upsampled_curves_into(

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from ..core.colour import luminance
 from ..io.pixels import from_unit, peak_value, tensor_view, to_unit
+from .fused_pass import area_average_into
 
 __all__ = ["Progress", "Region", "TilePool", "TileReader", "TileWriter", "regions"]
 
@@ -256,6 +257,17 @@ class TileReader:
             return self.read(0, 0, self.height, self.width)
         pool = pool or TilePool(1)
         height, width = -(-self.height // scale), -(-self.width // scale)
+        if self.device.type == "cpu" and self.dtype == torch.float32:  # the numba kernel, where it serves
+            out = torch.empty((self.batch, 3, height, width), dtype=self.dtype)
+            done: list[bool] = []  # whether the kernel wrote each strip of output rows
+
+            def area_rows(strip: Region) -> None:
+                done.append(area_average_into(self._array, out, (self.height, self.width), (strip[0], strip[2])))
+
+            strips = _cuts(height, max(1, height // (4 * pool.workers)))
+            pool.run(area_rows, [(top, 0, bottom, width) for top, bottom in strips])
+            if all(done):
+                return out
         # Averaging over a rectangle = averaging its rows' averages: shrink the width band by band (exact
         # adaptive-pool bins along the width), then the height of the much smaller result, strip by strip.
         narrow = torch.empty((self.batch, 3, self.height, width), dtype=self.dtype, device=self.device)
