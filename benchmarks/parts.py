@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     shared = find_shared()
     photo = shared / "data" / "eval_noref_DICM" / "images" / "01.jpg" if shared else None
     print(f"device: {device_description(torch.device('cpu'))}; threads {torch.get_num_threads()}")
-    print(f"fused pass: {fused_kernel_description()}\n")
+    print(f"fast path: {fused_kernel_description()}\n")
     header = "| size | mode | load | " + " | ".join(PARTS) + " | total s |"
     print(header + "\n|" + "---|" * 3 + "---:|" * (len(PARTS) + 1))
     for size in args.sizes.split(","):

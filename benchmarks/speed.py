@@ -26,7 +26,7 @@ preset: ``torch@FAST_SCALE``, scale ``auto``). Modes time the network and its cu
 finishing (``scl_lle.engine.finishing``: ``scl-lle enhance`` without ``--fast``), and/or ``+auto``, which adds
 the default exposure solve (``scl_lle.engine.exposure``: ``exposure="auto"``); their PSNR against the reference
 then measures that change, not a loss. ``onnxruntime+finish+auto`` is what ``scl-lle enhance`` runs on the CPU.
-``+eager`` keeps the fast path's fused pass in eager PyTorch where the numba kernel would run it
+``+eager`` keeps the fast path's fused pass and shrink in eager PyTorch where the numba kernels would run them
 (``scl_lle.engine.fused_pass``: pictures of 8 MP and more when numba is installed), so both are timed in one run.
 
     python benchmarks/speed.py                                   # CPU: 1080p and 12 MP
@@ -238,11 +238,11 @@ class Mode:
     compile: bool = False
     finish: bool = False
     exposure: str = "off"
-    eager: bool = False  # the fused pass without the numba kernel (SCL_LLE_NUMBA=0)
+    eager: bool = False  # the fast path without the numba kernels (SCL_LLE_NUMBA=0)
 
     @contextlib.contextmanager
     def kernels(self) -> Iterator[None]:
-        """Within: the fused pass's kernels this mode asks for (``+eager``: no numba)."""
+        """Within: the fast path's kernels this mode asks for (``+eager``: no numba)."""
         before = os.environ.get(NUMBA_ENV)
         if self.eager:
             os.environ[NUMBA_ENV] = "0"
@@ -435,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(OSError):
         notes.append(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(f"device: {device_description(device)}; torch {torch.__version__}; threads {torch.get_num_threads()}")
-    print(f"fused pass: {fused_kernel_description()}")
+    print(f"fast path: {fused_kernel_description()}")
     print(f"weights: {weights_note}; repeats: {args.repeats} after 1 warm-up; engine tile {args.tile}")
     if device.type == "cuda":
         print(f"engine dtype {dtype}; cudnn.benchmark {args.cudnn_benchmark}; TF32 convolutions "
@@ -574,12 +574,12 @@ def _time_engine_mode(
 
 
 def fused_kernel_description() -> str:
-    """Which kernel runs the fast path's fused pass on large CPU pictures here (``scl_lle.engine.fused_pass``)."""
+    """Which kernels run the fast path's pass and shrink on large CPU pictures here (``scl_lle.engine.fused_pass``)."""
     if not numba_available():
         return "eager PyTorch (numba not installed or SCL_LLE_NUMBA=0)"
     from importlib.metadata import version
 
-    return f"numba {version('numba')} kernel from {NUMBA_MIN_PIXELS / 1e6:g} MP (eager below, and in +eager modes)"
+    return f"numba {version('numba')} kernels from {NUMBA_MIN_PIXELS / 1e6:g} MP (eager below, and in +eager modes)"
 
 
 def device_description(device: torch.device) -> str:

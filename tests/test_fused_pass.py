@@ -1,4 +1,4 @@
-"""The fast path's fused pass: the numba loop gives the eager pass's result, and is used only where it fits."""
+"""The fast path's numba loops (pass and shrink): the eager operations' results, used only where they fit."""
 
 from __future__ import annotations
 

@@ -1,20 +1,20 @@
-"""The fast path's fused upsample-and-curves pass (``scale > 1``), and which kernel runs it.
+"""The fast path's fused upsample-and-curves pass (``scale > 1``) and its shrink, and which kernel runs them.
 
-All three give :func:`scl_lle.core.curves.apply_upsampled_curves`'s result, to float rounding:
+All kernels give :func:`scl_lle.core.curves.apply_upsampled_curves`'s result, to float rounding:
 
 - **eager PyTorch**, band by band (always there). Each of its ~100 operations per pixel streams the band
   through memory, so it costs about 0.1 s per megapixel on a 2-core CPU;
 - **torch.compile** of one band (:func:`~scl_lle.core.curves.upsampled_curves_band`), with ``compile=True``;
-- **a numba loop** (:func:`curves_rows`, ``pip install 'scl-lle[fast]'``) on the CPU: every pixel is read once,
-  taken through the eight curves while it is in cache, and written once, straight from the picture's own pixels
-  (float32, uint8 or uint16, planar or interleaved) into the result's (:func:`upsampled_curves_into`), so the
-  pass needs no float copy of the picture and no separate conversions (docs/PERFORMANCE.md). The curve maps are
-  widened once per low-resolution row, into contiguous rows, and each output row interpolates two of them, so
-  its inner loops are contiguous and vectorise, for any width and scale. numba compiles the loop on first use
-  and caches it: a few seconds once per machine and kind of picture, then about a second in each process that
-  uses it. One picture repays that from about 14 megapixels on, two from about 7, so it is used from 8
-  megapixels on (:data:`NUMBA_MIN_PIXELS`); smaller pictures keep the eager pass, and a picture's result does
-  not depend on what the process did before. ``SCL_LLE_NUMBA=0`` turns it off.
+- **numba loops** (``pip install 'scl-lle[fast]'``) on the CPU, reading the picture's own pixels (float32, uint8
+  or uint16, planar or interleaved) and writing the result's, so neither needs a float copy of the picture:
+  :func:`curves_rows` takes every pixel through the eight curves while it is in cache (the curve maps are widened
+  once per low-resolution row into contiguous rows, so its inner loops vectorise for any width and scale), and
+  :func:`area_rows` shrinks the picture for the network (``TileReader.downsample``). numba compiles them on first
+  use and caches them: a few seconds once per machine and kind of picture, then about a second in each process
+  that uses them, against a saving of several hundredths of a second per megapixel (docs/PERFORMANCE.md). So they
+  serve pictures of 8 megapixels and more (:data:`NUMBA_MIN_PIXELS`); smaller pictures keep the eager
+  operations, and a picture's result does not depend on what the process did before. ``SCL_LLE_NUMBA=0`` turns
+  them off.
 """
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ __all__ = [
 
 #: Environment variable that turns the numba kernel off when set to ``0``.
 NUMBA_ENV = "SCL_LLE_NUMBA"
-#: Smallest picture (height x width) the numba kernel is used for. Loading it costs about a second per process
-#: and it saves about 0.08 s per megapixel on a 2-core CPU: below this, even a batch hardly repays it.
+#: Smallest picture (height x width) the numba kernels are used for. Loading them costs about a second per
+#: process, against several hundredths of a second saved per megapixel on a 2-core CPU: below this, even a batch
+#: hardly repays it.
 NUMBA_MIN_PIXELS = 8_000_000
 #: Pixel types the numba kernel reads and writes directly.
 KERNEL_DTYPES = (np.float32, np.uint8, np.uint16)

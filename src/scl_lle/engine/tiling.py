@@ -252,7 +252,9 @@ class TileReader:
         """Area average over ``scale`` x ``scale`` cells (as :func:`~scl_lle.core.curves.downsample` gives for
         the whole image) -> ``(B, 3, ceil(H/scale), ceil(W/scale))``, computed ``rows`` input rows at a time (``None``:
         about a quarter of a million pixels' worth, a few MB of floats), the bands shared among ``pool``'s workers
-        (``None``: here; split across PyTorch's threads, which stall when another process holds a core)."""
+        (``None``: here; split across PyTorch's threads, which stall when another process holds a core). On the
+        CPU in float32, large pictures are shrunk by a numba loop straight from their own pixels
+        (:func:`~scl_lle.engine.fused_pass.area_average_into`), in strips of output rows shared the same way."""
         if scale == 1:
             return self.read(0, 0, self.height, self.width)
         pool = pool or TilePool(1)
