@@ -38,8 +38,8 @@ AUTO_SCALE_SIDE = 256
 
 
 def auto_scale(height: int, width: int) -> int:
-    """The scale ``"auto"`` gives a picture of ``(height, width)``: 8 up to about 2,300 pixels on the long side
-    (1080p), then long side / 256 rounded (16 for 12 MP)."""
+    """The scale ``"auto"`` gives a picture of ``(height, width)``: 8 up to 2,176 pixels on the long side (1080p
+    included), then long side / 256 rounded (16 for 12 MP)."""
     return max(AUTO_SCALE_MIN, round(max(height, width) / AUTO_SCALE_SIDE))
 
 

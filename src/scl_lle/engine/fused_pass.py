@@ -197,12 +197,12 @@ def _compile_numba(loop: Callable[..., None], cache: bool) -> Callable[..., None
     return numba.njit(nogil=True, cache=cache, boundscheck=False, error_model="numpy")(loop)
 
 
-def _fits(size: tuple[int, int], maps_device: torch.device, *dtypes: np.dtype) -> bool:
-    """Whether the numba kernels serve a picture of ``size``: at least :data:`NUMBA_MIN_PIXELS`, on the CPU,
-    pixels they read and write, numba installed and on."""
+def _fits(size: tuple[int, int], device: torch.device, *dtypes: np.dtype) -> bool:
+    """Whether the numba kernels serve a picture of ``size``: at least :data:`NUMBA_MIN_PIXELS`, work on the CPU
+    (``device``), pixels they read and write (``dtypes``), numba installed and on."""
     return (
         size[0] * size[1] >= NUMBA_MIN_PIXELS
-        and maps_device.type == "cpu"
+        and device.type == "cpu"
         and all(dtype in KERNEL_DTYPES for dtype in dtypes)
         and numba_available()
     )
@@ -327,7 +327,7 @@ def upsampled_curves(
     Returns:
         ``(B, 3, h, w)``, a new tensor (clamped to [0, 1] by the numba kernel, not by the others).
     """
-    if not compiled and image.device.type == "cpu" and image.dtype == torch.float32:
+    if not compiled and image.dtype == torch.float32 and _fits(size, image.device, np.dtype(np.float32)):
         out = torch.empty(image.shape, dtype=image.dtype)
         if _run_kernel(image.detach().numpy(), out.numpy(), small_maps, size, region):
             return out
