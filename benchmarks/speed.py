@@ -20,7 +20,8 @@ Python loop holding one core; stopped at the end, and on their own when this scr
 case is measured in the same run as the quiet one; a third table gives each mode's slow-down under load.
 
 Modes (``--modes``, comma-separated): ``BACKEND[:compile][@SCALE][+finish][+auto]``, e.g. ``torch``,
-``torch:compile``, ``onnxruntime``, ``torch@8``, ``torch@auto``, ``onnxruntime@8``, ``fast`` (= the ``--fast``
+``torch:compile``, ``onnxruntime``, ``onnxruntime-int8``, ``torch@8``, ``torch@auto``, ``onnxruntime@8``,
+``fast`` (= the ``--fast``
 preset: ``torch@FAST_SCALE``, scale ``auto``). Modes time the network and its curves alone, at full strength
 (``exposure="off"``, as the reference), unless they end in ``+finish``, which adds the engine's default
 finishing (``scl_lle.engine.finishing``: ``scl-lle enhance`` without ``--fast``), and/or ``+auto``, which adds
@@ -233,7 +234,7 @@ class PeakMemory:
 @dataclass
 class Mode:
     label: str
-    backend: str  # "torch", "onnxruntime", or a peer's name (PEERS)
+    backend: str  # "torch", "onnxruntime", "onnxruntime-int8", or a peer's name (PEERS)
     scale: int | str = 1  # or "auto"
     compile: bool = False
     finish: bool = False
@@ -267,10 +268,10 @@ def parse_modes(text: str) -> list[Mode]:
         fast = spec == "fast"
         head, _, scale = (f"torch@{FAST_SCALE}" if fast else spec).partition("@")
         backend, _, option = head.partition(":")
-        if backend not in ("torch", "onnxruntime") or option not in ("", "compile"):
+        if backend not in ("torch", "onnxruntime", "onnxruntime-int8") or option not in ("", "compile"):
             raise SystemExit(
-                f"unknown mode {item!r}: use BACKEND[:compile][@SCALE][+finish][+auto] with torch or onnxruntime, "
-                f"or a peer: {', '.join(PEERS)}"
+                f"unknown mode {item!r}: use BACKEND[:compile][@SCALE][+finish][+auto] with torch, onnxruntime or "
+                f"onnxruntime-int8, or a peer: {', '.join(PEERS)}"
             )
         suffix = "".join("+" + extra for extra in extras)
         label = f"fast (scale {FAST_SCALE}, torch){suffix}" if fast else item

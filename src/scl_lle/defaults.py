@@ -25,7 +25,7 @@ __all__ = [
 
 #: Where the curve-estimation network runs; ``"auto"`` picks one of the others
 #: (:func:`scl_lle.engine.backends.resolve_backend`).
-BACKENDS = ("auto", "torch", "onnxruntime")
+BACKENDS = ("auto", "torch", "onnxruntime", "onnxruntime-int8")
 
 #: The ``--fast`` preset's scale: ``"auto"`` (:func:`auto_scale`). The trade-off (time, PSNR against full
 #: resolution, NIQE) by scale is measured in docs/PERFORMANCE.md.

@@ -110,7 +110,9 @@ def _add_engine(parser: argparse.ArgumentParser) -> None:
         choices=list(BACKENDS),
         default="auto",
         help="where the curve-estimation network runs; auto: onnxruntime for float32 on the CPU when it is "
-        "installed ('pip install onnx onnxruntime', about 2x faster there), else torch (default: auto)",
+        "installed ('pip install onnx onnxruntime', about 2x faster there), else torch; onnxruntime-int8: "
+        "the network in 8-bit integers on the CPU, faster still, results within one 8-bit level "
+        "(docs/PERFORMANCE.md) (default: auto)",
     )
     parser.add_argument(
         "--threads",

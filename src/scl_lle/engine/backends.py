@@ -1,10 +1,11 @@
 """Where the engine runs: the device, the backend that estimates the curve maps, and the process's rank.
 
 Curve estimation (the network) runs in PyTorch (``backend="torch"``, channels-last on the CPU, optionally
-``torch.compile``-d) or in ONNX Runtime (``backend="onnxruntime"``, the graph of :mod:`scl_lle.models.onnx`);
-everything else in the engine is the same for both. ``backend="auto"`` (the default) takes ONNX Runtime where it
-is measured faster: float32 on the CPU, when it is installed (:func:`resolve_backend`). :func:`curve_estimator`
-makes the estimator of the chosen backend: a callable ``(B, 3, h, w)`` in [0, 1] -> ``(B, 3n, h, w)`` in [-1, 1].
+``torch.compile``-d) or in ONNX Runtime (``backend="onnxruntime"``, the graph of :mod:`scl_lle.models.onnx`;
+``"onnxruntime-int8"``, that graph in 8-bit integers, :mod:`scl_lle.models.quantize`, CPU only); everything else
+in the engine is the same for all. ``backend="auto"`` (the default) takes ONNX Runtime where it is measured
+faster: float32 on the CPU, when it is installed (:func:`resolve_backend`). :func:`curve_estimator` makes the
+estimator of the chosen backend: a callable ``(B, 3, h, w)`` in [0, 1] -> ``(B, 3n, h, w)`` in [-1, 1].
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ..defaults import BACKENDS
 from ..models.dcenet import DCENet
 from ..models.hub import WeightsError, _first_line, check_probe, is_onnx_file, load_dcenet, probe_image
 from ..models.onnx import build_onnx, read_onnx, require
+from ..models.quantize import quantize_onnx
 
 __all__ = [
     "CurveEstimator",
@@ -125,6 +127,7 @@ def onnxruntime_session(
     *,
     device: str | torch.device = "cpu",
     threads: int | None = None,
+    int8: bool = False,
 ) -> Any:
     """An ONNX Runtime session that estimates curve maps (the network-alone export).
 
@@ -133,7 +136,8 @@ def onnxruntime_session(
     :class:`~scl_lle.models.hub.WeightsError` if it does not fit), or anything
     :class:`~scl_lle.engine.enhancer.Enhancer` takes (exported in memory). CUDA devices use ONNX Runtime's CUDA
     provider, which must be installed (``onnxruntime-gpu``). ``threads``: intra-op threads (``None``: PyTorch's
-    thread count, so both backends use the same).
+    thread count, so both backends use the same). ``int8``: run the graph quantised by
+    :func:`~scl_lle.models.quantize.quantize_onnx` (CPU only; checked on the test image like a file).
     """
     ort = require("onnxruntime")
     device = torch.device(device)
@@ -141,7 +145,12 @@ def onnxruntime_session(
     if path is not None:
         data, channels = read_onnx(path)
     else:
-        data = build_onnx(weights).SerializeToString()
+        proto = build_onnx(weights)
+        data, channels = proto.SerializeToString(), proto.graph.output[0].type.tensor_type.shape.dim[1].dim_value
+    if int8:
+        if device.type != "cpu":
+            raise ValueError(f"the onnxruntime-int8 backend runs on the CPU, not {device}")
+        data = quantize_onnx(data)
     options = _session_options(ort, threads)
     if device.type == "cuda":
         if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -151,14 +160,16 @@ def onnxruntime_session(
         providers = ["CPUExecutionProvider"]
     else:
         raise ValueError(f"the onnxruntime backend runs on cpu or cuda, not {device}")
-    if path is None:
+    if path is None and not int8:
         return ort.InferenceSession(data, options, providers=providers)
     try:
         session = ort.InferenceSession(data, options, providers=providers)
         (maps, *_) = session.run(None, {session.get_inputs()[0].name: probe_image().numpy()})
     except Exception as error:
-        raise WeightsError(f"{path}: ONNX Runtime cannot run it on a test image ({_first_line(error)})") from None
-    check_probe(path, torch.from_numpy(np.asarray(maps)), channels)
+        raise WeightsError(
+            f"{path or 'int8 graph'}: ONNX Runtime cannot run it on a test image ({_first_line(error)})"
+        ) from None
+    check_probe(path or "int8 graph", torch.from_numpy(np.asarray(maps)), channels)
     return session
 
 
@@ -209,14 +220,16 @@ def curve_estimator(
     requested = backend
     backend = resolve_backend(backend, device, dtype, compile, weights)
     source = weights
-    if backend == "onnxruntime":
+    if backend.startswith("onnxruntime"):
         if dtype != torch.float32:
-            raise ValueError("the onnxruntime backend computes in float32; use dtype=torch.float32")
+            raise ValueError(f"the {backend} backend takes float32 pictures; use dtype=torch.float32")
         fallback = requested == "auto" and not is_onnx_file(weights)
         if fallback and not isinstance(weights, DCENet):
             source = load_dcenet(weights)  # errors in the weights surface here, not as an ONNX failure
         try:
-            session = onnxruntime_session(source, device=device, threads=1 if workers > 1 else threads)
+            session = onnxruntime_session(
+                source, device=device, threads=1 if workers > 1 else threads, int8=backend == "onnxruntime-int8"
+            )
             return backend, OnnxEstimator(session), None
         except Exception as error:  # a broken ONNX install under "auto": PyTorch is always there
             if not fallback:

@@ -1,0 +1,99 @@
+"""The int8 backend (``backend="onnxruntime-int8"``): the quantised graph, its calibration pictures, and results
+within one 8-bit level of the float32 backend."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from scl_lle import Enhancer
+from scl_lle.cli import main
+
+onnx = pytest.importorskip("onnx", reason="the int8 backend needs 'pip install onnx onnxruntime'")
+pytest.importorskip("onnxruntime", reason="the int8 backend needs 'pip install onnx onnxruntime'")
+
+from scl_lle.apps.export import export_onnx  # noqa: E402
+from scl_lle.engine.backends import onnxruntime_session  # noqa: E402
+from scl_lle.models import quantize  # noqa: E402
+from scl_lle.models.onnx import build_onnx  # noqa: E402
+
+
+def _scene(seed: int, level: float) -> torch.Tensor:
+    """A generated picture ``(1, 3, 96, 96)`` at mean level about ``level``, not one of the calibration set's."""
+    (picture,) = quantize.calibration_images(count=1, side=96, seed=seed)
+    picture = torch.from_numpy(picture)
+    return (picture * (level / picture.mean())).clamp(0, 1)
+
+
+def test_calibration_images_are_fixed_in_range_and_span_dark_to_bright():
+    first, again = quantize.calibration_images(), quantize.calibration_images()
+    assert len(first) == quantize.CALIBRATION_COUNT
+    side = quantize.CALIBRATION_SIDE
+    for picture, same in zip(first, again, strict=True):
+        assert picture.shape == (1, 3, side, side) and picture.dtype == np.float32
+        assert picture.min() >= 0.0 and picture.max() <= 1.0
+        np.testing.assert_array_equal(picture, same)
+    means = [float(picture.mean()) for picture in first]
+    assert min(means) < 0.1 and max(means) > 0.4  # the network sees dark and well-lit pictures
+    assert not np.array_equal(quantize.calibration_images(seed=1)[0], first[0])
+
+
+def test_quantized_graph_holds_int8_weights_and_is_cached():
+    data = build_onnx(None).SerializeToString()
+    quantized = quantize.quantize_onnx(data)
+    assert quantize.quantize_onnx(data) is quantized  # once per weights per process
+    proto = onnx.load_from_string(quantized)
+    onnx.checker.check_model(proto)
+    operators = {node.op_type for node in proto.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= operators
+    weights = [t for t in proto.graph.initializer if t.name.endswith("weight_quantized")]
+    assert len(weights) == 7 and all(t.data_type == onnx.TensorProto.INT8 for t in weights)
+    assert all(node.domain in ("", "ai.onnx") for node in proto.graph.node)
+    assert len(quantized) < len(data) / 2  # int8 weights: a quarter of the float bytes, plus scales
+
+
+@pytest.mark.parametrize("level", [0.04, 0.15])
+def test_int8_results_are_within_one_level_of_float32(level: float):
+    picture = _scene(seed=11, level=level)
+    settings = {"device": "cpu", "exposure": "off", "finish": False}
+    exact = Enhancer(backend="onnxruntime", **settings)(picture)
+    enhancer = Enhancer(backend="onnxruntime-int8", **settings)
+    int8 = enhancer(picture)
+    assert enhancer.backend == "onnxruntime-int8"
+    assert int8.shape == exact.shape and int8.dtype == exact.dtype
+    assert not torch.equal(int8, exact)  # the integer graph ran, not the float one
+    difference = ((int8 * 255).round() - (exact * 255).round()).abs()
+    assert float(difference.max()) <= 1.0
+    psnr = 10 * math.log10(1.0 / max(float((int8 - exact).square().mean()), 1e-12))
+    assert psnr > 50.0
+    assert float((int8 - picture).abs().mean()) > 0.05  # it did enhance: not an identity graph
+
+
+def test_int8_backend_quantizes_an_exported_onnx_file(tmp_path: Path):
+    path = export_onnx(None, tmp_path / "net.onnx")
+    picture = _scene(seed=12, level=0.08)
+    from_file = Enhancer(path, device="cpu", exposure="off", backend="onnxruntime-int8")(picture)
+    from_weights = Enhancer(device="cpu", exposure="off", backend="onnxruntime-int8")(picture)
+    assert torch.allclose(from_file, from_weights, atol=1e-6)
+
+
+def test_int8_backend_is_cpu_only_and_float32_only():
+    with pytest.raises(ValueError, match="onnxruntime-int8 backend runs on the CPU"):
+        onnxruntime_session(None, device="cuda", int8=True)
+    with pytest.raises(ValueError, match="float32"):
+        Enhancer(device="cpu", backend="onnxruntime-int8", dtype=torch.bfloat16)
+
+
+def test_cli_backend_onnxruntime_int8(tmp_path: Path):
+    from PIL import Image
+
+    source = tmp_path / "dark.png"
+    pixels = (_scene(seed=13, level=0.08)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    Image.fromarray(pixels).save(source)
+    assert main(["enhance", str(source), "-o", str(tmp_path / "out.png"), "--backend", "onnxruntime-int8"]) == 0
+    result = np.asarray(Image.open(tmp_path / "out.png"))
+    assert result.shape == pixels.shape and result.mean() > pixels.mean() + 20
