@@ -74,9 +74,8 @@ class Enhancer:
             and ``onnxruntime`` packages; it runs a copy of the weights taken now) or ``"auto"``: ONNX Runtime
             for float32 on the CPU when it is installed, PyTorch otherwise
             (:func:`~scl_lle.engine.backends.resolve_backend`; the resolved name is in ``.backend``). Tiling,
-            ``scale`` and the curves are the same for all; the outputs agree within 1e-4.
-            ``"onnxruntime-int8"``: the network quantised to 8-bit integers (:mod:`scl_lle.models.quantize`; CPU
-            only), faster on CPUs; results within one 8-bit level of ``"onnxruntime"``'s.
+            ``scale`` and the curves are the same for all; the outputs agree within 1e-4. ``"onnxruntime-int8"``:
+            the network in 8-bit integers (:mod:`scl_lle.models.quantize`; CPU), faster, within two 8-bit levels.
         threads: CPU threads: the worker threads that share the tiles (``torch.set_num_threads`` is also
             set, process-wide); ``None``: PyTorch's setting (its default, or ``OMP_NUM_THREADS``, which
             ``torchrun`` sets to 1 per process). With more than one, PyTorch's own threads are held at one while
