@@ -64,7 +64,7 @@ if str(REPO / "src") not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(REPO / "src"))
 
 from scl_lle import DCENet, Enhancer, WeightsError, load_dcenet  # noqa: E402
-from scl_lle.defaults import DEFAULT_TILE, FAST_SCALE  # noqa: E402
+from scl_lle.defaults import BACKENDS, DEFAULT_TILE, FAST_SCALE  # noqa: E402
 from scl_lle.engine.fused_pass import NUMBA_ENV, NUMBA_MIN_PIXELS, numba_available  # noqa: E402
 from scl_lle.models.hub import resolve_weights  # noqa: E402
 
@@ -268,10 +268,10 @@ def parse_modes(text: str) -> list[Mode]:
         fast = spec == "fast"
         head, _, scale = (f"torch@{FAST_SCALE}" if fast else spec).partition("@")
         backend, _, option = head.partition(":")
-        if backend not in ("torch", "onnxruntime", "onnxruntime-int8") or option not in ("", "compile"):
+        if backend not in BACKENDS or backend == "auto" or option not in ("", "compile"):
             raise SystemExit(
-                f"unknown mode {item!r}: use BACKEND[:compile][@SCALE][+finish][+auto] with torch, onnxruntime or "
-                f"onnxruntime-int8, or a peer: {', '.join(PEERS)}"
+                f"unknown mode {item!r}: use BACKEND[:compile][@SCALE][+finish][+auto] with a backend of "
+                f"{', '.join(b for b in BACKENDS if b != 'auto')}, or a peer: {', '.join(PEERS)}"
             )
         suffix = "".join("+" + extra for extra in extras)
         label = f"fast (scale {FAST_SCALE}, torch){suffix}" if fast else item

@@ -1,5 +1,5 @@
-"""The int8 backend (``backend="onnxruntime-int8"``): the quantised graph, its calibration pictures, and results
-within one 8-bit level of the float32 backend."""
+"""The int8 backend (``backend="onnxruntime-int8"``): the quantised graph, its calibration pictures, results
+within one 8-bit level of the float32 backend on generated pictures, and its refusals."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from scl_lle import Enhancer
+from scl_lle import DCENet, Enhancer, WeightsError
 from scl_lle.cli import main
 
 onnx = pytest.importorskip("onnx", reason="the int8 backend needs 'pip install onnx onnxruntime'")
 pytest.importorskip("onnxruntime", reason="the int8 backend needs 'pip install onnx onnxruntime'")
 
 from scl_lle.apps.export import export_onnx  # noqa: E402
-from scl_lle.engine.backends import onnxruntime_session  # noqa: E402
+from scl_lle.engine.backends import onnxruntime_session, resolve_device  # noqa: E402
 from scl_lle.models import quantize  # noqa: E402
 from scl_lle.models.onnx import build_onnx  # noqa: E402
 
@@ -42,7 +42,9 @@ def test_calibration_images_are_fixed_in_range_and_span_dark_to_bright():
     assert not np.array_equal(quantize.calibration_images(seed=1)[0], first[0])
 
 
-def test_quantized_graph_holds_int8_weights_and_is_cached():
+def test_quantized_graph_holds_7_bit_weights_per_channel_and_uint8_activations_and_is_cached():
+    from onnx import numpy_helper
+
     data = build_onnx(None).SerializeToString()
     quantized = quantize.quantize_onnx(data)
     assert quantize.quantize_onnx(data) is quantized  # once per weights per process
@@ -50,10 +52,30 @@ def test_quantized_graph_holds_int8_weights_and_is_cached():
     onnx.checker.check_model(proto)
     operators = {node.op_type for node in proto.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= operators
-    weights = [t for t in proto.graph.initializer if t.name.endswith("weight_quantized")]
-    assert len(weights) == 7 and all(t.data_type == onnx.TensorProto.INT8 for t in weights)
     assert all(node.domain in ("", "ai.onnx") for node in proto.graph.node)
+    tensors = {t.name: t for t in proto.graph.initializer}
+    weights = [t for name, t in tensors.items() if name.endswith("weight_quantized")]
+    assert len(weights) == 7 and all(t.data_type == onnx.TensorProto.INT8 for t in weights)
+    for tensor in weights:
+        values = numpy_helper.to_array(tensor)
+        assert values.min() >= -64 and values.max() <= 64  # 7 bits: no 16-bit overflow without VNNI
+        scale = numpy_helper.to_array(tensors[tensor.name.replace("_quantized", "_scale")])
+        assert scale.shape == (values.shape[0],)  # one scale per output channel
+    activations = [t for name, t in tensors.items() if name.endswith("_zero_point") and not name.startswith("e_conv")]
+    assert activations and all(t.data_type == onnx.TensorProto.UINT8 for t in activations)
     assert len(quantized) < len(data) / 2  # int8 weights: a quarter of the float bytes, plus scales
+
+
+def test_quantizing_leaves_the_root_logger_alone(capsys: pytest.CaptureFixture[str]):
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    torch.manual_seed(3)
+    quantize._cache.clear()  # a real quantisation, not a cached one
+    quantize.quantize_onnx(build_onnx(DCENet()).SerializeToString())
+    assert root.handlers == handlers and root.level == level
+    assert "pre-processing" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("level", [0.04, 0.15])
@@ -74,18 +96,42 @@ def test_int8_results_are_within_one_level_of_float32(level: float):
 
 
 def test_int8_backend_quantizes_an_exported_onnx_file(tmp_path: Path):
-    path = export_onnx(None, tmp_path / "net.onnx")
+    torch.manual_seed(5)
+    model = DCENet().eval()
+    path = export_onnx(model, tmp_path / "net.onnx")
     picture = _scene(seed=12, level=0.08)
-    from_file = Enhancer(path, device="cpu", exposure="off", backend="onnxruntime-int8")(picture)
-    from_weights = Enhancer(device="cpu", exposure="off", backend="onnxruntime-int8")(picture)
-    assert torch.allclose(from_file, from_weights, atol=1e-6)
+    settings = {"device": "cpu", "exposure": "off", "backend": "onnxruntime-int8"}
+    from_file = Enhancer(path, **settings)(picture)
+    from_model = Enhancer(model, **settings)(picture)
+    assert torch.allclose(from_file, from_model, atol=1e-6)  # the file's weights, quantised the same way
+    assert not torch.allclose(from_file, Enhancer(**settings)(picture), atol=1e-3)  # not the default model's
 
 
-def test_int8_backend_is_cpu_only_and_float32_only():
-    with pytest.raises(ValueError, match="onnxruntime-int8 backend runs on the CPU"):
+def test_int8_backend_is_cpu_only_and_float32_only(monkeypatch: pytest.MonkeyPatch):
+    with pytest.raises(ValueError, match=r"onnxruntime-int8 backend runs on the CPU, not cuda \(use --device cpu\)"):
         onnxruntime_session(None, device="cuda", int8=True)
     with pytest.raises(ValueError, match="float32"):
         Enhancer(device="cpu", backend="onnxruntime-int8", dtype=torch.bfloat16)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a machine with a GPU: "auto" is still the CPU
+    assert resolve_device("auto", "onnxruntime-int8") == torch.device("cpu")
+    with pytest.raises(ValueError, match="device 'cuda'"):  # other backends take the (mock) GPU
+        resolve_device("auto", "onnxruntime")
+
+
+def test_int8_graph_that_strays_or_fails_is_refused(monkeypatch: pytest.MonkeyPatch):
+    from scl_lle.engine import backends
+
+    monkeypatch.setattr(backends, "PROBE_TOLERANCE", 0.0)
+    with pytest.raises(WeightsError, match=r"in int8 its curve maps differ from float32 by 0\.\d+ .*onnxruntime$"):
+        onnxruntime_session(None, int8=True)
+    monkeypatch.undo()
+
+    def broken(data: bytes) -> bytes:
+        raise RuntimeError("no calibration\nsecond line")
+
+    monkeypatch.setattr(backends, "quantize_onnx", broken)
+    with pytest.raises(WeightsError, match=r"cannot be quantised to int8 \(no calibration\)$"):
+        onnxruntime_session(None, int8=True)
 
 
 def test_cli_backend_onnxruntime_int8(tmp_path: Path):

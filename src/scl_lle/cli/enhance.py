@@ -111,8 +111,8 @@ def _add_engine(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="where the curve-estimation network runs; auto: onnxruntime for float32 on the CPU when it is "
         "installed ('pip install onnx onnxruntime', about 2x faster there), else torch; onnxruntime-int8: "
-        "the network in 8-bit integers on the CPU, faster still, results within two 8-bit levels "
-        "(docs/PERFORMANCE.md) (default: auto)",
+        "the network in 8-bit integers on the CPU, faster still, nearly the same results (measured in "
+        "docs/PERFORMANCE.md) (default: auto)",
     )
     parser.add_argument(
         "--threads",

@@ -23,8 +23,8 @@ import torch
 from ..defaults import BACKENDS
 from ..models.dcenet import DCENet
 from ..models.hub import WeightsError, _first_line, check_probe, is_onnx_file, load_dcenet, probe_image
-from ..models.onnx import build_onnx, read_onnx, require
-from ..models.quantize import quantize_onnx
+from ..models.onnx import build_onnx, curve_channels, read_onnx, require
+from ..models.quantize import PROBE_TOLERANCE, quantize_onnx
 
 __all__ = [
     "CurveEstimator",
@@ -40,12 +40,15 @@ __all__ = [
 CurveEstimator = Callable[[torch.Tensor], torch.Tensor]
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks CUDA, then Apple MPS, then the CPU; anything else is passed to :class:`torch.device`.
+def resolve_device(device: str | torch.device = "auto", backend: str = "auto") -> torch.device:
+    """``"auto"`` picks CUDA, then Apple MPS, then the CPU (the CPU for ``backend="onnxruntime-int8"``, which runs
+    only there); anything else is passed to :class:`torch.device`.
 
     Under ``torchrun`` (``LOCAL_RANK`` set) a CUDA device without an index becomes ``cuda:LOCAL_RANK``.
     """
-    if str(device) == "auto":
+    if str(device) == "auto" and backend == "onnxruntime-int8":
+        device = "cpu"
+    elif str(device) == "auto":
         device = "cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu"
     try:
         resolved = torch.device(device)
@@ -137,7 +140,7 @@ def onnxruntime_session(
     :class:`~scl_lle.engine.enhancer.Enhancer` takes (exported in memory). CUDA devices use ONNX Runtime's CUDA
     provider, which must be installed (``onnxruntime-gpu``). ``threads``: intra-op threads (``None``: PyTorch's
     thread count, so both backends use the same). ``int8``: run the graph quantised by
-    :func:`~scl_lle.models.quantize.quantize_onnx` (CPU only; checked on the test image like a file).
+    :func:`~scl_lle.models.quantize.quantize_onnx` (CPU only; checked on the test image against the float graph).
     """
     ort = require("onnxruntime")
     device = torch.device(device)
@@ -146,12 +149,12 @@ def onnxruntime_session(
         data, channels = read_onnx(path)
     else:
         proto = build_onnx(weights)
-        data, channels = proto.SerializeToString(), proto.graph.output[0].type.tensor_type.shape.dim[1].dim_value
+        data, channels = proto.SerializeToString(), curve_channels(proto)
+    options = _session_options(ort, threads)
     if int8:
         if device.type != "cpu":
-            raise ValueError(f"the onnxruntime-int8 backend runs on the CPU, not {device}")
-        data = quantize_onnx(data)
-    options = _session_options(ort, threads)
+            raise ValueError(f"the onnxruntime-int8 backend runs on the CPU, not {device} (use --device cpu)")
+        return _int8_session(ort, data, options, channels, path or "the weights")
     if device.type == "cuda":
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise RuntimeError("onnxruntime has no CUDA provider here (install onnxruntime-gpu) or use --device cpu")
@@ -160,16 +163,44 @@ def onnxruntime_session(
         providers = ["CPUExecutionProvider"]
     else:
         raise ValueError(f"the onnxruntime backend runs on cpu or cuda, not {device}")
-    if path is None and not int8:
+    if path is None:
         return ort.InferenceSession(data, options, providers=providers)
+    session, maps = _probed_session(ort, data, options, providers, path)
+    check_probe(path, maps, channels)
+    return session
+
+
+def _probed_session(
+    ort: Any, data: bytes, options: Any, providers: list[Any], name: object
+) -> tuple[Any, torch.Tensor]:
+    """A session of the graph ``data`` and its curve maps on :func:`probe_image`; a :class:`WeightsError` naming
+    ``name`` if ONNX Runtime cannot build or run it."""
     try:
         session = ort.InferenceSession(data, options, providers=providers)
         (maps, *_) = session.run(None, {session.get_inputs()[0].name: probe_image().numpy()})
     except Exception as error:
+        raise WeightsError(f"{name}: ONNX Runtime cannot run it on a test image ({_first_line(error)})") from None
+    return session, torch.from_numpy(np.asarray(maps))
+
+
+def _int8_session(ort: Any, data: bytes, options: Any, channels: int, name: object) -> Any:
+    """A CPU session of the float graph ``data`` quantised to int8, refused (:class:`WeightsError` naming ``name``)
+    if the quantiser fails or its curve maps on :func:`probe_image` differ from the float graph's by more than
+    :data:`~scl_lle.models.quantize.PROBE_TOLERANCE` (weights whose activations the calibration does not cover)."""
+    providers = ["CPUExecutionProvider"]
+    _, exact = _probed_session(ort, data, options, providers, name)
+    check_probe(name, exact, channels)
+    try:
+        quantized = quantize_onnx(data)
+    except Exception as error:
+        raise WeightsError(f"{name}: cannot be quantised to int8 ({_first_line(error)})") from None
+    session, maps = _probed_session(ort, quantized, options, providers, f"{name} (int8)")
+    check_probe(f"{name} (int8)", maps, channels)
+    if (error := float((maps - exact).abs().max())) > PROBE_TOLERANCE:
         raise WeightsError(
-            f"{path or 'int8 graph'}: ONNX Runtime cannot run it on a test image ({_first_line(error)})"
-        ) from None
-    check_probe(path or "int8 graph", torch.from_numpy(np.asarray(maps)), channels)
+            f"{name}: in int8 its curve maps differ from float32 by {error:.3f} on a test image (more than "
+            f"{PROBE_TOLERANCE}); use --backend onnxruntime"
+        )
     return session
 
 
@@ -220,7 +251,7 @@ def curve_estimator(
     requested = backend
     backend = resolve_backend(backend, device, dtype, compile, weights)
     source = weights
-    if backend.startswith("onnxruntime"):
+    if backend in ("onnxruntime", "onnxruntime-int8"):
         if dtype != torch.float32:
             raise ValueError(f"the {backend} backend takes float32 pictures; use dtype=torch.float32")
         fallback = requested == "auto" and not is_onnx_file(weights)

@@ -62,7 +62,7 @@ class Enhancer:
 
     Args:
         weights: ``None`` for the embedded default model, a pretrained name, a path to a ``.safetensors`` or
-            ``.pth`` file, or a :class:`~scl_lle.models.dcenet.DCENet` instance. With ``backend="onnxruntime"`` also a
+            ``.pth`` file, or a :class:`~scl_lle.models.dcenet.DCENet` instance. With an ONNX Runtime backend also a
             ``.onnx`` file written by :func:`scl_lle.apps.export.export_onnx` (the network alone).
         device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
         scale: estimate the curves on the image shrunk by this integer factor (faster, slightly smoother);
@@ -75,7 +75,7 @@ class Enhancer:
             for float32 on the CPU when it is installed, PyTorch otherwise
             (:func:`~scl_lle.engine.backends.resolve_backend`; the resolved name is in ``.backend``). Tiling,
             ``scale`` and the curves are the same for all; the outputs agree within 1e-4. ``"onnxruntime-int8"``:
-            the network in 8-bit integers (:mod:`scl_lle.models.quantize`; CPU), faster, within two 8-bit levels.
+            the network in 8-bit integers (:mod:`scl_lle.models.quantize`; CPU): faster, results nearly the same.
         threads: CPU threads: the worker threads that share the tiles (``torch.set_num_threads`` is also
             set, process-wide); ``None``: PyTorch's setting (its default, or ``OMP_NUM_THREADS``, which
             ``torchrun`` sets to 1 per process). With more than one, PyTorch's own threads are held at one while
@@ -122,7 +122,7 @@ class Enhancer:
             raise ValueError(f"threads must be >= 1 or None, got {threads}")
         if threads is not None:
             torch.set_num_threads(threads)
-        self.device = resolve_device(device)
+        self.device = resolve_device(device, backend)
         if self.device.type == "cpu":
             # Subnormal floats (below about 1e-38), which the network's activations reach on some photos, take a
             # slow microcode path on many x86 CPUs: one DICM photo took 140 s instead of 3.6 s. Flushing them to

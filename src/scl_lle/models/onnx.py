@@ -38,7 +38,7 @@ from ..defaults import DEFAULT_OPSET, MIN_OPSET
 from .dcenet import DCENet
 from .hub import WeightsError, _first_line, load_dcenet
 
-__all__ = ["build_onnx", "read_onnx", "require"]
+__all__ = ["build_onnx", "curve_channels", "read_onnx", "require"]
 
 _INSTALL_HINT = "pip install onnx onnxruntime"
 
@@ -244,10 +244,15 @@ def _check_onnx(path: Path, proto: Any) -> int:
         if not np.isfinite(numpy_helper.to_array(tensor).astype(np.float32)).all():
             raise WeightsError(f"{path}: initialiser {tensor.name} is not finite (NaN or infinity)")
     try:
-        iterations = int(props.get("scl_lle.iterations", "8"))
+        return curve_channels(proto)
     except ValueError:
         raise WeightsError(f"{path}: scl_lle.iterations is not a number") from None
-    return 3 * iterations
+
+
+def curve_channels(proto: Any) -> int:
+    """The curve-map channels a network-alone graph gives: 3 x its ``scl_lle.iterations`` metadata (default 8)."""
+    props = {p.key: p.value for p in proto.metadata_props}
+    return 3 * int(props.get("scl_lle.iterations", "8"))
 
 
 def read_onnx(path: Path) -> tuple[bytes, int]:

@@ -4,13 +4,16 @@ The float graph of :mod:`scl_lle.models.onnx` (the network alone) with its weigh
 int8, one scale per output channel (``reduce_range``: x86 CPUs without VNNI multiply uint8 by int8 in pairs
 summed into 16 bits, which full 8-bit weights can overflow), and its activations as uint8, one scale per tensor,
 in ONNX's QDQ form (QuantizeLinear / DequantizeLinear pairs, default domain), which ONNX Runtime's CPU provider
-turns into integer convolutions.
+turns into integer convolutions. The network's input is quantised to 256 levels too; the curves are still applied
+to the picture's own samples, at full precision, by the engine.
 
 The activations' ranges are calibrated on generated pictures (:func:`calibration_images`: smooth scenes with
 edges and grain, from near black to bright), not on a data set, so any weights can be quantised where they are
 loaded, in a fraction of a second, and the result does not depend on files a user may not have. Quantised once
-per weights per process (:func:`quantize_onnx` keeps the last few). What it costs in quality and gains in time
-on this project's CPU is measured by ``benchmarks/speed.py`` (docs/PERFORMANCE.md).
+per weights per process (:func:`quantize_onnx` keeps the last few). What it gains in time on this project's CPU
+is measured by ``benchmarks/speed.py``, what it costs in quality by ``benchmarks/int8_agreement.py``
+(docs/PERFORMANCE.md); the engine also refuses a quantised graph whose curve maps stray from the float graph's
+on a test image (:data:`PROBE_TOLERANCE`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import tempfile
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -25,13 +29,17 @@ import numpy as np
 
 from .onnx import require
 
-__all__ = ["CALIBRATION_COUNT", "CALIBRATION_SIDE", "calibration_images", "quantize_onnx"]
+__all__ = ["CALIBRATION_COUNT", "CALIBRATION_SIDE", "PROBE_TOLERANCE", "calibration_images", "quantize_onnx"]
 
 #: How many generated pictures calibrate the activation ranges, and their side in pixels.
 CALIBRATION_COUNT = 8
 CALIBRATION_SIDE = 64
+#: The largest difference between the int8 and the float graph's curve maps (in [-1, 1]) on the engine's test
+#: image that is accepted; the default model's is below 0.01.
+PROBE_TOLERANCE = 0.05
 _CACHE_SIZE = 4
 _cache: OrderedDict[str, bytes] = OrderedDict()
+_lock = threading.Lock()
 
 
 def calibration_images(count: int = CALIBRATION_COUNT, side: int = CALIBRATION_SIDE, seed: int = 0) -> list[np.ndarray]:
@@ -61,48 +69,55 @@ def calibration_images(count: int = CALIBRATION_COUNT, side: int = CALIBRATION_S
 def quantize_onnx(data: bytes) -> bytes:
     """The int8 (QDQ) version of a float DCE-Net graph ``data`` (the network alone, as :func:`build_onnx` gives or
     :func:`read_onnx` checked): weights int8 per output channel, activations uint8 by min-max calibration on
-    :func:`calibration_images`. Needs ``onnxruntime`` (its quantisation tools) and ``onnx``."""
+    :func:`calibration_images`. Needs ``onnxruntime`` (its quantisation tools) and ``onnx``. Thread-safe; the
+    root logger is left as it was (the quantiser's ``logging.*`` calls would otherwise configure it)."""
     key = hashlib.sha256(data).hexdigest()
-    if key in _cache:
-        _cache.move_to_end(key)
-        return _cache[key]
-    onnx = require("onnx")
-    require("onnxruntime")
-    from onnxruntime import quantization as q
+    with _lock:
+        if (cached := _cache.get(key)) is not None:
+            _cache.move_to_end(key)
+            return cached
+        onnx = require("onnx")
+        require("onnxruntime")
+        from onnxruntime import quantization as q
 
-    model = onnx.load_from_string(data)
-    constants = {tensor.name for tensor in model.graph.initializer}
-    image = next(i.name for i in model.graph.input if i.name not in constants)
+        model = onnx.load_from_string(data)
+        constants = {tensor.name for tensor in model.graph.initializer}
+        image = next(i.name for i in model.graph.input if i.name not in constants)
+        # The quantiser's pre-processing (shape inference, graph fusions) is for larger graphs; DCE-Net's has
+        # nothing for it to do. Marked as done, so the quantiser does not advise it on stderr.
+        model.metadata_props.add(key="onnx.quant.pre_process", value="onnxruntime.quant")
 
-    class Calibration(q.CalibrationDataReader):
-        def __init__(self) -> None:
-            self.pictures = iter(calibration_images())
+        class Calibration(q.CalibrationDataReader):
+            def __init__(self) -> None:
+                self.pictures = iter(calibration_images())
 
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            picture = next(self.pictures, None)
-            return None if picture is None else {image: picture}
+            def get_next(self) -> dict[str, np.ndarray] | None:
+                picture = next(self.pictures, None)
+                return None if picture is None else {image: picture}
 
-    quiet = logging.getLogger()  # the quantiser advises pre-processing through the root logger; not needed here
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    try:
-        with tempfile.TemporaryDirectory(prefix="scl-lle-int8-") as folder:
-            target = Path(folder) / "int8.onnx"
-            q.quantize_static(
-                model,
-                str(target),
-                Calibration(),
-                quant_format=q.QuantFormat.QDQ,
-                activation_type=q.QuantType.QUInt8,
-                weight_type=q.QuantType.QInt8,
-                per_channel=True,
-                reduce_range=True,
-                calibrate_method=q.CalibrationMethod.MinMax,
-            )
-            quantized = target.read_bytes()
-    finally:
-        quiet.setLevel(level)
-    _cache[key] = quantized
-    while len(_cache) > _CACHE_SIZE:
-        _cache.popitem(last=False)
-    return quantized
+        root = logging.getLogger()
+        guard = logging.NullHandler() if not root.handlers else None  # stops logging.basicConfig() in the calls
+        if guard is not None:
+            root.addHandler(guard)
+        try:
+            with tempfile.TemporaryDirectory(prefix="scl-lle-int8-") as folder:
+                target = Path(folder) / "int8.onnx"
+                q.quantize_static(
+                    model,
+                    str(target),
+                    Calibration(),
+                    quant_format=q.QuantFormat.QDQ,
+                    activation_type=q.QuantType.QUInt8,
+                    weight_type=q.QuantType.QInt8,
+                    per_channel=True,
+                    reduce_range=True,
+                    calibrate_method=q.CalibrationMethod.MinMax,
+                )
+                quantized = target.read_bytes()
+        finally:
+            if guard is not None:
+                root.removeHandler(guard)
+        _cache[key] = quantized
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+        return quantized
