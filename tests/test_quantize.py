@@ -143,3 +143,15 @@ def test_cli_backend_onnxruntime_int8(tmp_path: Path):
     assert main(["enhance", str(source), "-o", str(tmp_path / "out.png"), "--backend", "onnxruntime-int8"]) == 0
     result = np.asarray(Image.open(tmp_path / "out.png"))
     assert result.shape == pixels.shape and result.mean() > pixels.mean() + 20
+
+
+def test_web_server_runs_the_backend_it_is_given(monkeypatch: pytest.MonkeyPatch):
+    from scl_lle.apps.serve import server
+    from scl_lle.apps.serve.work import Engine
+
+    enhancer = Engine(None, "auto", "onnxruntime-int8").enhancer("full")
+    assert enhancer.backend == "onnxruntime-int8" and enhancer.device.type == "cpu"
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(server, "serve", lambda *args, **kwargs: seen.update(kwargs))
+    assert main(["serve", "--backend", "onnxruntime-int8"]) == 0
+    assert seen["backend"] == "onnxruntime-int8"

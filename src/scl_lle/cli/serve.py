@@ -7,6 +7,7 @@ import sys
 from dataclasses import replace
 
 from ..apps.serve.limits import ServeLimits
+from ..defaults import BACKENDS
 from .options import non_negative_int, positive_int
 
 __all__ = ["add_parser", "run"]
@@ -28,6 +29,12 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "-w", "--weights", metavar="PATH", help="weights file or pretrained name; default: the embedded model"
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    parser.add_argument(
+        "--backend",
+        choices=list(BACKENDS),
+        default="auto",
+        help="where the curve-estimation network runs, as for scl-lle enhance --backend (default: auto)",
+    )
     _add_limits(parser, ServeLimits())
     parser.set_defaults(run=run)
     return parser
@@ -70,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     limits = ServeLimits(**{field: getattr(args, field) for field, *_ in _LIMIT_FLAGS})
     limits = replace(limits, max_pixels=limits.max_pixels or None)  # 0: no limit, as for enhance
     try:
-        serve(args.host, args.port, weights=args.weights, device=args.device, limits=limits)
+        serve(args.host, args.port, weights=args.weights, device=args.device, backend=args.backend, limits=limits)
     except KeyboardInterrupt:
         print("scl-lle serve: stopped", file=sys.stderr)
     except (WeightsError, ValueError, RuntimeError, OSError) as error:

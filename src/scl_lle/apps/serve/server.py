@@ -65,10 +65,12 @@ def make_server(
     *,
     weights: str | os.PathLike[str] | DCENet | None = None,
     device: str = "auto",
+    backend: str = "auto",
     limits: ServeLimits | None = None,
 ) -> EnhanceServer:
-    """Load the model and bind the web app's server (``port=0``: any free port); call ``serve_forever()``."""
-    engine = Engine(weights, device)
+    """Load the model and bind the web app's server (``port=0``: any free port); call ``serve_forever()``.
+    ``device`` and ``backend`` as for :class:`~scl_lle.engine.enhancer.Enhancer`."""
+    engine = Engine(weights, device, backend)
     engine.enhancer("full")  # fail now, not on the first upload, if the device cannot be used
     return EnhanceServer((host, port), engine, limits or ServeLimits())
 
@@ -79,10 +81,11 @@ def serve(
     *,
     weights: str | os.PathLike[str] | DCENet | None = None,
     device: str = "auto",
+    backend: str = "auto",
     limits: ServeLimits | None = None,
 ) -> None:
     """Run the web app until interrupted (Ctrl-C) or terminated (SIGTERM); either way the scratch folder goes."""
-    server = make_server(host, port, weights=weights, device=device, limits=limits)
+    server = make_server(host, port, weights=weights, device=device, backend=backend, limits=limits)
     if not is_loopback(host):
         _log.warning("listening on %s, reachable from other machines; the app has no login", host)
     restore = _stop_on_sigterm(server)
