@@ -100,9 +100,6 @@ def quantize_onnx(data: bytes) -> bytes:
         if guard is not None:
             root.addHandler(guard)
         try:
-            # A channel whose weights are all 0 gets a weight scale of 0, and its bias an infinite quotient that
-            # the quantiser clips to the int32 range (numpy warns on the way): such a channel is constant, its bias
-            # saturates, and the check on the test image (engine.backends) judges the result.
             # Weights near 1e-37 (dead channels, as in the released Zero-DCE checkpoint) give a bias scale that
             # underflows to 0, and numpy warns of the division by it; the quantiser clips such a bias to the int32
             # range, the channel stays dead, and the check on the test image (engine.backends) judges the result.
