@@ -21,12 +21,14 @@ case is measured in the same run as the quiet one; a third table gives each mode
 
 Modes (``--modes``, comma-separated): ``BACKEND[:compile][@SCALE][+finish][+auto]``, e.g. ``torch``,
 ``torch:compile``, ``onnxruntime``, ``onnxruntime-int8``, ``torch@8``, ``torch@auto``, ``onnxruntime@8``,
-``fast`` (= the ``--fast``
-preset: ``torch@FAST_SCALE``, scale ``auto``). Modes time the network and its curves alone, at full strength
+``fast`` (the ``--fast``
+preset's scale and finishing in PyTorch: ``torch@FAST_SCALE``, scale ``auto``; ``scl-lle enhance --fast`` runs
+``onnxruntime-int8@auto`` on the CPU). Modes time the network and its curves alone, at full strength
 (``exposure="off"``, as the reference), unless they end in ``+finish``, which adds the engine's default
 finishing (``scl_lle.engine.finishing``: ``scl-lle enhance`` without ``--fast``), and/or ``+auto``, which adds
 the default exposure solve (``scl_lle.engine.exposure``: ``exposure="auto"``); their PSNR against the reference
-then measures that change, not a loss. ``onnxruntime+finish+auto`` is what ``scl-lle enhance`` runs on the CPU.
+then measures that change, not a loss. ``onnxruntime-int8+finish+auto`` is what ``scl-lle enhance`` runs on the CPU
+(``--backend auto``).
 ``+eager`` keeps the fast path's fused pass and shrink in eager PyTorch where the numba kernels would run them
 (``scl_lle.engine.fused_pass``: pictures of 8 MP and more when numba is installed), so both are timed in one run.
 

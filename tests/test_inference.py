@@ -19,7 +19,7 @@ def enhancer(weights_file: Path) -> Enhancer:
     return Enhancer(weights_file, exposure="off", device="cpu")
 
 
-@pytest.mark.parametrize("backend", ["torch", "auto"])  # auto: ONNX Runtime where installed
+@pytest.mark.parametrize("backend", ["torch", "auto"])  # auto: ONNX Runtime in int8 where installed
 @pytest.mark.parametrize("scale", [1, 3])
 def test_tiled_equals_untiled(weights_file: Path, scale: int, backend: str):
     torch.manual_seed(1)
@@ -228,16 +228,19 @@ def test_auto_backend_resolution(monkeypatch):
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     monkeypatch.setattr(backends, "_onnxruntime_installed", lambda: True)
-    assert backends.resolve_backend("auto", cpu) == "onnxruntime"
+    assert backends.resolve_backend("auto", cpu) == "onnxruntime-int8"  # the fastest on the CPU
     assert backends.resolve_backend("auto", "cpu", torch.bfloat16) == "torch"  # ONNX Runtime runs float32 only
     assert backends.resolve_backend("auto", cpu, compile=True) == "torch"  # compile asks for PyTorch
     assert backends.resolve_backend("auto", cuda) == "torch"
     assert backends.resolve_backend("auto", torch.device("mps")) == "torch"
     assert backends.resolve_backend("torch", cpu) == "torch"
     assert backends.resolve_backend("onnxruntime", cuda) == "onnxruntime"  # a named backend is kept
+    assert backends.resolve_backend("onnxruntime", cpu) == "onnxruntime"
     monkeypatch.setattr(backends, "_onnxruntime_installed", lambda: False)
     assert backends.resolve_backend("auto", cpu) == "torch"
     assert backends.resolve_backend("auto", cuda, weights="net.ONNX") == "onnxruntime"  # only ORT reads .onnx
+    assert backends.resolve_backend("auto", cpu, weights="net.onnx") == "onnxruntime-int8"  # int8 on the CPU
+    assert backends.resolve_backend("auto", cpu, torch.bfloat16, weights="net.onnx") == "onnxruntime"
     with pytest.raises(ValueError, match="backend"):
         backends.resolve_backend("tensorrt", cpu)
 
@@ -263,16 +266,37 @@ def test_auto_backend_falls_back_to_torch_when_onnxruntime_breaks(weights_file: 
             Enhancer(Path(weights_file).with_name("missing.safetensors"), exposure="off", device="cpu")
 
 
-def test_auto_backend_is_onnxruntime_on_the_cpu_and_agrees_with_torch(weights_file: Path):
+def test_auto_backend_is_int8_on_the_cpu_and_stays_close_to_torch(weights_file: Path):
     pytest.importorskip("onnxruntime", reason="auto resolves to torch without onnxruntime")
     pytest.importorskip("onnx", reason="auto resolves to torch without onnx")
     torch.manual_seed(5)
     x = torch.rand(2, 3, 40, 52) * 0.3
     auto = Enhancer(weights_file, exposure="off", device="cpu", scale=2, tile=24)
-    assert auto.backend == "onnxruntime" and "backend=onnxruntime" in repr(auto)
+    assert auto.backend == "onnxruntime-int8" and "backend=onnxruntime-int8" in repr(auto)
+    result = auto(x)
     expected = Enhancer(weights_file, exposure="off", device="cpu", scale=2, tile=24, backend="torch")(x)
-    assert (auto(x) - expected).abs().max().item() < 1e-4
+    assert not torch.equal(result, expected)  # the integer graph ran
+    assert (result - expected).abs().max().item() < 3 / 255
     assert Enhancer(weights_file, exposure="off", device="cpu", dtype=torch.bfloat16).backend == "torch"
+    float32 = Enhancer(weights_file, exposure="off", device="cpu", scale=2, tile=24, backend="onnxruntime")
+    assert float32.backend == "onnxruntime" and (float32(x) - expected).abs().max().item() < 1e-4
+
+
+def test_auto_backend_runs_weights_refused_in_int8_in_float32(weights_file: Path, monkeypatch):
+    pytest.importorskip("onnxruntime", reason="auto resolves to torch without onnxruntime")
+    pytest.importorskip("onnx", reason="auto resolves to torch without onnx")
+    import scl_lle.engine.backends as backends
+    from scl_lle.models.quantize import QuantizationError
+
+    x = torch.rand(1, 3, 30, 26) * 0.3
+    monkeypatch.setattr(backends, "PROBE_TOLERANCE", -1.0)  # every int8 graph strays
+    with pytest.warns(UserWarning, match="running the network in float32 ONNX Runtime: .*differ from float32"):
+        auto = Enhancer(weights_file, exposure="off", device="cpu")
+    assert auto.backend == "onnxruntime" and auto.model is None
+    expected = Enhancer(weights_file, exposure="off", device="cpu", backend="torch")(x)
+    assert (auto(x) - expected).abs().max().item() < 1e-4  # float32, not int8
+    with pytest.raises(QuantizationError, match="differ from float32"):  # asked for by name: refused
+        Enhancer(weights_file, exposure="off", device="cpu", backend="onnxruntime-int8")
 
 
 def test_non_finite_curve_maps_fail_that_picture_clearly_and_the_batch_goes_on(tmp_path) -> None:

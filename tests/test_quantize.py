@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from scl_lle import DCENet, Enhancer, WeightsError
+from scl_lle import DCENet, Enhancer
 from scl_lle.cli import main
 
 onnx = pytest.importorskip("onnx", reason="the int8 backend needs 'pip install onnx onnxruntime'")
@@ -20,6 +20,7 @@ from scl_lle.apps.export import export_onnx  # noqa: E402
 from scl_lle.engine.backends import onnxruntime_session, resolve_device  # noqa: E402
 from scl_lle.models import quantize  # noqa: E402
 from scl_lle.models.onnx import build_onnx  # noqa: E402
+from scl_lle.models.quantize import QuantizationError  # noqa: E402
 
 
 def _scene(seed: int, level: float) -> torch.Tensor:
@@ -122,7 +123,7 @@ def test_int8_graph_that_strays_or_fails_is_refused(monkeypatch: pytest.MonkeyPa
     from scl_lle.engine import backends
 
     monkeypatch.setattr(backends, "PROBE_TOLERANCE", 0.0)
-    with pytest.raises(WeightsError, match=r"in int8 its curve maps differ from float32 by 0\.\d+ .*onnxruntime$"):
+    with pytest.raises(QuantizationError, match=r"in int8 its curve maps differ from float32 by 0\.\d+ .*onnxruntime$"):
         onnxruntime_session(None, int8=True)
     monkeypatch.undo()
 
@@ -130,7 +131,7 @@ def test_int8_graph_that_strays_or_fails_is_refused(monkeypatch: pytest.MonkeyPa
         raise RuntimeError("no calibration\nsecond line")
 
     monkeypatch.setattr(backends, "quantize_onnx", broken)
-    with pytest.raises(WeightsError, match=r"cannot be quantised to int8 \(no calibration\)$"):
+    with pytest.raises(QuantizationError, match=r"cannot be quantised to int8 \(no calibration\)$"):
         onnxruntime_session(None, int8=True)
 
 

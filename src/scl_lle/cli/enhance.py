@@ -109,10 +109,10 @@ def _add_engine(parser: argparse.ArgumentParser) -> None:
         "--backend",
         choices=list(BACKENDS),
         default="auto",
-        help="where the curve-estimation network runs; auto: onnxruntime for float32 on the CPU when it is "
-        "installed ('pip install onnx onnxruntime', about 2x faster there), else torch; onnxruntime-int8: "
-        "the network in 8-bit integers on the CPU, faster still, nearly the same results (measured in "
-        "docs/PERFORMANCE.md) (default: auto)",
+        help="where the curve-estimation network runs; onnxruntime: in float32 ONNX Runtime; onnxruntime-int8: "
+        "in 8-bit integers there, on the CPU only, about 1.5x faster than float32 and within a few 8-bit levels "
+        "of it; auto: onnxruntime-int8 on the CPU when ONNX Runtime is installed ('pip install onnx "
+        "onnxruntime'), else torch; speeds in docs/PERFORMANCE.md (default: auto)",
     )
     parser.add_argument(
         "--threads",

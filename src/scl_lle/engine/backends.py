@@ -3,8 +3,9 @@
 Curve estimation (the network) runs in PyTorch (``backend="torch"``, channels-last on the CPU, optionally
 ``torch.compile``-d) or in ONNX Runtime (``backend="onnxruntime"``, the graph of :mod:`scl_lle.models.onnx`;
 ``"onnxruntime-int8"``, that graph in 8-bit integers, :mod:`scl_lle.models.quantize`, CPU only); everything else
-in the engine is the same for all. ``backend="auto"`` (the default) takes ONNX Runtime where it is measured
-faster: float32 on the CPU, when it is installed (:func:`resolve_backend`). :func:`curve_estimator` makes the
+in the engine is the same for all. ``backend="auto"`` (the default) takes the int8 graph where it is measured
+faster at nearly the same result: float32 pictures on the CPU, when ONNX Runtime is installed
+(:func:`resolve_backend`; docs/PERFORMANCE.md). :func:`curve_estimator` makes the
 estimator of the chosen backend: a callable ``(B, 3, h, w)`` in [0, 1] -> ``(B, 3n, h, w)`` in [-1, 1].
 """
 
@@ -24,7 +25,7 @@ from ..defaults import BACKENDS
 from ..models.dcenet import DCENet
 from ..models.hub import WeightsError, _first_line, check_probe, is_onnx_file, load_dcenet, probe_image
 from ..models.onnx import build_onnx, curve_channels, read_onnx, require
-from ..models.quantize import PROBE_TOLERANCE, quantize_onnx
+from ..models.quantize import PROBE_TOLERANCE, QuantizationError, quantize_onnx
 
 __all__ = [
     "CurveEstimator",
@@ -96,19 +97,21 @@ def resolve_backend(
 ) -> str:
     """The backend ``"auto"`` stands for; other names come back unchanged.
 
-    ``"auto"`` is ONNX Runtime for ``.onnx`` weights, and for float32 on the CPU without ``compile`` when the
-    ``onnx`` and ``onnxruntime`` packages are installed: there it runs the network about twice as fast as PyTorch
-    in less memory (docs/PERFORMANCE.md). Everywhere else (CUDA, MPS, half precision, ``compile=True``) it is
-    PyTorch.
+    ``"auto"`` is ``"onnxruntime-int8"`` for float32 on the CPU (without ``compile``, and when the ``onnx`` and
+    ``onnxruntime`` packages are installed; ``.onnx`` weights need them anyway): there the int8 network runs the
+    full-resolution engine about 1.5x faster than float32 ONNX Runtime and over 3x faster than PyTorch, within two
+    8-bit levels of the float32 result on real photos (docs/PERFORMANCE.md). Weights it refuses in int8 run in
+    float32 ONNX Runtime (:func:`curve_estimator`). Elsewhere ``"auto"`` is ``"onnxruntime"`` for ``.onnx``
+    weights (only ONNX Runtime reads them) and PyTorch for the rest (CUDA, MPS, half precision, ``compile=True``).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend != "auto":
         return backend
+    cpu_float32 = torch.device(device).type == "cpu" and dtype == torch.float32
     if is_onnx_file(weights):
-        return "onnxruntime"
-    cpu_float32 = torch.device(device).type == "cpu" and dtype == torch.float32 and not compile
-    return "onnxruntime" if cpu_float32 and _onnxruntime_installed() else "torch"
+        return "onnxruntime-int8" if cpu_float32 else "onnxruntime"
+    return "onnxruntime-int8" if cpu_float32 and not compile and _onnxruntime_installed() else "torch"
 
 
 def _session_options(ort: Any, threads: int | None) -> Any:
@@ -193,11 +196,14 @@ def _int8_session(ort: Any, data: bytes, options: Any, channels: int, name: obje
     try:
         quantized = quantize_onnx(data)
     except Exception as error:
-        raise WeightsError(f"{name}: cannot be quantised to int8 ({_first_line(error)})") from None
-    session, maps = _probed_session(ort, quantized, options, providers, f"{name} (int8)")
-    check_probe(f"{name} (int8)", maps, channels)
+        raise QuantizationError(f"{name}: cannot be quantised to int8 ({_first_line(error)})") from None
+    try:
+        session, maps = _probed_session(ort, quantized, options, providers, f"{name} (int8)")
+        check_probe(f"{name} (int8)", maps, channels)
+    except WeightsError as error:
+        raise QuantizationError(str(error)) from None
     if (error := float((maps - exact).abs().max())) > PROBE_TOLERANCE:
-        raise WeightsError(
+        raise QuantizationError(
             f"{name}: in int8 its curve maps differ from float32 by {error:.3f} on a test image (more than "
             f"{PROBE_TOLERANCE}); use --backend onnxruntime"
         )
@@ -246,8 +252,9 @@ def curve_estimator(
 ) -> tuple[str, CurveEstimator, DCENet | None]:
     """The curve estimator of ``weights`` on ``backend`` (``"auto"`` resolved by :func:`resolve_backend`):
     ``(backend name, estimator, the PyTorch model or None)``; arguments as for
-    :class:`~scl_lle.engine.enhancer.Enhancer`. Under ``"auto"`` a failing ONNX Runtime falls back to PyTorch with a
-    warning; ``workers`` > 1 runs the session single-threaded (the workers run tiles side by side)."""
+    :class:`~scl_lle.engine.enhancer.Enhancer`. Under ``"auto"``, with a warning, weights refused in int8 run in
+    float32 ONNX Runtime, and a failing ONNX Runtime falls back to PyTorch; ``workers`` > 1 runs the session
+    single-threaded (the workers run tiles side by side)."""
     requested = backend
     backend = resolve_backend(backend, device, dtype, compile, weights)
     source = weights
@@ -258,9 +265,7 @@ def curve_estimator(
         if fallback and not isinstance(weights, DCENet):
             source = load_dcenet(weights)  # errors in the weights surface here, not as an ONNX failure
         try:
-            session = onnxruntime_session(
-                source, device=device, threads=1 if workers > 1 else threads, int8=backend == "onnxruntime-int8"
-            )
+            backend, session = _onnx_session(source, backend, device, 1 if workers > 1 else threads, requested)
             return backend, OnnxEstimator(session), None
         except Exception as error:  # a broken ONNX install under "auto": PyTorch is always there
             if not fallback:
@@ -271,6 +276,25 @@ def curve_estimator(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return "torch", TorchEstimator(model, channels_last, compile), model
+
+
+def _onnx_session(
+    source: str | os.PathLike[str] | DCENet | None,
+    backend: str,
+    device: torch.device,
+    threads: int | None,
+    requested: str,
+) -> tuple[str, Any]:
+    """``(backend, session)`` for an ONNX Runtime ``backend``; when ``"auto"`` was ``requested``, weights refused in
+    int8 (:class:`~scl_lle.models.quantize.QuantizationError`) run in float32, with a warning."""
+    if backend == "onnxruntime-int8":
+        try:
+            return backend, onnxruntime_session(source, device=device, threads=threads, int8=True)
+        except QuantizationError as error:
+            if requested != "auto":
+                raise
+            warnings.warn(f"running the network in float32 ONNX Runtime: {error}", stacklevel=4)
+    return "onnxruntime", onnxruntime_session(source, device=device, threads=threads)
 
 
 def shard_from_env() -> tuple[int, int]:

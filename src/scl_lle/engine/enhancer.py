@@ -71,11 +71,11 @@ class Enhancer:
             ``None`` processes every image in one piece (``--tile``; ``tile_size`` is its old name).
         dtype: the compute dtype (``torch.float32``; ``float16`` / ``bfloat16`` on GPUs; torch backend only).
         backend: where the curve-estimation network runs: ``"torch"``, ``"onnxruntime"`` (needs the ``onnx``
-            and ``onnxruntime`` packages; it runs a copy of the weights taken now) or ``"auto"``: ONNX Runtime
-            for float32 on the CPU when it is installed, PyTorch otherwise
-            (:func:`~scl_lle.engine.backends.resolve_backend`; the resolved name is in ``.backend``). Tiling,
-            ``scale`` and the curves are the same for all; the outputs agree within 1e-4. ``"onnxruntime-int8"``:
-            the network in 8-bit integers (:mod:`scl_lle.models.quantize`; CPU): faster, results nearly the same.
+            and ``onnxruntime`` packages; it runs a copy of the weights taken now; outputs within 1e-4 of torch),
+            ``"onnxruntime-int8"`` (that network in 8-bit integers, :mod:`scl_lle.models.quantize`; CPU only;
+            faster, within a few 8-bit levels) or ``"auto"``: int8 for float32 on the CPU when ONNX Runtime is
+            installed, PyTorch otherwise (:func:`~scl_lle.engine.backends.resolve_backend`; the resolved name is
+            in ``.backend``). Tiling, ``scale``, the curves and the finishing are the same for all.
         threads: CPU threads: the worker threads that share the tiles (``torch.set_num_threads`` is also
             set, process-wide); ``None``: PyTorch's setting (its default, or ``OMP_NUM_THREADS``, which
             ``torchrun`` sets to 1 per process). With more than one, PyTorch's own threads are held at one while

@@ -27,9 +27,17 @@ from pathlib import Path
 
 import numpy as np
 
+from .hub import WeightsError
 from .onnx import require
 
-__all__ = ["CALIBRATION_COUNT", "CALIBRATION_SIDE", "PROBE_TOLERANCE", "calibration_images", "quantize_onnx"]
+__all__ = [
+    "CALIBRATION_COUNT",
+    "CALIBRATION_SIDE",
+    "PROBE_TOLERANCE",
+    "QuantizationError",
+    "calibration_images",
+    "quantize_onnx",
+]
 
 #: How many generated pictures calibrate the activation ranges, and their side in pixels.
 CALIBRATION_COUNT = 8
@@ -38,6 +46,13 @@ CALIBRATION_SIDE = 64
 #: image that is accepted; the default model's is below 0.01.
 PROBE_TOLERANCE = 0.05
 _CACHE_SIZE = 4
+
+
+class QuantizationError(WeightsError):
+    """Weights that run in float32 but not in int8: the quantiser fails on them, or their int8 curve maps stray
+    from the float ones by more than :data:`PROBE_TOLERANCE`. ``backend="auto"`` then runs them in float32."""
+
+
 _cache: OrderedDict[str, bytes] = OrderedDict()
 _lock = threading.Lock()
 
