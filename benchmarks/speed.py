@@ -23,7 +23,7 @@ Modes (``--modes``, comma-separated): ``BACKEND[:compile][@SCALE][+finish][+auto
 ``torch:compile``, ``onnxruntime``, ``onnxruntime-int8``, ``torch@8``, ``torch@auto``, ``onnxruntime@8``,
 ``fast`` (the ``--fast``
 preset's scale and finishing in PyTorch: ``torch@FAST_SCALE``, scale ``auto``; ``scl-lle enhance --fast`` runs
-``onnxruntime-int8@auto`` on the CPU). Modes time the network and its curves alone, at full strength
+``onnxruntime-int8@auto+auto`` on the CPU). Modes time the network and its curves alone, at full strength
 (``exposure="off"``, as the reference), unless they end in ``+finish``, which adds the engine's default
 finishing (``scl_lle.engine.finishing``: ``scl-lle enhance`` without ``--fast``), and/or ``+auto``, which adds
 the default exposure solve (``scl_lle.engine.exposure``: ``exposure="auto"``); their PSNR against the reference

@@ -241,6 +241,7 @@ def test_auto_backend_resolution(monkeypatch):
     assert backends.resolve_backend("auto", cuda, weights="net.ONNX") == "onnxruntime"  # only ORT reads .onnx
     assert backends.resolve_backend("auto", cpu, weights="net.onnx") == "onnxruntime-int8"  # int8 on the CPU
     assert backends.resolve_backend("auto", cpu, torch.bfloat16, weights="net.onnx") == "onnxruntime"
+    assert backends.resolve_backend("auto", cpu, compile=True, weights="net.onnx") == "onnxruntime"
     with pytest.raises(ValueError, match="backend"):
         backends.resolve_backend("tensorrt", cpu)
 
@@ -275,28 +276,43 @@ def test_auto_backend_is_int8_on_the_cpu_and_stays_close_to_torch(weights_file: 
     assert auto.backend == "onnxruntime-int8" and "backend=onnxruntime-int8" in repr(auto)
     result = auto(x)
     expected = Enhancer(weights_file, exposure="off", device="cpu", scale=2, tile=24, backend="torch")(x)
-    assert not torch.equal(result, expected)  # the integer graph ran
     assert (result - expected).abs().max().item() < 3 / 255
     assert Enhancer(weights_file, exposure="off", device="cpu", dtype=torch.bfloat16).backend == "torch"
     float32 = Enhancer(weights_file, exposure="off", device="cpu", scale=2, tile=24, backend="onnxruntime")
-    assert float32.backend == "onnxruntime" and (float32(x) - expected).abs().max().item() < 1e-4
+    from_float32 = float32(x)
+    assert float32.backend == "onnxruntime" and (from_float32 - expected).abs().max().item() < 1e-4
+    assert (result - from_float32).abs().max().item() > 1e-4  # the integer graph ran, not the float one
 
 
-def test_auto_backend_runs_weights_refused_in_int8_in_float32(weights_file: Path, monkeypatch):
+def test_auto_backend_runs_weights_refused_in_int8_in_float32(weights_file: Path, tmp_path: Path, monkeypatch):
     pytest.importorskip("onnxruntime", reason="auto resolves to torch without onnxruntime")
     pytest.importorskip("onnx", reason="auto resolves to torch without onnx")
     import scl_lle.engine.backends as backends
+    from scl_lle.apps.export import export_onnx
+    from scl_lle.models.hub import load_dcenet
     from scl_lle.models.quantize import QuantizationError
 
     x = torch.rand(1, 3, 30, 26) * 0.3
     monkeypatch.setattr(backends, "PROBE_TOLERANCE", -1.0)  # every int8 graph strays
-    with pytest.warns(UserWarning, match="running the network in float32 ONNX Runtime: .*differ from float32"):
+    with pytest.warns(UserWarning, match="running the network in float32 ONNX Runtime: .*differ from float32") as seen:
         auto = Enhancer(weights_file, exposure="off", device="cpu")
+    assert seen[0].filename == __file__  # points at the user's call
     assert auto.backend == "onnxruntime" and auto.model is None
     expected = Enhancer(weights_file, exposure="off", device="cpu", backend="torch")(x)
     assert (auto(x) - expected).abs().max().item() < 1e-4  # float32, not int8
     with pytest.raises(QuantizationError, match="differ from float32"):  # asked for by name: refused
         Enhancer(weights_file, exposure="off", device="cpu", backend="onnxruntime-int8")
+    monkeypatch.undo()
+
+    def broken(data: bytes) -> bytes:
+        raise RuntimeError("no calibration")
+
+    monkeypatch.setattr(backends, "quantize_onnx", broken)  # a quantiser that fails: float32 too, an .onnx file too
+    onnx_file = tmp_path / "net.onnx"
+    export_onnx(load_dcenet(weights_file), onnx_file)
+    for weights in (weights_file, onnx_file):
+        with pytest.warns(UserWarning, match=r"float32 ONNX Runtime: .*cannot be quantised to int8 \(no calibration\)"):
+            assert Enhancer(weights, exposure="off", device="cpu").backend == "onnxruntime"
 
 
 def test_non_finite_curve_maps_fail_that_picture_clearly_and_the_batch_goes_on(tmp_path) -> None:

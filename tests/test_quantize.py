@@ -158,18 +158,20 @@ def test_web_server_runs_the_backend_it_is_given(monkeypatch: pytest.MonkeyPatch
     assert seen["backend"] == "onnxruntime-int8"
 
 
-def test_released_zero_dce_weights_quantize_quietly_and_stay_close(shared: Path):
+@pytest.mark.parametrize("checkpoint", ["zero-dce_official_epoch99.pth", "scl-lle_official.pth"])
+def test_released_weights_quantize_quietly_and_stay_close(shared: Path, checkpoint: str):
     import warnings
 
-    path = shared / "weights" / "upstream" / "zero-dce_official_epoch99.pth"
+    path = shared / "weights" / "upstream" / checkpoint
     if not path.is_file():
         pytest.skip(f"{path} is absent")
     picture = _scene(seed=14, level=0.1)
     settings = {"device": "cpu", "exposure": "off", "finish": False}
     exact = Enhancer(path, backend="onnxruntime", **settings)(picture)  # first, as when a user compares them
     with warnings.catch_warnings():
-        # Its dead channels' weights are near 1e-37: the bias's scale underflows to 0 and numpy would warn of a
-        # division by zero on the user's terminal.
+        # Zero-DCE's dead channels' weights are near 1e-37 (SCL-LLE's go down to 1e-44): the bias's scale
+        # underflows to 0 and numpy would warn of a division by zero on the user's terminal.
         warnings.simplefilter("error")
         int8 = Enhancer(path, backend="onnxruntime-int8", **settings)(picture)
+        assert Enhancer(path, **settings).backend == "onnxruntime-int8"  # what the default runs: not refused
     assert float(((int8 * 255).round() - (exact * 255).round()).abs().max()) <= 3.0

@@ -110,8 +110,8 @@ def _add_engine(parser: argparse.ArgumentParser) -> None:
         choices=list(BACKENDS),
         default="auto",
         help="where the curve-estimation network runs; onnxruntime: in float32 ONNX Runtime; onnxruntime-int8: "
-        "in 8-bit integers there, on the CPU only, about 1.5x faster than float32 and within a few 8-bit levels "
-        "of it; auto: onnxruntime-int8 on the CPU when ONNX Runtime is installed ('pip install onnx "
+        "in 8-bit integers there, on the CPU only, faster at full resolution and within two 8-bit levels of "
+        "float32 on real photos; auto: onnxruntime-int8 on the CPU when ONNX Runtime is installed ('pip install onnx "
         "onnxruntime'), else torch; speeds in docs/PERFORMANCE.md (default: auto)",
     )
     parser.add_argument(

@@ -3,9 +3,8 @@
 Curve estimation (the network) runs in PyTorch (``backend="torch"``, channels-last on the CPU, optionally
 ``torch.compile``-d) or in ONNX Runtime (``backend="onnxruntime"``, the graph of :mod:`scl_lle.models.onnx`;
 ``"onnxruntime-int8"``, that graph in 8-bit integers, :mod:`scl_lle.models.quantize`, CPU only); everything else
-in the engine is the same for all. ``backend="auto"`` (the default) takes the int8 graph where it is measured
-faster at nearly the same result: float32 pictures on the CPU, when ONNX Runtime is installed
-(:func:`resolve_backend`; docs/PERFORMANCE.md). :func:`curve_estimator` makes the
+in the engine is the same for all. ``backend="auto"`` (the default) takes the int8 graph for float32 pictures
+on the CPU, when ONNX Runtime is installed (:func:`resolve_backend`). :func:`curve_estimator` makes the
 estimator of the chosen backend: a callable ``(B, 3, h, w)`` in [0, 1] -> ``(B, 3n, h, w)`` in [-1, 1].
 """
 
@@ -97,21 +96,20 @@ def resolve_backend(
 ) -> str:
     """The backend ``"auto"`` stands for; other names come back unchanged.
 
-    ``"auto"`` is ``"onnxruntime-int8"`` for float32 on the CPU (without ``compile``, and when the ``onnx`` and
-    ``onnxruntime`` packages are installed; ``.onnx`` weights need them anyway): there the int8 network runs the
-    full-resolution engine about 1.5x faster than float32 ONNX Runtime and over 3x faster than PyTorch, within two
-    8-bit levels of the float32 result on real photos (docs/PERFORMANCE.md). Weights it refuses in int8 run in
-    float32 ONNX Runtime (:func:`curve_estimator`). Elsewhere ``"auto"`` is ``"onnxruntime"`` for ``.onnx``
-    weights (only ONNX Runtime reads them) and PyTorch for the rest (CUDA, MPS, half precision, ``compile=True``).
+    ``"auto"`` is ``"onnxruntime-int8"`` for float32 on the CPU without ``compile`` when the ``onnx`` and
+    ``onnxruntime`` packages are installed: at full resolution, where the network's cost dominates, it is the
+    fastest there, at nearly the float32 result (docs/PERFORMANCE.md, "`--backend auto` runs the network in int8
+    on the CPU"). ``.onnx`` weights, which only ONNX Runtime reads, get ``"onnxruntime"`` with ``compile`` or off
+    the CPU or float32. Everything else gets PyTorch (CUDA, MPS, half precision, ``compile=True``).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend != "auto":
         return backend
-    cpu_float32 = torch.device(device).type == "cpu" and dtype == torch.float32
+    int8 = torch.device(device).type == "cpu" and dtype == torch.float32 and not compile
     if is_onnx_file(weights):
-        return "onnxruntime-int8" if cpu_float32 else "onnxruntime"
-    return "onnxruntime-int8" if cpu_float32 and not compile and _onnxruntime_installed() else "torch"
+        return "onnxruntime-int8" if int8 else "onnxruntime"
+    return "onnxruntime-int8" if int8 and _onnxruntime_installed() else "torch"
 
 
 def _session_options(ort: Any, threads: int | None) -> Any:

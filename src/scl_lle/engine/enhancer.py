@@ -73,7 +73,7 @@ class Enhancer:
         backend: where the curve-estimation network runs: ``"torch"``, ``"onnxruntime"`` (needs the ``onnx``
             and ``onnxruntime`` packages; it runs a copy of the weights taken now; outputs within 1e-4 of torch),
             ``"onnxruntime-int8"`` (that network in 8-bit integers, :mod:`scl_lle.models.quantize`; CPU only;
-            faster, within a few 8-bit levels) or ``"auto"``: int8 for float32 on the CPU when ONNX Runtime is
+            faster, within two 8-bit levels) or ``"auto"``: int8 for float32 on the CPU when ONNX Runtime is
             installed, PyTorch otherwise (:func:`~scl_lle.engine.backends.resolve_backend`; the resolved name is
             in ``.backend``). Tiling, ``scale``, the curves and the finishing are the same for all.
         threads: CPU threads: the worker threads that share the tiles (``torch.set_num_threads`` is also

@@ -13,7 +13,7 @@ loaded, in a fraction of a second, and the result does not depend on files a use
 per weights per process (:func:`quantize_onnx` keeps the last few). What it gains in time on this project's CPU
 is measured by ``benchmarks/speed.py``, what it costs in quality by ``benchmarks/int8_agreement.py``
 (docs/PERFORMANCE.md); the engine also refuses a quantised graph whose curve maps stray from the float graph's
-on a test image (:data:`PROBE_TOLERANCE`).
+on a test image (:data:`PROBE_TOLERANCE`, :class:`QuantizationError`).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ _CACHE_SIZE = 4
 
 class QuantizationError(WeightsError):
     """Weights that run in float32 but not in int8: the quantiser fails on them, or their int8 curve maps stray
-    from the float ones by more than :data:`PROBE_TOLERANCE`. ``backend="auto"`` then runs them in float32."""
+    from the float ones by more than :data:`PROBE_TOLERANCE`."""
 
 
 _cache: OrderedDict[str, bytes] = OrderedDict()
