@@ -5,7 +5,9 @@ given exposure), with ``backend="onnxruntime"`` and ``backend="onnxruntime-int8"
 ``scl-lle evaluate`` writes outputs. Per data set: the PSNR between the two (mean and lowest), the largest
 difference in 8-bit levels, the share of samples that differ at all, and mean NIQE of each (lower is better).
 First it prints how long each backend's enhancer takes to set up in a fresh process (the int8 one quantises the
-network then); ``--datasets ''`` prints only that.
+network then), and how smooth each keeps a smooth dark gradient given in 8 and in 16 bits (the output's
+reversals along it: a later pixel darker than an earlier one; why ``backend="auto"`` runs pictures of more than
+8 bits in float32); ``--datasets ''`` prints only those.
 
     SCL_LLE_SHARED=../shared python benchmarks/int8_agreement.py --datasets lime,dicm,lol15,npe
 
@@ -19,6 +21,7 @@ import math
 import subprocess
 import sys
 
+import numpy as np
 import torch
 
 from scl_lle import Enhancer
@@ -36,6 +39,16 @@ def setup_seconds(backend: str, threads: int) -> float:
     return float(result.stdout.split()[-1])
 
 
+def gradient_reversals(enhancer: Enhancer, bits: int, width: int = 1024) -> tuple[int, int]:
+    """``(reversals, largest in output levels)`` along a smooth dark ramp (brightness 0.002 to 0.06, slightly
+    coloured) given as ``bits``-bit pixels: output steps that go down where the input goes up."""
+    ramp = np.linspace(0.002, 0.06, width)[None, :].repeat(16, 0)
+    peak = 2**bits - 1
+    pixels = np.round(np.stack([ramp, ramp * 1.05, ramp * 0.9], -1) * peak).astype(np.uint8 if bits == 8 else np.uint16)
+    steps = np.diff(enhancer.enhance_array(pixels)[8].astype(np.int64), axis=0)
+    return int((steps < 0).sum()), int(max(0, -steps.min()))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--datasets", default="lime,dicm,lol15,npe", help="registry data sets, comma-separated")
@@ -48,9 +61,15 @@ def main(argv: list[str] | None = None) -> int:
         f"set-up of an enhancer in a fresh process (importing ONNX Runtime; for int8 also its quantiser, and "
         f"quantising): float32 {fresh['onnxruntime']:.2f} s, int8 {fresh['onnxruntime-int8']:.2f} s\n"
     )
+    exact, int8 = Enhancer(backend="onnxruntime", **settings), Enhancer(backend="onnxruntime-int8", **settings)
+    print("| gradient | float32 reversals | largest (output levels) | int8 reversals | largest (output levels) |")
+    print("|---|---:|---:|---:|---:|")
+    for bits in (8, 16):
+        (fr, fl), (qr, ql) = (gradient_reversals(enhancer, bits) for enhancer in (exact, int8))
+        print(f"| {bits}-bit | {fr} | {fl} | {qr} | {ql} |")
+    print()
     if not args.datasets:
         return 0
-    exact, int8 = Enhancer(backend="onnxruntime", **settings), Enhancer(backend="onnxruntime-int8", **settings)
     print(
         "| data set | photos | PSNR mean dB (photos that differ) | PSNR lowest dB | largest difference "
         "(8-bit levels) | samples that differ | NIQE float32 | NIQE int8 |\n|---|---:|---:|---:|---:|---:|---:|---:|"

@@ -253,7 +253,7 @@ def test_auto_backend_falls_back_to_torch_when_onnxruntime_breaks(weights_file: 
         raise RuntimeError("no usable ONNX Runtime")
 
     monkeypatch.setattr(backends, "_onnxruntime_installed", lambda: True)
-    monkeypatch.setattr(backends, "onnxruntime_session", broken)
+    monkeypatch.setattr(backends, "_onnxruntime_sessions", broken)
     x = torch.rand(1, 3, 20, 24) * 0.3
     with pytest.warns(UserWarning, match="ONNX Runtime failed"):
         enhancer = Enhancer(weights_file, exposure="off", device="cpu")
@@ -282,6 +282,28 @@ def test_auto_backend_is_int8_on_the_cpu_and_stays_close_to_torch(weights_file: 
     from_float32 = float32(x)
     assert float32.backend == "onnxruntime" and (from_float32 - expected).abs().max().item() < 1e-4
     assert (result - from_float32).abs().max().item() > 1e-4  # the integer graph ran, not the float one
+
+
+def test_auto_backend_runs_pictures_of_more_than_8_bits_in_float32():
+    # int8 activations step the curve maps where float32 ones vary smoothly: 16-bit gradations would show it.
+    pytest.importorskip("onnxruntime", reason="auto resolves to torch without onnxruntime")
+    pytest.importorskip("onnx", reason="auto resolves to torch without onnx")
+    ramp = np.linspace(0.002, 0.06, 300)[None, :].repeat(24, 0)
+    rgb = np.stack([ramp, ramp * 1.05, ramp * 0.9], -1)
+    deep, shallow = np.round(rgb * 65535).astype(np.uint16), np.round(rgb * 255).astype(np.uint8)
+    settings = {"device": "cpu", "exposure": "off"}  # the default model, which brightens this ramp
+    auto = Enhancer(**settings)
+    float32, int8 = Enhancer(**settings, backend="onnxruntime"), Enhancer(**settings, backend="onnxruntime-int8")
+    assert auto.backend == "onnxruntime-int8"
+    assert not np.array_equal(int8.enhance_array(deep), float32.enhance_array(deep))  # the choice matters here
+    for scale in (1, 4):
+        auto.scale = int8.scale = float32.scale = scale
+        assert np.array_equal(auto.enhance_array(deep), float32.enhance_array(deep))
+        floats = deep.astype(np.float32) / 65535
+        assert np.array_equal(auto.enhance_array(floats), float32.enhance_array(floats))
+        assert np.array_equal(auto.enhance_array(shallow), int8.enhance_array(shallow))
+        x = torch.from_numpy(shallow).permute(2, 0, 1)[None].float() / 255
+        assert torch.equal(auto(x), int8(x))  # tensors: the backend's own network
 
 
 def test_auto_backend_runs_weights_refused_in_int8_in_float32(weights_file: Path, tmp_path: Path, monkeypatch):

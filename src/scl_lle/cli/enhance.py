@@ -112,7 +112,8 @@ def _add_engine(parser: argparse.ArgumentParser) -> None:
         help="where the curve-estimation network runs; onnxruntime: in float32 ONNX Runtime; onnxruntime-int8: "
         "in 8-bit integers there, on the CPU only, faster at full resolution and within two 8-bit levels of "
         "float32 on real photos; auto: onnxruntime-int8 on the CPU when ONNX Runtime is installed ('pip install onnx "
-        "onnxruntime'), else torch; speeds in docs/PERFORMANCE.md (default: auto)",
+        "onnxruntime'; float32 for pictures of more than 8 bits, such as 16-bit PNG and RAW), else torch; speeds "
+        "in docs/PERFORMANCE.md (default: auto)",
     )
     parser.add_argument(
         "--threads",

@@ -99,8 +99,9 @@ def resolve_backend(
     ``"auto"`` is ``"onnxruntime-int8"`` for float32 on the CPU without ``compile`` when the ``onnx`` and
     ``onnxruntime`` packages are installed: at full resolution, where the network's cost dominates, it is the
     fastest there, at nearly the float32 result (docs/PERFORMANCE.md, "`--backend auto` runs the network in int8
-    on the CPU"). ``.onnx`` weights, which only ONNX Runtime reads, get ``"onnxruntime"`` with ``compile`` or off
-    the CPU or float32. Everything else gets PyTorch (CUDA, MPS, half precision, ``compile=True``).
+    on the CPU"); pictures of more than 8 bits still run in float32 (:class:`OnnxEstimator`). ``.onnx`` weights,
+    which only ONNX Runtime reads, get ``"onnxruntime"`` with ``compile`` or off the CPU or float32. Everything
+    else gets PyTorch (CUDA, MPS, half precision, ``compile=True``).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -143,6 +144,13 @@ def onnxruntime_session(
     thread count, so both backends use the same). ``int8``: run the graph quantised by
     :func:`~scl_lle.models.quantize.quantize_onnx` (CPU only; checked on the test image against the float graph).
     """
+    return _onnxruntime_sessions(weights, device, threads, int8)[0]
+
+
+def _onnxruntime_sessions(
+    weights: str | os.PathLike[str] | DCENet | None, device: str | torch.device, threads: int | None, int8: bool
+) -> tuple[Any, Any | None]:
+    """:func:`onnxruntime_session`'s session, and with ``int8`` the float32 session it was checked against."""
     ort = require("onnxruntime")
     device = torch.device(device)
     path = Path(weights) if is_onnx_file(weights) else None  # type: ignore[arg-type]
@@ -165,10 +173,10 @@ def onnxruntime_session(
     else:
         raise ValueError(f"the onnxruntime backend runs on cpu or cuda, not {device}")
     if path is None:
-        return ort.InferenceSession(data, options, providers=providers)
+        return ort.InferenceSession(data, options, providers=providers), None
     session, maps = _probed_session(ort, data, options, providers, path)
     check_probe(path, maps, channels)
-    return session
+    return session, None
 
 
 def _probed_session(
@@ -184,12 +192,13 @@ def _probed_session(
     return session, torch.from_numpy(np.asarray(maps))
 
 
-def _int8_session(ort: Any, data: bytes, options: Any, channels: int, name: object) -> Any:
-    """A CPU session of the float graph ``data`` quantised to int8, refused (:class:`WeightsError` naming ``name``)
-    if the quantiser fails or its curve maps on :func:`probe_image` differ from the float graph's by more than
-    :data:`~scl_lle.models.quantize.PROBE_TOLERANCE` (weights whose activations the calibration does not cover)."""
+def _int8_session(ort: Any, data: bytes, options: Any, channels: int, name: object) -> tuple[Any, Any]:
+    """A CPU session of the float graph ``data`` quantised to int8, and the float graph's session; refused
+    (:class:`QuantizationError` naming ``name``) if the quantiser fails or its curve maps on :func:`probe_image`
+    differ from the float graph's by more than :data:`~scl_lle.models.quantize.PROBE_TOLERANCE` (weights whose
+    activations the calibration does not cover)."""
     providers = ["CPUExecutionProvider"]
-    _, exact = _probed_session(ort, data, options, providers, name)
+    float32, exact = _probed_session(ort, data, options, providers, name)
     check_probe(name, exact, channels)
     try:
         quantized = quantize_onnx(data)
@@ -205,7 +214,7 @@ def _int8_session(ort: Any, data: bytes, options: Any, channels: int, name: obje
             f"{name}: in int8 its curve maps differ from float32 by {error:.3f} on a test image (more than "
             f"{PROBE_TOLERANCE}); use --backend onnxruntime"
         )
-    return session
+    return session, float32
 
 
 class TorchEstimator:
@@ -225,11 +234,17 @@ class TorchEstimator:
 
 
 class OnnxEstimator:
-    """Curve estimation in ONNX Runtime (the network exported by :func:`scl_lle.models.onnx.build_onnx`)."""
+    """Curve estimation in ONNX Runtime (the network exported by :func:`scl_lle.models.onnx.build_onnx`).
 
-    def __init__(self, session: Any) -> None:
+    ``exact``: for an int8 session under ``backend="auto"``, the float32 estimator it was checked against, which
+    the enhancer runs on pictures of more than 8 bits: int8 activations step the curve maps by a few thousandths
+    where float32 maps vary smoothly, which 16-bit gradations would show (``benchmarks/int8_agreement.py``).
+    """
+
+    def __init__(self, session: Any, exact: OnnxEstimator | None = None) -> None:
         self.session = session
         self.input_name = session.get_inputs()[0].name
+        self.exact = exact
 
     def __call__(self, tile: torch.Tensor) -> torch.Tensor:
         array = np.ascontiguousarray(tile.detach().to("cpu", torch.float32).numpy())
@@ -263,8 +278,8 @@ def curve_estimator(
         if fallback and not isinstance(weights, DCENet):
             source = load_dcenet(weights)  # errors in the weights surface here, not as an ONNX failure
         try:
-            backend, session = _onnx_session(source, backend, device, 1 if workers > 1 else threads, requested)
-            return backend, OnnxEstimator(session), None
+            backend, estimator = _onnx_estimator(source, backend, device, 1 if workers > 1 else threads, requested)
+            return backend, estimator, None
         except Exception as error:  # a broken ONNX install under "auto": PyTorch is always there
             if not fallback:
                 raise
@@ -276,23 +291,26 @@ def curve_estimator(
     return "torch", TorchEstimator(model, channels_last, compile), model
 
 
-def _onnx_session(
+def _onnx_estimator(
     source: str | os.PathLike[str] | DCENet | None,
     backend: str,
     device: torch.device,
     threads: int | None,
     requested: str,
-) -> tuple[str, Any]:
-    """``(backend, session)`` for an ONNX Runtime ``backend``; when ``"auto"`` was ``requested``, weights refused in
-    int8 (:class:`~scl_lle.models.quantize.QuantizationError`) run in float32, with a warning."""
+) -> tuple[str, OnnxEstimator]:
+    """``(backend, estimator)`` for an ONNX Runtime ``backend``. When ``"auto"`` was ``requested``, an int8 estimator
+    keeps its float32 one as ``exact``, and weights refused in int8
+    (:class:`~scl_lle.models.quantize.QuantizationError`) run in float32, with a warning."""
+    auto = requested == "auto"
     if backend == "onnxruntime-int8":
         try:
-            return backend, onnxruntime_session(source, device=device, threads=threads, int8=True)
+            session, float32 = _onnxruntime_sessions(source, device, threads, int8=True)
+            return backend, OnnxEstimator(session, OnnxEstimator(float32) if auto else None)
         except QuantizationError as error:
-            if requested != "auto":
+            if not auto:
                 raise
             warnings.warn(f"running the network in float32 ONNX Runtime: {error}", stacklevel=4)
-    return "onnxruntime", onnxruntime_session(source, device=device, threads=threads)
+    return "onnxruntime", OnnxEstimator(_onnxruntime_sessions(source, device, threads, int8=False)[0])
 
 
 def shard_from_env() -> tuple[int, int]:

@@ -27,8 +27,8 @@ from ..core.curves import apply_curves_into, downsample, sample_maps
 from ..defaults import DEFAULT_TILE, auto_scale
 from ..io.picture import Picture, picture_from_pil, picture_to_pil
 from ..models.dcenet import RECEPTIVE_RADIUS, DCENet
-from .backends import TorchEstimator, curve_estimator, resolve_device
-from .exposure import OFF, Exposure, auto_target, parse_exposure, scale_maps, solve_gain, thumbnail_factor
+from .backends import CurveEstimator, TorchEstimator, curve_estimator, resolve_device
+from .exposure import OFF, Exposure, auto_target, keep_input, parse_exposure, scale_maps, solve_gain, thumbnail_factor
 from .finishing import BASE_REACH, base_at_centres, read_detail_eps, split_detail
 from .fused_pass import upsampled_curves, upsampled_curves_into
 from .tiling import Progress, Region, TilePool, TileReader, TileWriter
@@ -49,14 +49,6 @@ def _finite(maps: torch.Tensor) -> torch.Tensor:
     return maps
 
 
-def _keep_unchanged(out: torch.Tensor, image: torch.Tensor, gain: torch.Tensor | float) -> torch.Tensor:
-    """``out`` ``(B, 3, h, w)`` with the images whose gain is 0 (identity curves) replaced by ``image`` exactly."""
-    if isinstance(gain, torch.Tensor) and bool((gain == 0).any()):
-        keep = (gain == 0).to(out.device).view(-1, 1, 1, 1)
-        out = torch.where(keep, image, out)
-    return out
-
-
 class Enhancer:
     """Low-light enhancement with a DCE-Net.
 
@@ -73,9 +65,9 @@ class Enhancer:
         backend: where the curve-estimation network runs: ``"torch"``, ``"onnxruntime"`` (needs the ``onnx``
             and ``onnxruntime`` packages; it runs a copy of the weights taken now; outputs within 1e-4 of torch),
             ``"onnxruntime-int8"`` (that network in 8-bit integers, :mod:`scl_lle.models.quantize`; CPU only;
-            faster, within two 8-bit levels) or ``"auto"``: int8 for float32 on the CPU when ONNX Runtime is
-            installed, PyTorch otherwise (:func:`~scl_lle.engine.backends.resolve_backend`; the resolved name is
-            in ``.backend``). Tiling, ``scale``, the curves and the finishing are the same for all.
+            faster, within two 8-bit levels) or ``"auto"``: int8 on the CPU when ONNX Runtime is installed (but
+            float32 for numpy pictures of more than 8 bits), PyTorch otherwise (:func:`~scl_lle.engine.backends.
+            resolve_backend`; the name is in ``.backend``). Tiling, ``scale``, curves and finishing are shared.
         threads: CPU threads: the worker threads that share the tiles (``torch.set_num_threads`` is also
             set, process-wide); ``None``: PyTorch's setting (its default, or ``OMP_NUM_THREADS``, which
             ``torchrun`` sets to 1 per process). With more than one, PyTorch's own threads are held at one while
@@ -182,8 +174,9 @@ class Enhancer:
         """
         height, width = size = reader.height, reader.width
         scale = self.scale_for(height, width)
+        estimate = self._network(reader)
         if maps is None and scale > 1:
-            maps = self._estimate_maps(reader.downsample(scale, pool=self._pool))
+            maps = self._estimate_maps(reader.downsample(scale, pool=self._pool), estimate)
         eps, gain = self._eps_and_gain(reader, maps, exposure, self.finish)
         identity = isinstance(gain, torch.Tensor) and bool((gain == 0).all())
         network = maps is None and not identity
@@ -206,7 +199,7 @@ class Enhancer:
             base = split_detail(x.float(), eps=eps)[0].to(x.dtype)[inner] if eps is not None else x[inner]
             if network:
                 out = torch.empty_like(base)
-                apply_curves_into(out, base, _finite(scale_maps(self._estimate(x), gain))[inner])
+                apply_curves_into(out, base, _finite(scale_maps(estimate(x), gain))[inner])
             elif scaled is not None and scaled.shape[-2:] == (height, width):
                 out = torch.empty_like(base)
                 apply_curves_into(out, base, scaled[..., top:bottom, left:right].to(base.dtype))
@@ -215,15 +208,22 @@ class Enhancer:
                 out = upsampled_curves(base, scaled, (height, width), region, compiled=self.compile)
             if eps is not None:
                 out.add_(x[inner]).sub_(base)  # the detail layer back at unit gain
-            writer.write(top, left, _keep_unchanged(out.clamp_(0.0, 1.0), x[inner], gain))
+            writer.write(top, left, keep_input(out.clamp_(0.0, 1.0), x[inner], gain))
 
         # Square tiles where the network runs at full resolution (least margin per pixel); elsewhere full-width
         # strips of the same area (long rows keep the per-operation overhead of the fused curves low).
         self._pool.run(enhance_region, self._pool.split(height, width, self.tile, square=network), progress)
 
-    def _estimate_maps(self, image: torch.Tensor) -> torch.Tensor:
-        """Curve maps ``(B, 3n, h, w)`` of the whole of ``image`` ``(B, 3, h, w)``, region by region with full
-        context, the regions shared among the workers."""
+    def _network(self, reader: TileReader) -> CurveEstimator:
+        """The curve estimator for what ``reader`` holds: the backend's, but for numpy pictures of more than 8 bits
+        (uint16, float) the float32 network an int8 one keeps (``exact``, under ``backend="auto"``)."""
+        exact = getattr(self._estimate, "exact", None)
+        return exact if exact is not None and reader.array_dtype not in (None, np.uint8) else self._estimate
+
+    def _estimate_maps(self, image: torch.Tensor, estimate: CurveEstimator | None = None) -> torch.Tensor:
+        """Curve maps ``(B, 3n, h, w)`` of the whole of ``image`` ``(B, 3, h, w)`` by ``estimate`` (the backend's),
+        region by region with full context, the regions shared among the workers."""
+        estimate = estimate or self._estimate
         height, width = image.shape[-2:]
         result: list[torch.Tensor] = []
         lock = threading.Lock()
@@ -232,7 +232,7 @@ class Enhancer:
             top, left, bottom, right = region
             y0, x0 = max(top - RECEPTIVE_RADIUS, 0), max(left - RECEPTIVE_RADIUS, 0)
             y1, x1 = min(bottom + RECEPTIVE_RADIUS, height), min(right + RECEPTIVE_RADIUS, width)
-            maps = self._estimate(image[..., y0:y1, x0:x1])[..., top - y0 : bottom - y0, left - x0 : right - x0]
+            maps = estimate(image[..., y0:y1, x0:x1])[..., top - y0 : bottom - y0, left - x0 : right - x0]
             with lock:
                 if not result:
                     result.append(maps.new_empty((*maps.shape[:2], height, width)))
@@ -263,7 +263,7 @@ class Enhancer:
             return 1.0
         factor = thumbnail_factor(reader.height, reader.width)
         if maps is None:
-            thumb_maps = self._estimate(reader.downsample(factor, pool=self._pool))
+            thumb_maps = self._network(reader)(reader.downsample(factor, pool=self._pool))
         else:
             thumb_maps = sample_maps(maps, (reader.height, reader.width), factor)
         thumb = reader.strided(factor)

@@ -37,6 +37,7 @@ __all__ = [
     "Exposure",
     "auto_target",
     "exposure_features",
+    "keep_input",
     "parse_exposure",
     "scale_maps",
     "solve_gain",
@@ -91,6 +92,14 @@ def scale_maps(maps: torch.Tensor, gain: torch.Tensor | float, *, inplace: bool 
     factor = gain if not isinstance(gain, torch.Tensor) else gain.to(maps.device, maps.dtype).view(-1, 1, 1, 1)
     out = maps.mul_(factor) if inplace else maps * factor
     return out.clamp_(-1.0, 1.0)
+
+
+def keep_input(out: torch.Tensor, image: torch.Tensor, gain: torch.Tensor | float) -> torch.Tensor:
+    """``out`` ``(B, 3, h, w)`` with the images whose gain is 0 (identity curves) replaced by ``image`` exactly."""
+    if isinstance(gain, torch.Tensor) and bool((gain == 0).any()):
+        keep = (gain == 0).to(out.device).view(-1, 1, 1, 1)
+        out = torch.where(keep, image, out)
+    return out
 
 
 def thumbnail_factor(height: int, width: int, side: int = THUMBNAIL_SIDE) -> int:

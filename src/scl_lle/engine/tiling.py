@@ -214,6 +214,8 @@ class TileReader:
         elif source.ndim != 4 or source.shape[1] != 3:
             raise ValueError(f"expected a tensor (B, 3, H, W), got shape {tuple(source.shape)}")
         self.source = source
+        #: The numpy source's dtype (``uint8``, ``uint16``, a float type); ``None`` for a tensor.
+        self.array_dtype = original.dtype if isinstance(original, np.ndarray) else None
         self.device = torch.device(device)
         self.dtype = dtype
         self.batch, _, self.height, self.width = source.shape
