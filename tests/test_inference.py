@@ -110,18 +110,27 @@ def test_half_precision_compute_is_close(weights_file: Path):
     assert (full - half).abs().max() < 0.05
 
 
+def _deep_twin(enhancer: Enhancer, weights: Path) -> Enhancer:
+    """What ``enhancer`` runs on numpy pictures of more than 8 bits: under auto, the int8 backend's float32 network
+    (tensors, like 8-bit pictures, run the backend's own)."""
+    if enhancer.backend != "onnxruntime-int8":
+        return enhancer
+    return Enhancer(weights, exposure="off", device="cpu", backend="onnxruntime")
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64])
-def test_enhance_image_arrays_keep_their_kind(enhancer: Enhancer, dtype):
+def test_enhance_image_arrays_keep_their_kind(enhancer: Enhancer, weights_file: Path, dtype):
     rng = np.random.default_rng(0)
     top = {np.uint8: 255, np.uint16: 65535}.get(dtype, 1.0)
     rgb = (rng.random((13, 19, 3)) * 0.3 * top).astype(dtype)
     out = enhancer.enhance_image(rgb)
     assert isinstance(out, np.ndarray) and out.dtype == dtype and out.shape == rgb.shape
-    as_float = enhancer(torch.from_numpy(rgb.astype(np.float64) / top).permute(2, 0, 1)).permute(1, 2, 0).numpy()
+    reference = enhancer if dtype == np.uint8 else _deep_twin(enhancer, weights_file)
+    as_float = reference(torch.from_numpy(rgb.astype(np.float64) / top).permute(2, 0, 1)).permute(1, 2, 0).numpy()
     assert np.abs(out.astype(np.float64) / top - as_float).max() <= 0.5 / top + 1e-6
 
 
-def test_enhance_image_alpha_and_grey(enhancer: Enhancer):
+def test_enhance_image_alpha_and_grey(enhancer: Enhancer, weights_file: Path):
     rng = np.random.default_rng(1)
     rgba = rng.integers(0, 80, (11, 7, 4), dtype=np.uint8)
     out = enhancer.enhance_image(rgba)
@@ -132,7 +141,7 @@ def test_enhance_image_alpha_and_grey(enhancer: Enhancer):
     grey = rng.integers(0, 60000, (11, 7), dtype=np.uint16)
     out = enhancer.enhance_image(grey)
     assert out.shape == grey.shape and out.dtype == np.uint16
-    rgb = enhancer(torch.from_numpy(grey / 65535.0).expand(3, -1, -1).float())
+    rgb = _deep_twin(enhancer, weights_file)(torch.from_numpy(grey / 65535.0).expand(3, -1, -1).float())
     luma = (0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]).numpy()
     assert np.abs(out / 65535.0 - luma).max() < 1e-4
 
@@ -295,15 +304,16 @@ def test_auto_backend_runs_pictures_of_more_than_8_bits_in_float32():
     auto = Enhancer(**settings)
     float32, int8 = Enhancer(**settings, backend="onnxruntime"), Enhancer(**settings, backend="onnxruntime-int8")
     assert auto.backend == "onnxruntime-int8"
-    assert not np.array_equal(int8.enhance_array(deep), float32.enhance_array(deep))  # the choice matters here
-    for scale in (1, 4):
+    for scale, exposure in ((1, "off"), (4, "off"), (1, 0.3)):  # full-resolution tiles, shrunk picture, the solve
         auto.scale = int8.scale = float32.scale = scale
-        assert np.array_equal(auto.enhance_array(deep), float32.enhance_array(deep))
-        floats = deep.astype(np.float32) / 65535
-        assert np.array_equal(auto.enhance_array(floats), float32.enhance_array(floats))
-        assert np.array_equal(auto.enhance_array(shallow), int8.enhance_array(shallow))
+        expected = float32.enhance_array(deep, exposure)
+        assert not np.array_equal(int8.enhance_array(deep, exposure), expected)  # the choice matters here
+        assert np.array_equal(auto.enhance_array(deep, exposure), expected)
+        for floats in (deep.astype(np.float32) / 65535, deep / 65535.0):  # float32 and float64 arrays
+            assert np.array_equal(auto.enhance_array(floats, exposure), float32.enhance_array(floats, exposure))
+        assert np.array_equal(auto.enhance_array(shallow, exposure), int8.enhance_array(shallow, exposure))
         x = torch.from_numpy(shallow).permute(2, 0, 1)[None].float() / 255
-        assert torch.equal(auto(x), int8(x))  # tensors: the backend's own network
+        assert torch.equal(auto(x, exposure), int8(x, exposure))  # tensors: the backend's own network
 
 
 def test_auto_backend_runs_weights_refused_in_int8_in_float32(weights_file: Path, tmp_path: Path, monkeypatch):

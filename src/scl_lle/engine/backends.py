@@ -3,8 +3,9 @@
 Curve estimation (the network) runs in PyTorch (``backend="torch"``, channels-last on the CPU, optionally
 ``torch.compile``-d) or in ONNX Runtime (``backend="onnxruntime"``, the graph of :mod:`scl_lle.models.onnx`;
 ``"onnxruntime-int8"``, that graph in 8-bit integers, :mod:`scl_lle.models.quantize`, CPU only); everything else
-in the engine is the same for all. ``backend="auto"`` (the default) takes the int8 graph for float32 pictures
-on the CPU, when ONNX Runtime is installed (:func:`resolve_backend`). :func:`curve_estimator` makes the
+in the engine is the same for all. ``backend="auto"`` (the default) takes the int8 graph on the CPU with
+``dtype=float32``, when ONNX Runtime is installed (:func:`resolve_backend`), and its float32 twin for numpy
+pictures of more than 8 bits (:class:`OnnxEstimator`). :func:`curve_estimator` makes the
 estimator of the chosen backend: a callable ``(B, 3, h, w)`` in [0, 1] -> ``(B, 3n, h, w)`` in [-1, 1].
 """
 

@@ -217,8 +217,8 @@ class Enhancer:
     def _network(self, reader: TileReader) -> CurveEstimator:
         """The curve estimator for what ``reader`` holds: the backend's, but for numpy pictures of more than 8 bits
         (uint16, float) the float32 network an int8 one keeps (``exact``, under ``backend="auto"``)."""
-        exact = getattr(self._estimate, "exact", None)
-        return exact if exact is not None and reader.array_dtype not in (None, np.uint8) else self._estimate
+        exact, dtype = getattr(self._estimate, "exact", None), reader.array_dtype
+        return exact if exact is not None and dtype is not None and dtype != np.uint8 else self._estimate
 
     def _estimate_maps(self, image: torch.Tensor, estimate: CurveEstimator | None = None) -> torch.Tensor:
         """Curve maps ``(B, 3n, h, w)`` of the whole of ``image`` ``(B, 3, h, w)`` by ``estimate`` (the backend's),
