@@ -6,7 +6,7 @@ given exposure), with ``backend="onnxruntime"`` and ``backend="onnxruntime-int8"
 difference in 8-bit levels, the share of samples that differ at all, and mean NIQE of each (lower is better).
 First it prints how long each backend's enhancer takes to set up in a fresh process (the int8 one quantises the
 network then), and how smooth each keeps a smooth dark gradient given in 8 and in 16 bits (the output's
-reversals along it: a later pixel darker than an earlier one; why ``backend="auto"`` runs pictures of more than
+reversals along it: a pixel darker than the one before it; why ``backend="auto"`` runs pictures of more than
 8 bits in float32); ``--datasets ''`` prints only those.
 
     SCL_LLE_SHARED=../shared python benchmarks/int8_agreement.py --datasets lime,dicm,lol15,npe
@@ -41,7 +41,7 @@ def setup_seconds(backend: str, threads: int) -> float:
 
 def gradient_reversals(enhancer: Enhancer, bits: int, width: int = 1024) -> tuple[int, int]:
     """``(reversals, largest in output levels)`` along a smooth dark ramp (brightness 0.002 to 0.06, slightly
-    coloured) given as ``bits``-bit pixels: output steps that go down where the input goes up."""
+    coloured) given as ``bits``-bit pixels: steps down in the output along the ramp, which never goes down."""
     ramp = np.linspace(0.002, 0.06, width)[None, :].repeat(16, 0)
     peak = 2**bits - 1
     pixels = np.round(np.stack([ramp, ramp * 1.05, ramp * 0.9], -1) * peak).astype(np.uint8 if bits == 8 else np.uint16)
