@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from scl_lle import DCENet, Enhancer, apply_curves, load_dcenet
+from scl_lle.core import curves
 from scl_lle.core.curves import apply_upsampled_curves, sample_maps, upsample_maps, upsampled_curves_band
 
 
@@ -93,7 +94,7 @@ def test_sampled_maps_are_the_upsampled_maps_at_the_samples(step: int):
     assert torch.allclose(sampled, upsample_maps(small, size)[..., ::step, ::step], atol=1e-5)
 
 
-@pytest.mark.parametrize("band", [1, 5, 64])
+@pytest.mark.parametrize("band", [None, 1, 5, 64])
 def test_fused_upsampled_curves_equal_upsample_then_apply(band: int):
     torch.manual_seed(3)
     small = torch.rand(2, 24, 7, 9) * 2 - 1
@@ -108,6 +109,20 @@ def test_fused_upsampled_curves_equal_upsample_then_apply(band: int):
     torch.testing.assert_close(pure, whole, atol=1e-6, rtol=0)
     with pytest.raises(ValueError):
         apply_upsampled_curves(x[..., :5, :], small, (27, 35))
+
+
+def test_fused_upsampled_curves_give_the_same_values_whatever_the_blocks(monkeypatch: pytest.MonkeyPatch):
+    # On the CPU the eager pass works in blocks: the output rows between the same two low-resolution rows, cut
+    # into column pieces of about BLOCK_PIXELS pixels. Blocks of any size (down to single pixels, where each
+    # piece of a row is its own block) must give the same values as a block that is the whole picture.
+    torch.manual_seed(5)
+    small = torch.rand(1, 24, 6, 8) * 2 - 1
+    x = torch.rand(1, 3, 45, 61)
+    whole = apply_upsampled_curves(x, small, (45, 61), band=45)  # one block, maps gathered for every row
+    for pixels in (1, 7, 100, 10**6):
+        monkeypatch.setattr(curves, "BLOCK_PIXELS", pixels)
+        torch.testing.assert_close(apply_upsampled_curves(x, small, (45, 61)), whole, atol=1e-6, rtol=0)
+    torch.testing.assert_close(whole, apply_curves(x, upsample_maps(small, (45, 61))), atol=1e-5, rtol=0)
 
 
 def _real_images(shared: Path) -> list[Path]:

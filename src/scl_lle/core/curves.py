@@ -3,20 +3,20 @@
 A curve map ``r`` in [-1, 1] (per pixel and channel) is applied as the quadratic curve ``x <- x + r * (x^2 - x)``,
 which maps [0, 1] onto [0, 1]; DCE-Net predicts ``n`` maps of 3 channels (``(B, 3 * n, H, W)``), applied first to
 last. With ``scale > 1`` the maps are estimated on a shrunk image (:func:`downsample`) and upsampled bilinearly
-(:func:`upsample_maps`), or upsampled and applied fused, band by band (:func:`apply_upsampled_curves`), so that no
+(:func:`upsample_maps`), or upsampled and applied fused, block by block (:func:`apply_upsampled_curves`), so that no
 full-resolution ``3 * n``-channel maps are made.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "BAND_BYTES",
+    "BLOCK_PIXELS",
     "CurveTaps",
     "apply_curves",
     "apply_curves_into",
@@ -123,8 +123,9 @@ def sample_maps(small_maps: torch.Tensor, size: tuple[int, int], step: int) -> t
     return rows.index_select(3, x_low) * x_w0 + rows.index_select(3, x_high) * x_w1
 
 
-#: Bytes of widened curve maps one band holds on the CPU: the band is sized to stay in a core's cache.
-BAND_BYTES = 2 * 2**20
+#: Pixels of the picture one block of the CPU pass holds (with the curve maps mixed for them, 8x as many values):
+#: small enough for a core's caches, large enough that each operation's fixed cost is small beside its work.
+BLOCK_PIXELS = 32_768
 
 
 def apply_upsampled_curves(
@@ -141,23 +142,23 @@ def apply_upsampled_curves(
     """Upsample low-resolution curve maps bilinearly and apply them, fused: the fast path of ``scale > 1``.
 
     Equal (to float rounding) to ``apply_curves(image, upsample_maps(small_maps, size, region))``, without
-    materialising the full-resolution ``3 * n``-channel maps: the rows are interpolated once at low width, then
-    the image is processed in bands of ``band`` rows; each band's maps are widened in one operation (linear
-    interpolation along the full width, then cut to the region) and its eight curves applied while it is in
-    cache. Peak extra memory is a band's widened maps instead of ``3 * n`` full-resolution planes.
+    materialising the full-resolution ``3 * n``-channel maps. The upsampling is split in its two directions
+    (:func:`curve_taps`): the few low-resolution rows the region needs are widened to its columns once, and each
+    block of the image mixes its rows' maps from two of them in one operation, then goes through the eight curves
+    while it is in cache. Output rows between the same two low-resolution rows (``scale`` of them) form one block
+    on the CPU, cut into column pieces of about :data:`BLOCK_PIXELS` pixels, and their maps come from the two
+    widened rows without a copy.
 
     Args:
         image: ``(B, 3, h, w)``, the pixels of ``region`` (or of the whole image) in [0, 1].
         small_maps: ``(B, 3 * n, sh, sw)``, curve maps estimated on the image shrunk to ``(sh, sw)``.
         size: ``(H, W)``, the full resolution the maps are upsampled to.
         region: ``(top, left, bottom, right)`` of the full image that ``image`` holds; ``None``: all of it.
-            Full-width regions cost least (the widening always covers the full width).
-        band: rows per band; any value gives the same result. ``None``: on the CPU as many rows as fit
-            :data:`BAND_BYTES` of widened maps, elsewhere the whole region (a GPU would pay a kernel launch per
-            operation and band).
+        band: rows per block instead, full width; any value gives the same result. ``None``: as above on the CPU,
+            elsewhere the whole region at once (a GPU would pay a kernel launch per operation and block).
         band_kernel: ``None`` (eager, in place), or a compiled :func:`upsampled_curves_band`.
         out: write the result here (the shape of ``image``) instead of a new tensor.
-        clamp: clamp the result to [0, 1] band by band (while it is in cache).
+        clamp: clamp the result to [0, 1] block by block (while it is in cache).
 
     Returns:
         ``(B, 3, h, w)``, the enhanced pixels (``out`` if given; clamped only with ``clamp``).
@@ -172,39 +173,60 @@ def apply_upsampled_curves(
     taps = curve_taps(small_maps, size, region, device=image.device, dtype=image.dtype)
     if out is None:
         out = torch.empty(image.shape, dtype=image.dtype, device=image.device)
-    band = _band_rows(band, image, small_maps.shape[1] * width)
-    for b0 in range(0, image.shape[-2], band):
-        b1 = min(b0 + band, image.shape[-2])
+    for rows, columns in _blocks(taps, band, image.device):
+        upper, lower, weight = taps.mixing(rows, columns)
         if band_kernel is None:
-            x = out[..., b0:b1, :]
-            x.copy_(image[..., b0:b1, :])
-            _apply_band_in_place(x, taps.rows[..., b0:b1, :], width, left)
+            x = out[..., rows, columns]
+            x.copy_(image[..., rows, columns])
+            _apply_block_in_place(x, torch.lerp(upper, lower, weight))
         else:
-            out[..., b0:b1, :] = band_kernel(
-                image[..., b0:b1, :], taps.rows[..., b0:b1, :], taps.low, taps.high, taps.w_low, taps.w_high
-            )
+            out[..., rows, columns] = band_kernel(image[..., rows, columns], upper, lower, weight)
         if clamp:
-            out[..., b0:b1, :].clamp_(0.0, 1.0)
+            out[..., rows, columns].clamp_(0.0, 1.0)
     return out
 
 
-def _band_rows(band: int | None, image: torch.Tensor, row_values: int) -> int:
-    """Rows per band of :func:`apply_upsampled_curves`: ``band``, or (``None``) on the CPU as many rows of
-    ``row_values`` widened map values as fit :data:`BAND_BYTES`, elsewhere all the rows of ``image``."""
-    if band is None:
-        row_bytes = row_values * image.element_size()
-        band = max(1, BAND_BYTES // row_bytes) if image.device.type == "cpu" else image.shape[-2]
-    return max(int(band), 1)
+def _blocks(taps: CurveTaps, band: int | None, device: torch.device) -> Iterator[tuple[slice, slice]]:
+    """``(rows, columns)`` of each block of :func:`apply_upsampled_curves`, in order."""
+    height, width = taps.low.shape[0], taps.wide.shape[-1]
+    if band is not None or device.type != "cpu":
+        rows = max(int(band), 1) if band is not None else height
+        for top in range(0, height, rows):
+            yield slice(top, min(top + rows, height)), slice(0, width)
+        return
+    low, high = taps.low.tolist(), taps.high.tolist()
+    top = 0
+    while top < height:
+        stop = top + 1
+        while stop < height and low[stop] == low[top] and high[stop] == high[top]:
+            stop += 1
+        columns = max(BLOCK_PIXELS // (stop - top), 1)
+        for left in range(0, width, columns):
+            yield slice(top, stop), slice(left, min(left + columns, width))
+        top = stop
 
 
 class CurveTaps(NamedTuple):
-    """Curve maps interpolated along rows for one region, and the column taps that finish the upsampling."""
+    """The bilinear upsampling of curve maps for one region, in its two directions (:func:`curve_taps`)."""
 
-    rows: torch.Tensor  # (B, 3n, h, sw): the maps at the region's rows, still at low width
-    low: torch.Tensor  # (w,) left source column of each output column
-    high: torch.Tensor  # (w,) right source column
-    w_low: torch.Tensor  # (w,) weight of the left column
-    w_high: torch.Tensor  # (w,) weight of the right column
+    wide: torch.Tensor  # (B, 3n, k, w): the low-resolution rows the region needs, widened to its columns
+    low: torch.Tensor  # (h,) for each output row, the upper of its two rows in ``wide`` (long)
+    high: torch.Tensor  # (h,) the lower of the two
+    weight: torch.Tensor  # (h,) the lower row's weight
+
+    def mixing(self, rows: slice, columns: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(upper, lower, weight)`` for a block: the maps at its pixels are ``torch.lerp(upper, lower, weight)``.
+
+        ``upper`` and ``lower`` are ``(B, 3n, 1, c)`` views where the block's rows share their two rows (no copy),
+        ``(B, 3n, b, c)`` gathered otherwise; ``weight`` is ``(b, 1)``."""
+        low, high = self.low[rows], self.high[rows]
+        wide = self.wide[..., columns]
+        first_low, first_high = int(low[0]), int(high[0])
+        if bool((low == first_low).all()) and bool((high == first_high).all()):
+            upper, lower = wide[..., first_low : first_low + 1, :], wide[..., first_high : first_high + 1, :]
+        else:
+            upper, lower = wide.index_select(2, low), wide.index_select(2, high)
+        return upper, lower, self.weight[rows, None]
 
 
 def curve_taps(
@@ -215,45 +237,42 @@ def curve_taps(
     device: torch.device | None = None,
     dtype: torch.dtype | None = None,
 ) -> CurveTaps:
-    """Row-interpolated low-resolution maps and column taps for the bilinear upsampling of ``region``."""
+    """The low-resolution rows that ``region`` (top, left, bottom, right; ``None``: all) of the maps upsampled
+    to ``size`` needs, widened to its columns, and which two of them each of its rows mixes, with what weight
+    (the positions of :func:`bilinear_taps`, so any region gets exactly the values it has in the whole). The
+    rows are widened to the full width and then cut, so full-width regions cost least."""
     height, width = size
     top, left, bottom, right = region if region is not None else (0, 0, height, width)
     device = small_maps.device if device is None else device
     dtype = small_maps.dtype if dtype is None else dtype
-    small = small_maps.to(device=device, dtype=dtype).contiguous()
-    sh, sw = small.shape[-2:]
-    y_low, y_high, y_w0, y_w1 = bilinear_taps(torch.arange(top, bottom), height, sh, device, dtype)
-    x_low, x_high, x_w0, x_w1 = bilinear_taps(torch.arange(left, right), width, sw, device, dtype)
-    rows = small.index_select(2, y_low).mul_(y_w0[:, None]).add_(small.index_select(2, y_high).mul_(y_w1[:, None]))
-    return CurveTaps(rows, x_low, x_high, x_w0, x_w1)
+    sh, sw = small_maps.shape[-2:]
+    y_low, y_high, _, y_weight = bilinear_taps(torch.arange(top, bottom), height, sh, device, dtype)
+    first, last = int(y_low[0]), int(y_high[-1]) + 1
+    rows = small_maps[..., first:last, :].to(device=device, dtype=dtype)
+    batch, channels, count, _ = rows.shape
+    # Always the full width, then cut: a column's values do not depend on the region (one linear interpolation
+    # is also several times cheaper than gathering the columns).
+    wide = F.interpolate(rows.reshape(batch, channels * count, sw), size=width, mode="linear", align_corners=False)
+    wide = wide.view(batch, channels, count, width)[..., left:right]
+    return CurveTaps(wide, y_low - first, y_high - first, y_weight)
 
 
-def _apply_band_in_place(x: torch.Tensor, rows: torch.Tensor, width: int, left: int) -> None:
-    """Apply the curves of ``rows`` ``(B, 3n, b, sw)`` (maps at the band's rows, low width) to ``x`` ``(B, 3, b, w)``
-    in place: the maps are widened to ``width`` in one linear interpolation (the column positions of
-    :func:`bilinear_taps`), cut to the columns ``left : left + w``, and applied curve by curve."""
-    batch, channels, n, low_width = rows.shape
-    wide = F.interpolate(rows.reshape(batch, channels * n, low_width), size=width, mode="linear", align_corners=False)
-    wide = wide.view(batch, channels, n, width)[..., left : left + x.shape[-1]]
-    for i in range(channels // 3):
-        x.addcmul_(torch.mul(x, x).sub_(x), wide[:, 3 * i : 3 * i + 3])  # x <- x + r * (x^2 - x), in place
+def _apply_block_in_place(x: torch.Tensor, maps: torch.Tensor) -> None:
+    """Apply the curves of ``maps`` ``(B, 3n, b, c)`` to ``x`` ``(B, 3, b, c)`` in place, curve by curve."""
+    for i in range(maps.shape[1] // 3):
+        x.lerp_(torch.mul(x, x), maps[:, 3 * i : 3 * i + 3])  # x <- x + r * (x^2 - x), in place
 
 
 def upsampled_curves_band(
-    x: torch.Tensor,
-    rows: torch.Tensor,
-    low: torch.Tensor,
-    high: torch.Tensor,
-    w_low: torch.Tensor,
-    w_high: torch.Tensor,
+    x: torch.Tensor, upper: torch.Tensor, lower: torch.Tensor, weight: torch.Tensor
 ) -> torch.Tensor:
-    """Pure (out-of-place) form of one band of :func:`apply_upsampled_curves`, written for ``torch.compile``.
-
-    Compiled, the column gathers and the eight curve updates fuse into one loop over the band's pixels.
+    """Pure (out-of-place) form of one block of :func:`apply_upsampled_curves`, written for ``torch.compile``:
+    ``x`` ``(B, 3, b, c)`` through the curves of ``torch.lerp(upper, lower, weight)`` (see
+    :meth:`CurveTaps.mixing`). Compiled, the mixing and the eight curve updates fuse into one loop over the pixels.
     """
-    for i in range(rows.shape[1] // 3):
-        rows_i = rows[:, 3 * i : 3 * i + 3]
-        r = rows_i[..., low] * w_low + rows_i[..., high] * w_high
+    maps = torch.lerp(upper, lower, weight)
+    for i in range(maps.shape[1] // 3):
+        r = maps[:, 3 * i : 3 * i + 3]
         x = x + r * (x * x - x)
     return x
 

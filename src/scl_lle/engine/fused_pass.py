@@ -2,8 +2,9 @@
 
 All kernels give :func:`scl_lle.core.curves.apply_upsampled_curves`'s result, to float rounding:
 
-- **eager PyTorch**, band by band (always there). Each of its ~100 operations per pixel streams the band
-  through memory, so it costs about 0.1 s per megapixel on a 2-core CPU;
+- **eager PyTorch**, block by block (always there): about 20 operations per pixel (the maps mixed from two
+  widened low-resolution rows, then two per curve), each streaming the block through the caches; on the 2-core
+  CPU of docs/PERFORMANCE.md about 0.03 s per megapixel, twice the numba loops' time;
 - **torch.compile** of one band (:func:`~scl_lle.core.curves.upsampled_curves_band`), with ``compile=True``;
 - **numba loops** (``pip install 'scl-lle[fast]'``) on the CPU, reading the picture's own pixels (float32, uint8
   or uint16, planar or interleaved) and writing the result's, so neither needs a float copy of the picture:
