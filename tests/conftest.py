@@ -32,6 +32,13 @@ def shared() -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _own_onnx_graph_cache(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Each test starts with an empty ONNX graph cache of its own (``scl_lle.models.graph_cache``), passed on to
+    the processes it starts: no test sees graphs that another stored, and none writes to the user's cache."""
+    monkeypatch.setenv("SCL_LLE_ONNX_CACHE", str(tmp_path_factory.mktemp("onnx-graphs")))
+
+
 @pytest.fixture(scope="session")
 def weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A seeded, randomly initialised DCE-Net saved in the project's safetensors format."""

@@ -77,7 +77,7 @@ def apply_curves_into(
             r = curve_maps[:, 3 * i : 3 * i + 3, top : top + rows]
             if gain is not None:
                 r = torch.mul(r, gain).clamp_(-1.0, 1.0)
-            band.add_(torch.mul(band, band).sub_(band).mul_(r))
+            band.lerp_(torch.mul(band, band), r)  # x <- x + r * (x^2 - x), in place
 
 
 def bilinear_taps(

@@ -23,8 +23,9 @@ import torch
 
 from ..defaults import BACKENDS
 from ..models.dcenet import DCENet
+from ..models.graph_cache import graph_key, load_graph, store_graph
 from ..models.hub import WeightsError, _first_line, check_probe, is_onnx_file, load_dcenet, probe_image
-from ..models.onnx import build_onnx, curve_channels, read_onnx, require
+from ..models.onnx import build_onnx, read_onnx, require
 from ..models.quantize import PROBE_TOLERANCE, QuantizationError, quantize_onnx
 
 __all__ = [
@@ -155,16 +156,18 @@ def _onnxruntime_sessions(
     ort = require("onnxruntime")
     device = torch.device(device)
     path = Path(weights) if is_onnx_file(weights) else None  # type: ignore[arg-type]
+    options = _session_options(ort, threads)
+    int8_key = None
     if path is not None:
         data, channels = read_onnx(path)
     else:
-        proto = build_onnx(weights)
-        data, channels = proto.SerializeToString(), curve_channels(proto)
-    options = _session_options(ort, threads)
+        model = weights if isinstance(weights, DCENet) else load_dcenet(weights)  # type: ignore[arg-type]
+        data, channels = _float_graph(ort, model.to(device="cpu", dtype=torch.float32).eval(), options)
+        int8_key = graph_key(model, "int8")
     if int8:
         if device.type != "cpu":
             raise ValueError(f"the onnxruntime-int8 backend runs on the CPU, not {device} (use --device cpu)")
-        return _int8_session(ort, data, options, channels, path or "the weights")
+        return _int8_session(ort, data, options, channels, path or "the weights", int8_key)
     if device.type == "cuda":
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise RuntimeError("onnxruntime has no CUDA provider here (install onnxruntime-gpu) or use --device cpu")
@@ -193,14 +196,43 @@ def _probed_session(
     return session, torch.from_numpy(np.asarray(maps))
 
 
-def _int8_session(ort: Any, data: bytes, options: Any, channels: int, name: object) -> tuple[Any, Any]:
+def _float_graph(ort: Any, model: DCENet, options: Any) -> tuple[bytes, int]:
+    """The float32 graph of ``model`` (CPU, float32, eval) and its curve-map channels: from the graph cache
+    (:mod:`scl_lle.models.graph_cache`) where a stored graph gives PyTorch's curve maps on :func:`probe_image`
+    within 1e-4, else built by :func:`~scl_lle.models.onnx.build_onnx` and stored."""
+    key, channels = graph_key(model, "float32"), 3 * model.iterations
+    if (cached := load_graph(key)) is not None:
+        try:
+            _, maps = _probed_session(ort, cached, options, ["CPUExecutionProvider"], "a cached graph")
+            with torch.no_grad():
+                expected = model.curve_maps(probe_image())
+            if maps.shape == expected.shape and float((maps - expected).abs().max()) <= 1e-4:
+                return cached, channels
+        except WeightsError:
+            pass
+    data = build_onnx(model).SerializeToString()
+    store_graph(key, data)
+    return data, channels
+
+
+def _int8_session(
+    ort: Any, data: bytes, options: Any, channels: int, name: object, key: str | None = None
+) -> tuple[Any, Any]:
     """A CPU session of the float graph ``data`` quantised to int8, and the float graph's session; refused
     (:class:`QuantizationError` naming ``name``) if the quantiser fails or its curve maps on :func:`probe_image`
     differ from the float graph's by more than :data:`~scl_lle.models.quantize.PROBE_TOLERANCE` (weights whose
-    activations the calibration does not cover)."""
+    activations the calibration does not cover). ``key``: where the int8 graph is kept in the graph cache
+    (:mod:`scl_lle.models.graph_cache`; ``None``: not kept); a stored graph is used if it passes the same check."""
     providers = ["CPUExecutionProvider"]
     float32, exact = _probed_session(ort, data, options, providers, name)
     check_probe(name, exact, channels)
+    if key is not None and (cached := load_graph(key)) is not None:
+        try:
+            session, maps = _probed_session(ort, cached, options, providers, "a cached int8 graph")
+            if maps.shape == exact.shape and float((maps - exact).abs().max()) <= PROBE_TOLERANCE:
+                return session, float32
+        except WeightsError:
+            pass
     try:
         quantized = quantize_onnx(data)
     except Exception as error:
@@ -215,6 +247,8 @@ def _int8_session(ort: Any, data: bytes, options: Any, channels: int, name: obje
             f"{name}: in int8 its curve maps differ from float32 by {error:.3f} on a test image (more than "
             f"{PROBE_TOLERANCE}); use --backend onnxruntime"
         )
+    if key is not None:
+        store_graph(key, quantized)
     return session, float32
 
 
