@@ -12,6 +12,7 @@ import torch
 
 import scl_lle.engine.fused_pass as fused_pass
 from scl_lle import Enhancer
+from scl_lle.core import curves
 from scl_lle.core.curves import apply_upsampled_curves, bilinear_taps
 from scl_lle.engine.fused_pass import (
     NUMBA_ENV,
@@ -132,7 +133,35 @@ def test_the_eager_pass_serves_where_the_kernel_does_not_fit(monkeypatch: pytest
     monkeypatch.setenv(NUMBA_ENV, "0")
     assert not numba_available()
     upsampled_curves(image, maps, size, region)
-    assert not upsampled_curves_into(image.numpy(), target, maps, size, region)
+    assert upsampled_curves_into(image.numpy(), target, maps, size, region)  # the eager operations wrote it
+    assert np.array_equal(target, apply_upsampled_curves(image, maps, size).clamp(0, 1).numpy())
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("region", [(0, 0, 21, 40), (3, 5, 19, 30)])
+def test_without_numba_the_eager_pass_reads_and_writes_the_pictures_own_pixels(
+    monkeypatch: pytest.MonkeyPatch, dtype: type, region: tuple[int, int, int, int]
+):
+    # Block by block, each converted as it is read and written: exactly what converting the whole region
+    # (to_unit), the eager pass and converting back (from_unit) give. Interleaved pixels (H, W, 3), as decoded.
+    monkeypatch.setenv(NUMBA_ENV, "0")
+    monkeypatch.setattr(curves, "BLOCK_PIXELS", 50)  # many blocks, some cut across columns
+    image, maps = _case(4)
+    size, (top, left, bottom, right) = (21, 40), region
+    peak = peak_value(np.dtype(dtype)) or 1
+    pixels = (image[0].permute(1, 2, 0).numpy() * peak).round().astype(dtype)  # (H, W, 3)
+    if dtype == np.float32:
+        pixels[0, :4, 0] = [np.nan, np.inf, -np.inf, 3.0]
+    source = pixels.transpose(2, 0, 1)[None, :, top:bottom, left:right]
+    out = np.zeros((size[0], size[1], 3), dtype=dtype)
+    assert upsampled_curves_into(source, out.transpose(2, 0, 1)[None, :, top:bottom, left:right], maps, size, region)
+    unit = to_unit(torch.from_numpy(np.ascontiguousarray(source)), torch.float32)
+    enhanced = apply_upsampled_curves(unit, maps, size, region).clamp(0, 1)
+    expected = from_unit(enhanced, torch.from_numpy(out).dtype)[0].permute(1, 2, 0).numpy()
+    assert np.array_equal(out[top:bottom, left:right], expected, equal_nan=False)
+    assert not out[:top].any() and not out[bottom:].any() and not out[:, :left].any() and not out[:, right:].any()
+    read_only = np.broadcast_to(source, source.shape)  # e.g. a grey picture's channels: the other path serves it
+    assert not upsampled_curves_into(read_only, out.transpose(2, 0, 1)[None], maps, size, region)
 
 
 @needs_numba

@@ -22,6 +22,7 @@ __all__ = [
     "apply_curves_into",
     "apply_upsampled_curves",
     "bilinear_taps",
+    "curve_blocks",
     "curve_taps",
     "downsample",
     "sample_maps",
@@ -173,12 +174,12 @@ def apply_upsampled_curves(
     taps = curve_taps(small_maps, size, region, device=image.device, dtype=image.dtype)
     if out is None:
         out = torch.empty(image.shape, dtype=image.dtype, device=image.device)
-    for rows, columns in _blocks(taps, band, image.device):
+    for rows, columns in curve_blocks(taps, band):
         upper, lower, weight = taps.mixing(rows, columns)
         if band_kernel is None:
             x = out[..., rows, columns]
             x.copy_(image[..., rows, columns])
-            _apply_block_in_place(x, torch.lerp(upper, lower, weight))
+            apply_curves_into(x, x, torch.lerp(upper, lower, weight))
         else:
             out[..., rows, columns] = band_kernel(image[..., rows, columns], upper, lower, weight)
         if clamp:
@@ -186,10 +187,11 @@ def apply_upsampled_curves(
     return out
 
 
-def _blocks(taps: CurveTaps, band: int | None, device: torch.device) -> Iterator[tuple[slice, slice]]:
-    """``(rows, columns)`` of each block of :func:`apply_upsampled_curves`, in order."""
+def curve_blocks(taps: CurveTaps, band: int | None = None) -> Iterator[tuple[slice, slice]]:
+    """``(rows, columns)`` of each block of :func:`apply_upsampled_curves` for ``taps`` (see ``band`` there), in
+    order; :meth:`CurveTaps.mixing` gives a block's maps."""
     height, width = taps.low.shape[0], taps.wide.shape[-1]
-    if band is not None or device.type != "cpu":
+    if band is not None or taps.wide.device.type != "cpu":
         rows = max(int(band), 1) if band is not None else height
         for top in range(0, height, rows):
             yield slice(top, min(top + rows, height)), slice(0, width)
@@ -255,12 +257,6 @@ def curve_taps(
     wide = F.interpolate(rows.reshape(batch, channels * count, sw), size=width, mode="linear", align_corners=False)
     wide = wide.view(batch, channels, count, width)[..., left:right]
     return CurveTaps(wide, y_low - first, y_high - first, y_weight)
-
-
-def _apply_block_in_place(x: torch.Tensor, maps: torch.Tensor) -> None:
-    """Apply the curves of ``maps`` ``(B, 3n, b, c)`` to ``x`` ``(B, 3, b, c)`` in place, curve by curve."""
-    for i in range(maps.shape[1] // 3):
-        x.lerp_(torch.mul(x, x), maps[:, 3 * i : 3 * i + 3])  # x <- x + r * (x^2 - x), in place
 
 
 def upsampled_curves_band(

@@ -5,14 +5,14 @@ All kernels give :func:`scl_lle.core.curves.apply_upsampled_curves`'s result, to
 - **eager PyTorch**, block by block (always there): about 20 operations per pixel (the maps mixed from two
   widened low-resolution rows, then two per curve), each streaming the block through the caches; on the 2-core
   CPU of docs/PERFORMANCE.md about 0.03 s per megapixel, twice the numba loops' time;
-- **torch.compile** of one band (:func:`~scl_lle.core.curves.upsampled_curves_band`), with ``compile=True``;
+- **torch.compile** of one block (:func:`~scl_lle.core.curves.upsampled_curves_band`), with ``compile=True``;
 - **numba loops** (``pip install 'scl-lle[fast]'``) on the CPU, reading the picture's own pixels (float32, uint8
   or uint16, planar or interleaved) and writing the result's, so neither needs a float copy of the picture:
   :func:`curves_rows` takes every pixel through the eight curves while it is in cache (the curve maps are widened
   once per low-resolution row into contiguous rows, so its inner loops vectorise for any width and scale), and
   :func:`area_rows` shrinks the picture for the network (``TileReader.downsample``). numba compiles them on first
   use and caches them: a few seconds once per machine and kind of picture, then about a second in each process
-  that uses them, against a saving of several hundredths of a second per megapixel (docs/PERFORMANCE.md). So they
+  that uses them, against a saving of a few hundredths of a second per megapixel (docs/PERFORMANCE.md). So they
   serve pictures of 8 megapixels and more (:data:`NUMBA_MIN_PIXELS`); smaller pictures keep the eager
   operations, and a picture's result does not depend on what the process did before. ``SCL_LLE_NUMBA=0`` turns
   them off.
@@ -29,8 +29,15 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ..core.curves import apply_upsampled_curves, bilinear_taps, upsampled_curves_band
-from ..io.pixels import peak_value
+from ..core.curves import (
+    apply_curves_into,
+    apply_upsampled_curves,
+    bilinear_taps,
+    curve_blocks,
+    curve_taps,
+    upsampled_curves_band,
+)
+from ..io.pixels import from_unit, peak_value, to_unit
 
 __all__ = [
     "KERNEL_DTYPES",
@@ -47,7 +54,7 @@ __all__ = [
 #: Environment variable that turns the numba kernel off when set to ``0``.
 NUMBA_ENV = "SCL_LLE_NUMBA"
 #: Smallest picture (height x width) the numba kernels are used for. Loading them costs about a second per
-#: process, against several hundredths of a second saved per megapixel on a 2-core CPU: below this, even a batch
+#: process, against a few hundredths of a second saved per megapixel on a 2-core CPU: below this, even a batch
 #: hardly repays it.
 NUMBA_MIN_PIXELS = 8_000_000
 #: Pixel types the numba kernel reads and writes directly.
@@ -286,6 +293,29 @@ def _run_kernel(
     return _call(curves_rows, calls)
 
 
+def _eager_into(
+    source: np.ndarray,
+    target: np.ndarray,
+    small_maps: torch.Tensor,
+    size: tuple[int, int],
+    region: tuple[int, int, int, int],
+) -> bool:
+    """The eager pass block by block from the picture's pixels into the result's, each block converted to and
+    from floats (:func:`~scl_lle.io.pixels.to_unit`, :func:`~scl_lle.io.pixels.from_unit`) while it is in cache;
+    ``False`` (nothing written) for pixel types other than :data:`KERNEL_DTYPES` or a read-only source."""
+    if not (source.dtype in KERNEL_DTYPES and target.dtype in KERNEL_DTYPES and source.flags.writeable):
+        return False
+    pixels, result = torch.from_numpy(source), torch.from_numpy(target)
+    taps = curve_taps(small_maps, size, region, device=torch.device("cpu"), dtype=torch.float32)
+    for rows, columns in curve_blocks(taps):
+        block = pixels[..., rows, columns]
+        # Interleaved pixels (H, W, 3) are gathered into planes first: the curves vectorise along rows.
+        x = to_unit(block if block.stride(-1) == 1 else block.contiguous())
+        apply_curves_into(x, x, torch.lerp(*taps.mixing(rows, columns)))
+        result[..., rows, columns] = from_unit(x.clamp_(0.0, 1.0), result.dtype)
+    return True
+
+
 def upsampled_curves_into(
     source: np.ndarray | None,
     target: np.ndarray | None,
@@ -293,7 +323,8 @@ def upsampled_curves_into(
     size: tuple[int, int],
     region: tuple[int, int, int, int],
 ) -> bool:
-    """The fused pass from a picture's pixels straight into the result's, by the numba kernel, where it fits.
+    """The fused pass from a picture's pixels straight into the result's: the numba kernel where it fits, else
+    the eager operations block by block, converting each block as they read and write it.
 
     Args:
         source: ``(B, 3, h, w)`` pixels of ``region`` (top, left, bottom, right) of a picture of ``size``
@@ -304,10 +335,15 @@ def upsampled_curves_into(
         small_maps: ``(B, 3n, sh, sw)`` curve maps in [-1, 1] at low resolution, on the CPU.
 
     Returns:
-        Whether the kernel ran (numba installed and on, a picture of at least :data:`NUMBA_MIN_PIXELS`, pixel
-        types in :data:`KERNEL_DTYPES`); if not, nothing was written and the caller takes the other path.
+        Whether the result was written: by the numba kernel (installed and on, a picture of at least
+        :data:`NUMBA_MIN_PIXELS`) or the eager operations (pixel types in :data:`KERNEL_DTYPES`, a writable
+        source); if not, nothing was written and the caller takes the other path.
     """
-    return source is not None and target is not None and _run_kernel(source, target, small_maps, size, region)
+    if source is None or target is None:
+        return False
+    return _run_kernel(source, target, small_maps, size, region) or _eager_into(
+        source, target, small_maps, size, region
+    )
 
 
 def upsampled_curves(
