@@ -33,10 +33,13 @@ def shared() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _own_onnx_graph_cache(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+def _own_onnx_graph_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Each test starts with an empty ONNX graph cache of its own (``scl_lle.models.graph_cache``), passed on to
-    the processes it starts: no test sees graphs that another stored, and none writes to the user's cache."""
-    monkeypatch.setenv("SCL_LLE_ONNX_CACHE", str(tmp_path_factory.mktemp("onnx-graphs")))
+    the processes it starts: no test sees graphs that another stored, and none writes to the user's cache. (Its
+    own patch: a test's ``monkeypatch.undo()`` leaves it in place.)"""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SCL_LLE_ONNX_CACHE", str(tmp_path_factory.mktemp("onnx-graphs")))
+        yield
 
 
 @pytest.fixture(scope="session")
