@@ -293,29 +293,6 @@ def _run_kernel(
     return _call(curves_rows, calls)
 
 
-def _eager_into(
-    source: np.ndarray,
-    target: np.ndarray,
-    small_maps: torch.Tensor,
-    size: tuple[int, int],
-    region: tuple[int, int, int, int],
-) -> bool:
-    """The eager pass block by block from the picture's pixels into the result's, each block converted to and
-    from floats (:func:`~scl_lle.io.pixels.to_unit`, :func:`~scl_lle.io.pixels.from_unit`) while it is in cache;
-    ``False`` (nothing written) for pixel types other than :data:`KERNEL_DTYPES` or a read-only source."""
-    if not (source.dtype in KERNEL_DTYPES and target.dtype in KERNEL_DTYPES and source.flags.writeable):
-        return False
-    pixels, result = torch.from_numpy(source), torch.from_numpy(target)
-    taps = curve_taps(small_maps, size, region, device=torch.device("cpu"), dtype=torch.float32)
-    for rows, columns in curve_blocks(taps):
-        block = pixels[..., rows, columns]
-        # Interleaved pixels (H, W, 3) are gathered into planes first: the curves vectorise along rows.
-        x = to_unit(block if block.stride(-1) == 1 else block.contiguous())
-        apply_curves_into(x, x, torch.lerp(*taps.mixing(rows, columns)))
-        result[..., rows, columns] = from_unit(x.clamp_(0.0, 1.0), result.dtype)
-    return True
-
-
 def upsampled_curves_into(
     source: np.ndarray | None,
     target: np.ndarray | None,
@@ -324,7 +301,8 @@ def upsampled_curves_into(
     region: tuple[int, int, int, int],
 ) -> bool:
     """The fused pass from a picture's pixels straight into the result's: the numba kernel where it fits, else
-    the eager operations block by block, converting each block as they read and write it.
+    the eager operations block by block, converting each block as they read and write it
+    (:func:`~scl_lle.io.pixels.to_unit`, :func:`~scl_lle.io.pixels.from_unit`).
 
     Args:
         source: ``(B, 3, h, w)`` pixels of ``region`` (top, left, bottom, right) of a picture of ``size``
@@ -337,13 +315,24 @@ def upsampled_curves_into(
     Returns:
         Whether the result was written: by the numba kernel (installed and on, a picture of at least
         :data:`NUMBA_MIN_PIXELS`) or the eager operations (pixel types in :data:`KERNEL_DTYPES`, a writable
-        source); if not, nothing was written and the caller takes the other path.
+        source: a grey picture read as three channels is not); if not, nothing was written and the caller takes
+        the other path.
     """
     if source is None or target is None:
         return False
-    return _run_kernel(source, target, small_maps, size, region) or _eager_into(
-        source, target, small_maps, size, region
-    )
+    if _run_kernel(source, target, small_maps, size, region):
+        return True
+    if not (source.dtype in KERNEL_DTYPES and target.dtype in KERNEL_DTYPES and source.flags.writeable):
+        return False
+    pixels, result = torch.from_numpy(source), torch.from_numpy(target)
+    taps = curve_taps(small_maps, size, region, device=torch.device("cpu"), dtype=torch.float32)
+    for rows, columns in curve_blocks(taps):  # each block converted to and from floats while it is in cache
+        block = pixels[..., rows, columns]
+        # Interleaved pixels (H, W, 3) are gathered into planes first: the curves vectorise along rows.
+        x = to_unit(block if block.stride(-1) == 1 else block.contiguous())
+        apply_curves_into(x, x, torch.lerp(*taps.mixing(rows, columns)))
+        result[..., rows, columns] = from_unit(x.clamp_(0.0, 1.0), result.dtype)
+    return True
 
 
 def upsampled_curves(
