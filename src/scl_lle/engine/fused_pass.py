@@ -3,8 +3,10 @@
 All kernels give :func:`scl_lle.core.curves.apply_upsampled_curves`'s result, to float rounding:
 
 - **eager PyTorch**, block by block (always there): about 20 operations per pixel (the maps mixed from two
-  widened low-resolution rows, then two per curve), each streaming the block through the caches; on the 2-core
-  CPU of docs/PERFORMANCE.md about 0.03 s per megapixel, twice the numba loops' time;
+  widened low-resolution rows, then two per curve), each streaming the block through the caches, and where the
+  picture's own pixels can be read and written (:func:`upsampled_curves_into`) each block converted as it is read
+  and written; on the 2-core CPU of docs/PERFORMANCE.md about 0.035 s per megapixel, a little over twice the
+  numba loops' time;
 - **torch.compile** of one block (:func:`~scl_lle.core.curves.upsampled_curves_band`), with ``compile=True``;
 - **numba loops** (``pip install 'scl-lle[fast]'``) on the CPU, reading the picture's own pixels (float32, uint8
   or uint16, planar or interleaved) and writing the result's, so neither needs a float copy of the picture:
