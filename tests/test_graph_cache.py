@@ -120,6 +120,12 @@ def test_the_least_recently_used_graphs_go_past_the_limit(monkeypatch: pytest.Mo
     assert sorted(p.stem for p in folder.glob("*.onnx")) == ["b", "d", "e"]
     assert not list(folder.glob(".*"))  # no temporary files left
 
+    def read_only(*args: object) -> None:
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr(graph_cache.os, "utime", read_only)
+    assert load_graph("d") == b"d"  # a cache that cannot be marked is still read
+
 
 def test_a_process_after_the_first_does_not_import_onnx(tmp_path: Path):
     script = (

@@ -1,9 +1,9 @@
 """ONNX graphs made for a set of weights, kept on disk so that the next process need not make them again.
 
 The CPU default (``backend="auto"``) runs DCE-Net as an ONNX Runtime graph, in int8 (:mod:`scl_lle.models.quantize`)
-with its float32 twin beside it. Making them takes the ``onnx`` package (whose import alone took 1.2 s with
-ml_dtypes 0.7 on the project's CPU) and the quantiser (about 0.3 s), in every process: more than the enhancement of
-a small photo. So the graphs are written to :func:`cache_folder` the first time and read back after that, keyed by
+with its float32 twin beside it. Making them takes the ``onnx`` package (whose import alone took 1.5 s on one of
+the project's CPUs, docs/PERFORMANCE.md) and the quantiser (about 0.3 s), in every process before its first
+picture. So the graphs are written to :func:`cache_folder` the first time and read back after that, keyed by
 what they are made from (:func:`graph_key`: the weights' values, this package's version and the versions of the
 tools that made them), so that changed weights or tools make new ones.
 
@@ -16,6 +16,7 @@ a folder that cannot be written is no error (the graphs are then made in each pr
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import os
@@ -78,9 +79,10 @@ def load_graph(key: str) -> bytes | None:
         return None
     try:
         data = path.read_bytes()
-        os.utime(path)
     except OSError:
         return None
+    with contextlib.suppress(OSError):  # a read-only cache is still read
+        os.utime(path)
     return data or None
 
 
