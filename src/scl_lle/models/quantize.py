@@ -10,7 +10,8 @@ to the picture's own samples, at full precision, by the engine.
 The activations' ranges are calibrated on generated pictures (:func:`calibration_images`: smooth scenes with
 edges and grain, from near black to bright), not on a data set, so any weights can be quantised where they are
 loaded, in a fraction of a second, and the result does not depend on files a user may not have. Quantised once
-per weights per process (:func:`quantize_onnx` keeps the last few). What it gains in time on this project's CPU
+per weights per process (:func:`quantize_onnx` keeps the last few), and kept on disk for later processes by the
+engine (:mod:`scl_lle.models.graph_cache`). What it gains in time on this project's CPU
 is measured by ``benchmarks/speed.py``, what it costs in quality by ``benchmarks/int8_agreement.py``
 (docs/PERFORMANCE.md); the engine also refuses a quantised graph whose curve maps stray from the float graph's
 on a test image (:data:`PROBE_TOLERANCE`, :class:`QuantizationError`).
