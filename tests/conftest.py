@@ -32,6 +32,14 @@ def shared() -> Path:
     return path
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Until a test's own graph cache is set (below), and for fixtures made before it (module-scoped enhancers),
+    the ONNX graph cache is a folder of this test run's, not the user's."""
+    import tempfile
+
+    os.environ["SCL_LLE_ONNX_CACHE"] = tempfile.mkdtemp(prefix="scl-lle-test-graphs-")
+
+
 @pytest.fixture(autouse=True)
 def _own_onnx_graph_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Each test starts with an empty ONNX graph cache of its own (``scl_lle.models.graph_cache``), passed on to

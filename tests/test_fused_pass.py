@@ -162,6 +162,8 @@ def test_without_numba_the_eager_pass_reads_and_writes_the_pictures_own_pixels(
     assert not out[:top].any() and not out[bottom:].any() and not out[:, :left].any() and not out[:, right:].any()
     read_only = np.broadcast_to(source, source.shape)  # e.g. a grey picture's channels: the other path serves it
     assert not upsampled_curves_into(read_only, out.transpose(2, 0, 1)[None], maps, size, region)
+    elsewhere = maps.to("meta")  # maps on another device (a GPU): the engine's other path keeps them there
+    assert not upsampled_curves_into(source, out.transpose(2, 0, 1)[None], elsewhere, size, region)
 
 
 @needs_numba

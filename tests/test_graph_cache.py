@@ -57,7 +57,9 @@ def test_a_second_enhancer_reads_both_graphs_instead_of_making_them(monkeypatch:
 
 
 @pytest.mark.parametrize("damage", ["garbage", "other weights"])
-def test_a_stored_graph_that_does_not_give_the_networks_maps_is_made_again(damage: str, tmp_path: Path):
+def test_a_stored_graph_that_does_not_give_the_networks_maps_is_made_again(
+    damage: str, monkeypatch: pytest.MonkeyPatch
+):
     model, other = _model(5), _model(6)
     Enhancer(model, **SETTINGS)
     good = _graphs()
@@ -73,7 +75,7 @@ def test_a_stored_graph_that_does_not_give_the_networks_maps_is_made_again(damag
     picture = _picture()
     enhanced = Enhancer(model, **SETTINGS)(picture)
     assert {name: (folder / name).read_bytes() for name in good} == good  # made again and written over
-    os.environ[CACHE_ENV] = "off"  # (the fixture restores it)
+    monkeypatch.setenv(CACHE_ENV, "off")
     assert torch.equal(enhanced, Enhancer(model, **SETTINGS)(picture))
 
 
@@ -89,9 +91,10 @@ def test_the_cache_can_be_off_and_a_folder_that_cannot_be_written_is_no_error(
     monkeypatch.setenv(CACHE_ENV, str(blocker / "graphs"))  # mkdir fails: the graphs are made and not kept
     assert torch.equal(Enhancer(model, **SETTINGS)(picture), expected)
     assert load_graph(graph_key(model, "int8")) is None
-    monkeypatch.delenv(CACHE_ENV)
     monkeypatch.setenv("SCL_LLE_CACHE", str(tmp_path / "user cache"))
-    assert cache_folder() == tmp_path / "user cache" / "onnx"  # the default: under the user cache folder
+    for unset in ("", "  "):  # an empty variable is no folder (it would be the current one)
+        monkeypatch.setenv(CACHE_ENV, unset)
+        assert cache_folder() == tmp_path / "user cache" / "onnx"  # the default: under the user cache folder
 
 
 def test_keys_follow_the_weights_the_kind_and_the_tools(monkeypatch: pytest.MonkeyPatch):
@@ -103,28 +106,49 @@ def test_keys_follow_the_weights_the_kind_and_the_tools(monkeypatch: pytest.Monk
     with torch.no_grad():
         changed.e_conv7.bias[0] += 1e-6
     assert graph_key(changed, "int8") != key
-    monkeypatch.setattr(graph_cache, "_version", lambda package: "9.9" if package == "onnxruntime" else "1.0")
+    makers = graph_cache._makers()
+    assert "onnx=" in makers and "onnxruntime=" in makers and len(makers.split("makers=")[1]) == 64
+    monkeypatch.setattr(graph_cache, "_makers", lambda: makers.replace("onnxruntime=", "onnxruntime=9.9+"))
     assert graph_key(model, "int8") != key  # another quantiser may make another graph
+    monkeypatch.setattr(graph_cache, "_makers", lambda: makers[:-1] + ("0" if makers[-1] != "0" else "1"))
+    assert graph_key(model, "int8") != key  # so may changed code in models/onnx.py or models/quantize.py
 
 
 def test_the_least_recently_used_graphs_go_past_the_limit(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(graph_cache, "MAX_GRAPHS", 3)
     folder = cache_folder()
     assert folder is not None
-    for age, key in enumerate("abcd"):
-        store_graph(key, key.encode())
+    a, b, c, d, e = (letter * 64 for letter in "abcde")  # keys are sha256 digests
+    for age, key in enumerate((a, b, c, d)):
+        store_graph(key, key[:1].encode())
         os.utime(folder / f"{key}.onnx", (1000 + age, 1000 + age))  # a oldest, d newest
-    assert sorted(p.stem for p in folder.glob("*.onnx")) == ["b", "c", "d"]  # a went when d came
-    assert load_graph("b") == b"b"  # used now: the most recent
-    store_graph("e", b"e")
-    assert sorted(p.stem for p in folder.glob("*.onnx")) == ["b", "d", "e"]
+    assert sorted(p.stem[0] for p in folder.glob("*.onnx")) == ["b", "c", "d"]  # a went when d came
+    assert load_graph(b) == b"b"  # used now: the most recent
+    store_graph(e, b"e")
+    assert sorted(p.stem[0] for p in folder.glob("*.onnx")) == ["b", "d", "e"]
     assert not list(folder.glob(".*"))  # no temporary files left
 
     def read_only(*args: object) -> None:
         raise PermissionError("read-only file system")
 
     monkeypatch.setattr(graph_cache.os, "utime", read_only)
-    assert load_graph("d") == b"d"  # a cache that cannot be marked is still read
+    assert load_graph(d) == b"d"  # a cache that cannot be marked is still read
+
+
+def test_files_in_the_folder_that_are_not_the_caches_own_are_never_removed(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(graph_cache, "MAX_GRAPHS", 1)
+    folder = cache_folder()
+    assert folder is not None
+    folder.mkdir(parents=True, exist_ok=True)
+    theirs = [folder / "user_model.onnx", folder / f"{'A' * 64}.onnx", folder / "notes.txt"]
+    for path in theirs:
+        path.write_bytes(b"a user's file")
+    first, second = "1" * 64, "2" * 64
+    store_graph(first, b"old")
+    os.utime(folder / f"{first}.onnx", (1000, 1000))
+    store_graph(second, b"new")
+    assert all(path.read_bytes() == b"a user's file" for path in theirs)
+    assert load_graph(first) is None and load_graph(second) == b"new"  # only the cache's own file went
 
 
 def test_a_process_after_the_first_does_not_import_onnx(tmp_path: Path):

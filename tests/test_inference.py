@@ -219,22 +219,30 @@ def test_scale_path_never_builds_full_resolution_maps(weights_file: Path, monkey
     curves; eager here, as the numba kernel serves pictures of 8 MP and more)."""
     from scl_lle.core import curves
 
-    sizes: list[tuple[int, ...]] = []
-    real = torch.lerp
+    sizes: dict[str, list[tuple[int, ...]]] = {}
 
-    def spy(*args, **kwargs):
-        out = real(*args, **kwargs)
-        sizes.append(tuple(out.shape))
-        return out
+    def spy(name: str, real):
+        def watched(*args, **kwargs):
+            out = real(*args, **kwargs)
+            sizes.setdefault(name, []).append(tuple(out.shape))
+            return out
+
+        return watched
 
     monkeypatch.setattr(curves, "BLOCK_PIXELS", 200)
-    monkeypatch.setattr(torch, "lerp", spy)
+    monkeypatch.setattr(torch, "lerp", spy("lerp", torch.lerp))  # where a block's maps are made
+    for name in ("index_select", "lerp_"):
+        monkeypatch.setattr(torch.Tensor, name, spy(name, getattr(torch.Tensor, name)))
+    for name in ("interpolate", "grid_sample"):
+        monkeypatch.setattr(torch.nn.functional, name, spy(name, getattr(torch.nn.functional, name)))
     x = torch.rand(1, 3, 96, 80) * 0.3
     out = Enhancer(weights_file, exposure="off", device="cpu", scale=4, tile=None)(x)
     monkeypatch.undo()
     assert out.shape == x.shape
-    maps = [s for s in sizes if s[1] == 24]
+    maps = [s for s in sizes["lerp"] if s[1] == 24]
     assert maps and all(s[-2] <= 2 * 4 and s[-2] * s[-1] <= 200 for s in maps), maps
+    every = [s for shapes in sizes.values() for s in shapes]
+    assert not [s for s in every if len(s) == 4 and s[1] > 3 and s[-2:] == (96, 80)]  # no full-size maps at all
 
 
 def test_auto_backend_resolution(monkeypatch):

@@ -114,15 +114,27 @@ def test_fused_upsampled_curves_equal_upsample_then_apply(band: int):
 def test_fused_upsampled_curves_give_the_same_values_whatever_the_blocks(monkeypatch: pytest.MonkeyPatch):
     # On the CPU the eager pass works in blocks: the output rows between the same two low-resolution rows, cut
     # into column pieces of about BLOCK_PIXELS pixels. Blocks of any size (down to single pixels, where each
-    # piece of a row is its own block) must give the same values as a block that is the whole picture.
+    # piece of a row is its own block) must give exactly the values of a block that is the whole picture.
     torch.manual_seed(5)
     small = torch.rand(1, 24, 6, 8) * 2 - 1
     x = torch.rand(1, 3, 45, 61)
     whole = apply_upsampled_curves(x, small, (45, 61), band=45)  # one block, maps gathered for every row
     for pixels in (1, 7, 100, 10**6):
         monkeypatch.setattr(curves, "BLOCK_PIXELS", pixels)
-        torch.testing.assert_close(apply_upsampled_curves(x, small, (45, 61)), whole, atol=1e-6, rtol=0)
+        assert torch.equal(apply_upsampled_curves(x, small, (45, 61)), whole)
     torch.testing.assert_close(whole, apply_curves(x, upsample_maps(small, (45, 61))), atol=1e-5, rtol=0)
+    assert apply_upsampled_curves(x[..., :0, :], small, (45, 61), (7, 0, 7, 61)).shape == (1, 3, 0, 61)  # empty
+
+
+def test_off_the_cpu_a_block_is_full_rows_within_the_device_budget(monkeypatch: pytest.MonkeyPatch):
+    # A GPU would pay a kernel launch per operation and block: whole rows, as many as DEVICE_BLOCK_VALUES of
+    # maps allow, so that the memory stays bounded whatever the region's size.
+    monkeypatch.setattr(curves, "DEVICE_BLOCK_VALUES", 24 * 4000 * 7)
+    rows = torch.arange(100)
+    taps = curves.CurveTaps(torch.empty(1, 24, 30, 4000, device="meta"), rows // 4, rows // 4 + 1, rows / 100)
+    blocks = list(curves._blocks(taps, None))
+    assert [(b.start, b.stop) for b, _ in blocks] == [(i, min(i + 7, 100)) for i in range(0, 100, 7)]
+    assert all(c == slice(0, 4000) for _, c in blocks)
 
 
 def _real_images(shared: Path) -> list[Path]:

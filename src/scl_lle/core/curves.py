@@ -17,17 +17,18 @@ import torch.nn.functional as F
 
 __all__ = [
     "BLOCK_PIXELS",
+    "DEVICE_BLOCK_VALUES",
     "CurveTaps",
     "apply_curves",
     "apply_curves_into",
     "apply_upsampled_curves",
     "bilinear_taps",
-    "curve_blocks",
     "curve_taps",
     "downsample",
     "sample_maps",
     "upsample_maps",
     "upsampled_curves_band",
+    "upsampled_map_blocks",
 ]
 
 
@@ -127,6 +128,9 @@ def sample_maps(small_maps: torch.Tensor, size: tuple[int, int], step: int) -> t
 #: Pixels of the picture one block of the CPU pass holds (with the curve maps mixed for them, 8x as many values):
 #: small enough for a core's caches, large enough that each operation's fixed cost is small beside its work.
 BLOCK_PIXELS = 32_768
+#: Values of upsampled curve maps one block holds off the CPU (64 MiB in float32): few kernel launches, and the
+#: memory bounded whatever the region's size.
+DEVICE_BLOCK_VALUES = 2**24
 
 
 def apply_upsampled_curves(
@@ -146,17 +150,16 @@ def apply_upsampled_curves(
     materialising the full-resolution ``3 * n``-channel maps. The upsampling is split in its two directions
     (:func:`curve_taps`): the few low-resolution rows the region needs are widened to its columns once, and each
     block of the image mixes its rows' maps from two of them in one operation, then goes through the eight curves
-    while it is in cache. Output rows between the same two low-resolution rows (``scale`` of them) form one block
-    on the CPU, cut into column pieces of about :data:`BLOCK_PIXELS` pixels, and their maps come from the two
-    widened rows without a copy.
+    while it is in cache. Output rows between the same two low-resolution rows (about ``scale`` of them) form one
+    block on the CPU, cut into column pieces of about :data:`BLOCK_PIXELS` pixels, and their maps come from the two
+    widened rows without a copy; off the CPU a block is as many full rows as :data:`DEVICE_BLOCK_VALUES` allows.
 
     Args:
         image: ``(B, 3, h, w)``, the pixels of ``region`` (or of the whole image) in [0, 1].
         small_maps: ``(B, 3 * n, sh, sw)``, curve maps estimated on the image shrunk to ``(sh, sw)``.
         size: ``(H, W)``, the full resolution the maps are upsampled to.
         region: ``(top, left, bottom, right)`` of the full image that ``image`` holds; ``None``: all of it.
-        band: rows per block instead, full width; any value gives the same result. ``None``: as above on the CPU,
-            elsewhere the whole region at once (a GPU would pay a kernel launch per operation and block).
+        band: rows per block instead, full width; any value gives the same result. ``None``: as above.
         band_kernel: ``None`` (eager, in place), or a compiled :func:`upsampled_curves_band`.
         out: write the result here (the shape of ``image``) instead of a new tensor.
         clamp: clamp the result to [0, 1] block by block (while it is in cache).
@@ -171,28 +174,44 @@ def apply_upsampled_curves(
             f"curve maps of shape {tuple(small_maps.shape)} and an image of shape {tuple(image.shape)} "
             f"do not fit the region {(top, left, bottom, right)} of {size}"
         )
-    taps = curve_taps(small_maps, size, region, device=image.device, dtype=image.dtype)
     if out is None:
         out = torch.empty(image.shape, dtype=image.dtype, device=image.device)
-    for rows, columns in curve_blocks(taps, band):
-        upper, lower, weight = taps.mixing(rows, columns)
+    blocks = upsampled_map_blocks(small_maps, size, region, band, device=image.device, dtype=image.dtype)
+    for rows, columns, maps in blocks:
         if band_kernel is None:
             x = out[..., rows, columns]
             x.copy_(image[..., rows, columns])
-            apply_curves_into(x, x, torch.lerp(upper, lower, weight))
+            apply_curves_into(x, x, maps)
         else:
-            out[..., rows, columns] = band_kernel(image[..., rows, columns], upper, lower, weight)
+            out[..., rows, columns] = band_kernel(image[..., rows, columns], maps)
         if clamp:
             out[..., rows, columns].clamp_(0.0, 1.0)
     return out
 
 
-def curve_blocks(taps: CurveTaps, band: int | None = None) -> Iterator[tuple[slice, slice]]:
-    """``(rows, columns)`` of each block of :func:`apply_upsampled_curves` for ``taps`` (see ``band`` there), in
-    order; :meth:`CurveTaps.mixing` gives a block's maps."""
+def upsampled_map_blocks(
+    small_maps: torch.Tensor,
+    size: tuple[int, int],
+    region: tuple[int, int, int, int] | None = None,
+    band: int | None = None,
+    *,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> Iterator[tuple[slice, slice, torch.Tensor]]:
+    """The maps of :func:`upsample_maps` for ``region``, block by block (the blocks and ``band`` of
+    :func:`apply_upsampled_curves`): ``(rows, columns, maps)``, ``maps`` ``(B, 3n, b, c)`` for those rows and
+    columns of the region, on ``device`` in ``dtype`` (default: those of ``small_maps``)."""
+    taps = curve_taps(small_maps, size, region, device=device, dtype=dtype)
+    for rows, columns in _blocks(taps, band):
+        yield rows, columns, taps.maps(rows, columns)
+
+
+def _blocks(taps: CurveTaps, band: int | None) -> Iterator[tuple[slice, slice]]:
+    """``(rows, columns)`` of each block of :func:`upsampled_map_blocks`, in order."""
     height, width = taps.low.shape[0], taps.wide.shape[-1]
     if band is not None or taps.wide.device.type != "cpu":
-        rows = max(int(band), 1) if band is not None else height
+        batch, channels = taps.wide.shape[:2]
+        rows = max(int(band) if band is not None else DEVICE_BLOCK_VALUES // (batch * channels * width), 1)
         for top in range(0, height, rows):
             yield slice(top, min(top + rows, height)), slice(0, width)
         return
@@ -216,19 +235,18 @@ class CurveTaps(NamedTuple):
     high: torch.Tensor  # (h,) the lower of the two
     weight: torch.Tensor  # (h,) the lower row's weight
 
-    def mixing(self, rows: slice, columns: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(upper, lower, weight)`` for a block: the maps at its pixels are ``torch.lerp(upper, lower, weight)``.
-
-        ``upper`` and ``lower`` are ``(B, 3n, 1, c)`` views where the block's rows share their two rows (no copy),
-        ``(B, 3n, b, c)`` gathered otherwise; ``weight`` is ``(b, 1)``."""
-        low, high = self.low[rows], self.high[rows]
+    def maps(self, rows: slice, columns: slice) -> torch.Tensor:
+        """The upsampled maps ``(B, 3n, b, c)`` of a block of rows and columns: where its rows lie between the same
+        two low-resolution rows, one ``torch.lerp`` of the two widened rows (broadcast, not copied); otherwise the
+        rows gathered and mixed in place."""
+        low, high, weight = self.low[rows], self.high[rows], self.weight[rows, None]
         wide = self.wide[..., columns]
-        first_low, first_high = int(low[0]), int(high[0])
-        if bool((low == first_low).all()) and bool((high == first_high).all()):
-            upper, lower = wide[..., first_low : first_low + 1, :], wide[..., first_high : first_high + 1, :]
-        else:
-            upper, lower = wide.index_select(2, low), wide.index_select(2, high)
-        return upper, lower, self.weight[rows, None]
+        if low.numel() and bool((low == low[0]).all()) and bool((high == high[0]).all()):
+            first_low, first_high = int(low[0]), int(high[0])
+            return torch.lerp(
+                wide[..., first_low : first_low + 1, :], wide[..., first_high : first_high + 1, :], weight
+            )
+        return wide.index_select(2, low).lerp_(wide.index_select(2, high), weight)
 
 
 def curve_taps(
@@ -249,7 +267,7 @@ def curve_taps(
     dtype = small_maps.dtype if dtype is None else dtype
     sh, sw = small_maps.shape[-2:]
     y_low, y_high, _, y_weight = bilinear_taps(torch.arange(top, bottom), height, sh, device, dtype)
-    first, last = int(y_low[0]), int(y_high[-1]) + 1
+    first, last = (int(y_low[0]), int(y_high[-1]) + 1) if len(y_low) else (0, 1)  # (an empty region: any row)
     rows = small_maps[..., first:last, :].to(device=device, dtype=dtype)
     batch, channels, count, _ = rows.shape
     # Always the full width, then cut: a column's values do not depend on the region (one linear interpolation
@@ -259,14 +277,10 @@ def curve_taps(
     return CurveTaps(wide, y_low - first, y_high - first, y_weight)
 
 
-def upsampled_curves_band(
-    x: torch.Tensor, upper: torch.Tensor, lower: torch.Tensor, weight: torch.Tensor
-) -> torch.Tensor:
+def upsampled_curves_band(x: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
     """Pure (out-of-place) form of one block of :func:`apply_upsampled_curves`, written for ``torch.compile``:
-    ``x`` ``(B, 3, b, c)`` through the curves of ``torch.lerp(upper, lower, weight)`` (see
-    :meth:`CurveTaps.mixing`). Compiled, the mixing and the eight curve updates fuse into one loop over the pixels.
-    """
-    maps = torch.lerp(upper, lower, weight)
+    ``x`` ``(B, 3, b, c)`` through the curves of ``maps`` ``(B, 3n, b, c)``. Compiled, the eight curve updates
+    fuse into one loop over the pixels."""
     for i in range(maps.shape[1] // 3):
         r = maps[:, 3 * i : 3 * i + 3]
         x = x + r * (x * x - x)

@@ -35,9 +35,8 @@ from ..core.curves import (
     apply_curves_into,
     apply_upsampled_curves,
     bilinear_taps,
-    curve_blocks,
-    curve_taps,
     upsampled_curves_band,
+    upsampled_map_blocks,
 )
 from ..io.pixels import from_unit, peak_value, to_unit
 
@@ -59,7 +58,7 @@ NUMBA_ENV = "SCL_LLE_NUMBA"
 #: process, against a few hundredths of a second saved per megapixel on a 2-core CPU: below this, even a batch
 #: hardly repays it.
 NUMBA_MIN_PIXELS = 8_000_000
-#: Pixel types the numba kernel reads and writes directly.
+#: Pixel types the numba kernel and the eager pixel-to-pixel pass read and write directly.
 KERNEL_DTYPES = (np.float32, np.uint8, np.uint16)
 #: Columns taken through the curves at a time (a block stays in the first-level cache).
 _BLOCK = 512
@@ -312,27 +311,28 @@ def upsampled_curves_into(
             uint16; ``None``: not readable as such.
         target: ``(B, 3, h, w)`` where the result goes, clamped to [0, 1] and in ``target``'s pixel type
             (integers rounded); ``None``: not writable as such.
-        small_maps: ``(B, 3n, sh, sw)`` curve maps in [-1, 1] at low resolution, on the CPU.
+        small_maps: ``(B, 3n, sh, sw)`` curve maps in [-1, 1] at low resolution.
 
     Returns:
         Whether the result was written: by the numba kernel (installed and on, a picture of at least
-        :data:`NUMBA_MIN_PIXELS`) or the eager operations (pixel types in :data:`KERNEL_DTYPES`, a writable
-        source: a grey picture read as three channels is not); if not, nothing was written and the caller takes
-        the other path.
+        :data:`NUMBA_MIN_PIXELS`) or the eager operations (maps on the CPU, pixel types in
+        :data:`KERNEL_DTYPES`, a writable source: float tensors are; decoded photos, which are read-only, and grey
+        pictures read as three channels are not); if not, nothing was written and the caller takes the other path.
     """
     if source is None or target is None:
         return False
     if _run_kernel(source, target, small_maps, size, region):
         return True
-    if not (source.dtype in KERNEL_DTYPES and target.dtype in KERNEL_DTYPES and source.flags.writeable):
+    kinds_fit = source.dtype in KERNEL_DTYPES and target.dtype in KERNEL_DTYPES
+    if small_maps.device.type != "cpu" or not (kinds_fit and source.flags.writeable):
         return False
     pixels, result = torch.from_numpy(source), torch.from_numpy(target)
-    taps = curve_taps(small_maps, size, region, device=torch.device("cpu"), dtype=torch.float32)
-    for rows, columns in curve_blocks(taps):  # each block converted to and from floats while it is in cache
-        block = pixels[..., rows, columns]
+    cpu, f32 = torch.device("cpu"), torch.float32
+    for rows, columns, maps in upsampled_map_blocks(small_maps, size, region, device=cpu, dtype=f32):
+        block = pixels[..., rows, columns]  # converted to and from floats while it is in cache
         # Interleaved pixels (H, W, 3) are gathered into planes first: the curves vectorise along rows.
         x = to_unit(block if block.stride(-1) == 1 else block.contiguous())
-        apply_curves_into(x, x, torch.lerp(*taps.mixing(rows, columns)))
+        apply_curves_into(x, x, maps)
         result[..., rows, columns] = from_unit(x.clamp_(0.0, 1.0), result.dtype)
     return True
 
