@@ -241,11 +241,9 @@ class CurveTaps(NamedTuple):
         rows gathered and mixed in place."""
         low, high, weight = self.low[rows], self.high[rows], self.weight[rows, None]
         wide = self.wide[..., columns]
-        if low.numel() and bool((low == low[0]).all()) and bool((high == high[0]).all()):
-            first_low, first_high = int(low[0]), int(high[0])
-            return torch.lerp(
-                wide[..., first_low : first_low + 1, :], wide[..., first_high : first_high + 1, :], weight
-            )
+        upper, lower = int(low[0]), int(high[0])
+        if upper == int(low[-1]) and lower == int(high[-1]):  # the same two rows for the block (they never go down)
+            return torch.lerp(wide[..., upper : upper + 1, :], wide[..., lower : lower + 1, :], weight)
         return wide.index_select(2, low).lerp_(wide.index_select(2, high), weight)
 
 
