@@ -160,17 +160,13 @@ def _onnxruntime_sessions(
     device = torch.device(device)
     path = Path(weights) if is_onnx_file(weights) else None  # type: ignore[arg-type]
     options = _session_options(ort, threads)
-    int8_key = None
-    if path is not None:
-        data, channels = read_onnx(path)
-    else:
-        model = _model_of(weights)
-        data, channels = _float_graph(ort, model, options)
-        int8_key = graph_key(model, "int8")
+    model = None if path is not None else _model_of(weights)
+    data, channels = read_onnx(path) if model is None else _float_graph(ort, model, options)  # type: ignore[arg-type]
     if int8:
         if device.type != "cpu":
             raise ValueError(f"the onnxruntime-int8 backend runs on the CPU, not {device} (use --device cpu)")
-        return _int8_session(ort, data, options, channels, path or "the weights", int8_key)
+        key = graph_key(model, "int8") if model is not None else None  # .onnx files: quantised in each process
+        return _int8_session(ort, data, options, channels, path or "the weights", key)
     if device.type == "cuda":
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise RuntimeError("onnxruntime has no CUDA provider here (install onnxruntime-gpu) or use --device cpu")
