@@ -32,12 +32,23 @@ def shared() -> Path:
     return path
 
 
+_RUN_GRAPHS = pytest.StashKey[str]()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Until a test's own graph cache is set (below), and for fixtures made before it (module-scoped enhancers),
     the ONNX graph cache is a folder of this test run's, not the user's."""
     import tempfile
 
-    os.environ["SCL_LLE_ONNX_CACHE"] = tempfile.mkdtemp(prefix="scl-lle-test-graphs-")
+    config.stash[_RUN_GRAPHS] = os.environ["SCL_LLE_ONNX_CACHE"] = tempfile.mkdtemp(prefix="scl-lle-test-graphs-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The test run's graph cache folder goes with the run."""
+    import shutil
+
+    if (folder := config.stash.get(_RUN_GRAPHS, None)) is not None:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
