@@ -9,7 +9,7 @@ full-resolution ``3 * n``-channel maps are made.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
 import torch
@@ -18,8 +18,10 @@ import torch.nn.functional as F
 __all__ = [
     "BLOCK_PIXELS",
     "DEVICE_BLOCK_VALUES",
+    "BlockMaps",
     "CurveTaps",
     "apply_curves",
+    "apply_curves_",
     "apply_curves_into",
     "apply_upsampled_curves",
     "bilinear_taps",
@@ -74,12 +76,22 @@ def apply_curves_into(
     height = out.shape[-2]
     rows = band_rows or height
     for top in range(0, height, rows):
-        band = out[..., top : top + rows, :]
-        for i in range(curve_maps.shape[1] // 3):
-            r = curve_maps[:, 3 * i : 3 * i + 3, top : top + rows]
-            if gain is not None:
-                r = torch.mul(r, gain).clamp_(-1.0, 1.0)
-            band.lerp_(torch.mul(band, band), r)  # x <- x + r * (x^2 - x), in place
+        maps = torch.split(curve_maps[..., top : top + rows, :], 3, dim=1)
+        apply_curves_(out[..., top : top + rows, :], maps if gain is None else _scaled(maps, gain))
+
+
+def _scaled(maps: Iterable[torch.Tensor], gain: float) -> Iterator[torch.Tensor]:
+    for r in maps:
+        yield torch.mul(r, gain).clamp_(-1.0, 1.0)
+
+
+def apply_curves_(x: torch.Tensor, curves: Iterable[torch.Tensor]) -> torch.Tensor:
+    """``x`` ``(B, 3, h, w)`` in [0, 1] through each curve map ``r`` of ``curves`` (``(B, 3, h, w)`` in [-1, 1],
+    or broadcastable to it) in turn, in place: ``x <- x + r * (x^2 - x)`` as ``x.lerp_(x * x, r)``, two
+    operations per curve. The one curve application of the engine; returns ``x``."""
+    for r in curves:
+        x.lerp_(torch.mul(x, x), r)
+    return x
 
 
 def bilinear_taps(
@@ -125,9 +137,9 @@ def sample_maps(small_maps: torch.Tensor, size: tuple[int, int], step: int) -> t
     return rows.index_select(3, x_low) * x_w0 + rows.index_select(3, x_high) * x_w1
 
 
-#: Pixels of the picture one block of the CPU pass holds (with the curve maps mixed for them, 8x as many values):
-#: small enough for a core's caches, large enough that each operation's fixed cost is small beside its work.
-BLOCK_PIXELS = 32_768
+#: Pixels of the picture one block of the CPU pass holds (with one curve's maps mixed for them at a time): small
+#: enough for a core's caches, large enough that each operation's fixed cost is small beside its work.
+BLOCK_PIXELS = 65_536
 #: Values of upsampled curve maps one block holds off the CPU (64 MiB in float32): few kernel launches, and the
 #: memory bounded whatever the region's size.
 DEVICE_BLOCK_VALUES = 2**24
@@ -149,8 +161,9 @@ def apply_upsampled_curves(
     Equal (to float rounding) to ``apply_curves(image, upsample_maps(small_maps, size, region))``, without
     materialising the full-resolution ``3 * n``-channel maps. The upsampling is split in its two directions
     (:func:`curve_taps`): the few low-resolution rows the region needs are widened to its columns once, and each
-    block of the image mixes its rows' maps from two of them in one operation, then goes through the eight curves
-    while it is in cache. Output rows between the same two low-resolution rows (about ``scale`` of them) form one
+    block of the image goes through the eight curves while it is in cache, each curve's map mixed from two of
+    those rows just before it is applied (:class:`BlockMaps`: three operations per curve, on values that stay in
+    cache). Output rows between the same two low-resolution rows (about ``scale`` of them) form one
     block on the CPU, cut into column pieces of about :data:`BLOCK_PIXELS` pixels, and their maps come from the two
     widened rows without a copy; off the CPU a block is as many full rows as :data:`DEVICE_BLOCK_VALUES` allows.
 
@@ -180,10 +193,9 @@ def apply_upsampled_curves(
     for rows, columns, maps in blocks:
         if band_kernel is None:
             x = out[..., rows, columns]
-            x.copy_(image[..., rows, columns])
-            apply_curves_into(x, x, maps)
+            apply_curves_(x.copy_(image[..., rows, columns]), maps.curves())
         else:
-            out[..., rows, columns] = band_kernel(image[..., rows, columns], maps)
+            out[..., rows, columns] = band_kernel(image[..., rows, columns], maps.full())
         if clamp:
             out[..., rows, columns].clamp_(0.0, 1.0)
     return out
@@ -197,13 +209,13 @@ def upsampled_map_blocks(
     *,
     device: torch.device | None = None,
     dtype: torch.dtype | None = None,
-) -> Iterator[tuple[slice, slice, torch.Tensor]]:
+) -> Iterator[tuple[slice, slice, BlockMaps]]:
     """The maps of :func:`upsample_maps` for ``region``, block by block (the blocks and ``band`` of
-    :func:`apply_upsampled_curves`): ``(rows, columns, maps)``, ``maps`` ``(B, 3n, b, c)`` for those rows and
-    columns of the region, on ``device`` in ``dtype`` (default: those of ``small_maps``)."""
+    :func:`apply_upsampled_curves`): ``(rows, columns, maps)``, ``maps`` those of the ``(b, c)`` pixels at those
+    rows and columns of the region, on ``device`` in ``dtype`` (default: those of ``small_maps``)."""
     taps = curve_taps(small_maps, size, region, device=device, dtype=dtype)
     for rows, columns in _blocks(taps, band):
-        yield rows, columns, taps.maps(rows, columns)
+        yield rows, columns, taps.block(rows, columns)
 
 
 def _blocks(taps: CurveTaps, band: int | None) -> Iterator[tuple[slice, slice]]:
@@ -227,6 +239,24 @@ def _blocks(taps: CurveTaps, band: int | None) -> Iterator[tuple[slice, slice]]:
         top = stop
 
 
+class BlockMaps(NamedTuple):
+    """The upsampled curve maps of a block of ``b`` rows and ``c`` columns, as two rows of maps to mix: the maps
+    at row ``i`` are ``lerp(upper, lower, weight[i])``."""
+
+    upper: torch.Tensor  # (B, 3n, 1, c): the two low-resolution rows widened, where the block lies between them;
+    lower: torch.Tensor  # or (B, 3n, b, c): each row's own pair (gathered)
+    weight: torch.Tensor  # (b, 1): the lower row's weight
+
+    def curves(self) -> Iterator[torch.Tensor]:
+        """Each curve's maps ``(B, 3, b, c)``, first to last, mixed when asked for (one at a time in memory)."""
+        for i in range(0, self.upper.shape[1], 3):
+            yield torch.lerp(self.upper[:, i : i + 3], self.lower[:, i : i + 3], self.weight)
+
+    def full(self) -> torch.Tensor:
+        """All the maps ``(B, 3n, b, c)`` at once (for a compiled kernel)."""
+        return torch.lerp(self.upper, self.lower, self.weight)
+
+
 class CurveTaps(NamedTuple):
     """The bilinear upsampling of curve maps for one region, in its two directions (:func:`curve_taps`)."""
 
@@ -235,16 +265,15 @@ class CurveTaps(NamedTuple):
     high: torch.Tensor  # (h,) the lower of the two
     weight: torch.Tensor  # (h,) the lower row's weight
 
-    def maps(self, rows: slice, columns: slice) -> torch.Tensor:
-        """The upsampled maps ``(B, 3n, b, c)`` of a block of rows and columns: where its rows lie between the same
-        two low-resolution rows, one ``torch.lerp`` of the two widened rows (broadcast, not copied); otherwise the
-        rows gathered and mixed in place."""
+    def block(self, rows: slice, columns: slice) -> BlockMaps:
+        """The maps of a block of rows and columns: where its rows lie between the same two low-resolution rows,
+        those two widened rows (views, not copies); otherwise each row's two gathered."""
         low, high, weight = self.low[rows], self.high[rows], self.weight[rows, None]
         wide = self.wide[..., columns]
         upper, lower = int(low[0]), int(high[0])
         if upper == int(low[-1]) and lower == int(high[-1]):  # the same two rows for the block (they never go down)
-            return torch.lerp(wide[..., upper : upper + 1, :], wide[..., lower : lower + 1, :], weight)
-        return wide.index_select(2, low).lerp_(wide.index_select(2, high), weight)
+            return BlockMaps(wide[..., upper : upper + 1, :], wide[..., lower : lower + 1, :], weight)
+        return BlockMaps(wide.index_select(2, low), wide.index_select(2, high), weight)
 
 
 def curve_taps(

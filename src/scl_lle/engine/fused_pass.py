@@ -2,8 +2,8 @@
 
 All kernels give :func:`scl_lle.core.curves.apply_upsampled_curves`'s result, to float rounding:
 
-- **eager PyTorch**, block by block (always there): about 20 operations per pixel (the maps mixed from two
-  widened low-resolution rows, then two per curve), each streaming the block through the caches, and where the
+- **eager PyTorch**, block by block (always there): three operations per curve and pixel (the curve's maps
+  mixed from two widened low-resolution rows, then the curve), each on a block that stays in cache, and where the
   picture's own pixels can be read and written (:func:`upsampled_curves_into`) each block converted as it is read
   and written; on the 2-core CPU of docs/PERFORMANCE.md about 0.035 s per megapixel, a little over twice the
   numba loops' time;
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from ..core.curves import (
-    apply_curves_into,
+    apply_curves_,
     apply_upsampled_curves,
     bilinear_taps,
     upsampled_curves_band,
@@ -332,7 +332,7 @@ def upsampled_curves_into(
         block = pixels[..., rows, columns]  # converted to and from floats while it is in cache
         # Interleaved pixels (H, W, 3) are gathered into planes first: the curves vectorise along rows.
         x = to_unit(block if block.stride(-1) == 1 else block.contiguous())
-        apply_curves_into(x, x, maps)
+        apply_curves_(x, maps.curves())
         result[..., rows, columns] = from_unit(x.clamp_(0.0, 1.0), result.dtype)
     return True
 
