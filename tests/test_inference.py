@@ -66,6 +66,25 @@ def test_sample_neighbourhoods_are_the_squares_around_the_samples(size: tuple[in
             assert torch.equal(mosaic[0, :, i * k : (i + 1) * k, j * k : (j + 1) * k], square), (i, j)
 
 
+@pytest.mark.parametrize(("height", "width"), [(37, 53), (40, 48), (9, 11)])
+def test_the_base_at_samples_is_the_same_from_the_whole_picture_as_from_the_squares(height: int, width: int):
+    # Pictures whose squares would outnumber their pixels (step < 5) take the whole picture, edges replicated:
+    # exactly the values of the mosaic of squares (and so of the engine's results before the switch).
+    from scl_lle.engine.finishing import BASE_REACH, base_at_centres, base_at_samples
+    from scl_lle.engine.tiling import TileReader
+
+    pixels = torch.rand(2, 3, height, width, generator=torch.Generator().manual_seed(height))
+    reader = TileReader(pixels, torch.device("cpu"), torch.float32)
+    eps = torch.tensor([0.002, 0.03]).view(2, 1, 1, 1)
+    read = []
+    reader.read = lambda *box: read.append(box) or TileReader.read(reader, *box)  # which route was taken
+    for step in range(1, 8):
+        read.clear()
+        squares = base_at_centres(reader.neighbourhoods(step, BASE_REACH), eps)
+        assert torch.equal(base_at_samples(reader, step, eps), squares), step
+        assert read == ([(0, 0, height, width)] if step < 2 * BASE_REACH + 1 else []), step
+
+
 @pytest.mark.parametrize("square", [True, False])
 @pytest.mark.parametrize(("height", "width", "tile"), [(375, 500, 362), (1080, 1920, 362), (7, 9, 4), (64, 64, 64)])
 def test_regions_cover_the_picture_in_equal_pieces_no_larger_than_the_tile(height, width, tile, square):

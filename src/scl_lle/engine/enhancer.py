@@ -29,7 +29,7 @@ from ..io.picture import Picture, picture_from_pil, picture_to_pil
 from ..models.dcenet import RECEPTIVE_RADIUS, DCENet
 from .backends import CurveEstimator, TorchEstimator, curve_estimator, resolve_device
 from .exposure import OFF, Exposure, auto_target, keep_input, parse_exposure, scale_maps, solve_gain, thumbnail_factor
-from .finishing import BASE_REACH, base_at_centres, read_detail_eps, split_detail
+from .finishing import BASE_REACH, base_at_samples, read_detail_eps, split_detail
 from .fused_pass import upsampled_curves, upsampled_curves_into
 from .tiling import Progress, Region, TilePool, TileReader, TileWriter
 
@@ -270,7 +270,7 @@ class Enhancer:
         target = auto_target(thumb) if isinstance(exposure, str) else exposure
         if eps is None:
             return solve_gain(thumb, _finite(thumb_maps), target)
-        base = base_at_centres(reader.neighbourhoods(factor, BASE_REACH), eps).to(thumb.dtype)
+        base = base_at_samples(reader, factor, eps).to(thumb.dtype)
         detail = mean_brightness((thumb - base).float())  # (B,): what the detail adds back at unit gain
         return solve_gain(base, _finite(thumb_maps), torch.as_tensor(target, dtype=torch.float32) - detail)
 

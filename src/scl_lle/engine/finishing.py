@@ -22,11 +22,15 @@ eval15); the measurements are in docs/MODEL_CARD.md.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from ..core.colour import luminance
+
+if TYPE_CHECKING:
+    from .tiling import TileReader
 
 __all__ = [
     "BASE_REACH",
@@ -34,6 +38,7 @@ __all__ = [
     "NOISE_BLOCK",
     "NOISE_MULTIPLE",
     "base_at_centres",
+    "base_at_samples",
     "box_filter",
     "detail_eps",
     "estimate_noise",
@@ -111,6 +116,24 @@ def base_at_centres(mosaic: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     side = 2 * BASE_REACH + 1
     base = split_detail(mosaic.float(), eps=eps.float())[0]
     return base[..., BASE_REACH::side, BASE_REACH::side]
+
+
+def base_at_samples(reader: TileReader, step: int, eps: torch.Tensor) -> torch.Tensor:
+    """The whole picture's base layer (:func:`split_detail` with ``eps`` ``(B, 1, 1, 1)``) at the pixels
+    ``reader.strided(step)`` samples: ``(B, 3, ceil(H / step), ceil(W / step))`` float32.
+
+    From the mosaic of the squares around them (:func:`base_at_centres`), or, where that mosaic would hold more
+    pixels than the picture (``step`` under ``2 BASE_REACH + 1``: pictures up to about 1 MP), from the whole
+    picture with its edges replicated ``BASE_REACH`` pixels out, which gives exactly the same values (neither
+    filter reaches further) in a fraction of the time.
+    """
+    side = 2 * BASE_REACH + 1
+    if step >= side:
+        return base_at_centres(reader.neighbourhoods(step, BASE_REACH), eps)
+    height, width = reader.height, reader.width
+    picture = F.pad(reader.read(0, 0, height, width).float(), (BASE_REACH,) * 4, mode="replicate")
+    base = split_detail(picture, eps=eps.float())[0]
+    return base[..., BASE_REACH : BASE_REACH + height : step, BASE_REACH : BASE_REACH + width : step]
 
 
 def split_detail(
