@@ -38,6 +38,7 @@ from speed import (
     fused_kernel_description,
     load_input,
     parse_modes,
+    parse_sizes,
 )
 
 import scl_lle.engine.enhancer as enhancer_module
@@ -91,7 +92,7 @@ def measure(enhancer: Enhancer, x: torch.Tensor, timer: PartTimer, repeats: int)
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="12mp", help=f"comma-separated: {', '.join(SIZES)} (default 12mp)")
+    parser.add_argument("--sizes", default="12mp", help=f"comma-separated: {', '.join(SIZES)} or HxW (default 12mp)")
     parser.add_argument("--modes", default="fast,fast+auto", help="modes as in speed.py (default fast,fast+auto)")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per mode after one warm-up (default 3)")
     parser.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
@@ -112,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"fast path: {fused_kernel_description()}\n")
     header = "| size | mode | load | " + " | ".join(PARTS) + " | total s |"
     print(header + "\n|" + "---|" * 3 + "---:|" * (len(PARTS) + 1))
-    for size in args.sizes.split(","):
-        x, _ = load_input(photo if photo is not None and photo.is_file() else None, SIZES[size])
+    for size, shape in parse_sizes(args.sizes):
+        x, _ = load_input(photo if photo is not None and photo.is_file() else None, shape)
         for mode in parse_modes(args.modes):
             enhancer = Enhancer(
                 backend=mode.backend, scale=mode.scale, threads=args.threads, finish=mode.finish, exposure=mode.exposure

@@ -258,6 +258,17 @@ class Mode:
                 os.environ[NUMBA_ENV] = before
 
 
+def parse_sizes(text: str) -> list[tuple[str, tuple[int, int]]]:
+    """``"1080p,375x500"`` -> ``[(name, (height, width)), ...]``: the names of :data:`SIZES` or ``HxW``."""
+    sizes = []
+    for name in filter(None, (part.strip().lower() for part in text.split(","))):
+        height, _, width = name.partition("x")
+        if name not in SIZES and not (height.isdigit() and width.isdigit() and int(height) and int(width)):
+            raise SystemExit(f"unknown size {name!r}: use {', '.join(SIZES)} or HxW")
+        sizes.append((name, SIZES.get(name) or (int(height), int(width))))
+    return sizes
+
+
 def parse_modes(text: str) -> list[Mode]:
     modes = []
     for item in filter(None, (part.strip() for part in text.split(","))):
@@ -424,14 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     if image_path is None and shared is not None:
         candidate = shared / "data" / "eval_noref_DICM" / "images" / "01.jpg"
         image_path = candidate if candidate.is_file() else None
-    sizes = []
-    for name in (args.sizes or DEFAULT_SIZES.get(device.type, "1080p")).split(","):
-        name = name.strip().lower()
-        if name in SIZES:
-            sizes.append((name, SIZES[name]))
-        else:
-            h, _, w = name.partition("x")
-            sizes.append((name, (int(h), int(w))))
+    sizes = parse_sizes(args.sizes or DEFAULT_SIZES.get(device.type, "1080p"))
     modes = parse_modes(args.modes)
     dtype = torch.float16 if args.half else torch.float32
 

@@ -57,6 +57,21 @@ def test_apply_curves_values_by_hand():
         apply_curves(x, torch.zeros(1, 4, 1, 1))
 
 
+def test_apply_curves_gives_the_same_values_with_and_without_a_graph():
+    # Without a graph to keep, apply_curves works in place on one temporary: the same values to the bit, the
+    # input untouched; with one, autograd sees the out-of-place form.
+    torch.manual_seed(2)
+    x, maps = torch.rand(2, 3, 9, 11), torch.rand(2, 24, 9, 11) * 2 - 1
+    kept = x.clone()
+    fast = apply_curves(x, maps)
+    leaf = maps.clone().requires_grad_()
+    traced = apply_curves(x, leaf)
+    assert traced.grad_fn is not None and torch.equal(fast, traced.detach())
+    traced.sum().backward()
+    assert leaf.grad is not None and torch.equal(x, kept)
+    assert torch.equal(apply_curves(x, maps[:1]), apply_curves(x, maps[:1].expand(2, -1, -1, -1).clone()))
+
+
 def test_curves_keep_the_unit_range():
     x = torch.rand(1, 3, 16, 16)
     maps = torch.rand(1, 24, 16, 16) * 2 - 1

@@ -48,9 +48,17 @@ def apply_curves(image: torch.Tensor, curve_maps: torch.Tensor) -> torch.Tensor:
         raise ValueError(
             f"curve maps of shape {tuple(curve_maps.shape)} do not fit an image of shape {tuple(image.shape)}"
         )
-    x = image
+    graph = torch.is_grad_enabled() and (image.requires_grad or curve_maps.requires_grad)
+    fits = curve_maps.dtype == image.dtype and curve_maps.shape[0] == image.shape[0]
+    if graph or not fits:
+        x = image
+        for r in torch.split(curve_maps, 3, dim=1):
+            x = x + r * (x * x - x)
+        return x
+    # The same operations in place, on one temporary (the same values to the bit; no graph to keep)
+    x, step = image.clone(), torch.empty_like(image)
     for r in torch.split(curve_maps, 3, dim=1):
-        x = x + r * (x * x - x)
+        x.add_(torch.mul(x, x, out=step).sub_(x).mul_(r))
     return x
 
 

@@ -263,7 +263,7 @@ class Enhancer:
             return 1.0
         factor = thumbnail_factor(reader.height, reader.width)
         if maps is None:
-            thumb_maps = self._network(reader)(reader.downsample(factor, pool=self._pool))
+            thumb_maps = self._estimate_maps(reader.downsample(factor, pool=self._pool), self._network(reader))
         else:
             thumb_maps = sample_maps(maps, (reader.height, reader.width), factor)
         thumb = reader.strided(factor)
