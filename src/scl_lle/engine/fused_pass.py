@@ -5,8 +5,8 @@ All kernels give :func:`scl_lle.core.curves.apply_upsampled_curves`'s result, to
 - **eager PyTorch**, block by block (always there): three operations per curve and pixel (the curve's maps
   mixed from two widened low-resolution rows, then the curve), each on a block that stays in cache, and where the
   picture's own pixels can be read and written (:func:`upsampled_curves_into`) each block converted as it is read
-  and written; on the 2-core CPU of docs/PERFORMANCE.md about 0.035 s per megapixel, a little over twice the
-  numba loops' time;
+  and written; on the 2-core CPU of docs/PERFORMANCE.md about 0.027 s per megapixel, 1.7 times the numba
+  loops' time;
 - **torch.compile** of one block (:func:`~scl_lle.core.curves.upsampled_curves_band`), with ``compile=True``;
 - **numba loops** (``pip install 'scl-lle[fast]'``) on the CPU, reading the picture's own pixels (float32, uint8
   or uint16, planar or interleaved) and writing the result's, so neither needs a float copy of the picture:
