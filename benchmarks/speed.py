@@ -266,6 +266,8 @@ def parse_sizes(text: str) -> list[tuple[str, tuple[int, int]]]:
         if name not in SIZES and not (height.isdigit() and width.isdigit() and int(height) and int(width)):
             raise SystemExit(f"unknown size {name!r}: use {', '.join(SIZES)} or HxW")
         sizes.append((name, SIZES.get(name) or (int(height), int(width))))
+    if not sizes:
+        raise SystemExit(f"no size in {text!r}: use {', '.join(SIZES)} or HxW")
     return sizes
 
 

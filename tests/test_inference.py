@@ -66,16 +66,21 @@ def test_sample_neighbourhoods_are_the_squares_around_the_samples(size: tuple[in
             assert torch.equal(mosaic[0, :, i * k : (i + 1) * k, j * k : (j + 1) * k], square), (i, j)
 
 
-@pytest.mark.parametrize(("height", "width"), [(37, 53), (40, 48), (9, 11)])
-def test_the_base_at_samples_is_the_same_from_the_whole_picture_as_from_the_squares(height: int, width: int):
+@pytest.mark.parametrize("kind", ["float32", "uint16"])
+@pytest.mark.parametrize(("height", "width"), [(37, 53), (40, 48), (9, 11), (3, 4)])
+def test_the_base_at_samples_is_the_same_from_the_whole_picture_as_from_the_squares(height: int, width: int, kind: str):
     # Pictures whose squares would outnumber their pixels (step < 5) take the whole picture, edges replicated:
     # exactly the values of the mosaic of squares (and so of the engine's results before the switch).
     from scl_lle.engine.finishing import BASE_REACH, base_at_centres, base_at_samples
     from scl_lle.engine.tiling import TileReader
 
-    pixels = torch.rand(2, 3, height, width, generator=torch.Generator().manual_seed(height))
+    rng = np.random.default_rng(height)
+    if kind == "float32":  # a batch of two, each with its own filter setting
+        pixels: torch.Tensor | np.ndarray = torch.from_numpy(rng.random((2, 3, height, width), dtype=np.float32))
+        eps = torch.tensor([0.002, 0.03]).view(2, 1, 1, 1)
+    else:  # a 16-bit photo as decoded
+        pixels, eps = rng.integers(0, 65536, (height, width, 3), dtype=np.uint16), torch.full((1, 1, 1, 1), 0.01)
     reader = TileReader(pixels, torch.device("cpu"), torch.float32)
-    eps = torch.tensor([0.002, 0.03]).view(2, 1, 1, 1)
     read = []
     reader.read = lambda *box: read.append(box) or TileReader.read(reader, *box)  # which route was taken
     for step in range(1, 8):

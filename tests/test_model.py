@@ -70,6 +70,7 @@ def test_apply_curves_gives_the_same_values_with_and_without_a_graph():
     traced.sum().backward()
     assert leaf.grad is not None and torch.equal(x, kept)
     assert torch.equal(apply_curves(x, maps[:1]), apply_curves(x, maps[:1].expand(2, -1, -1, -1).clone()))
+    assert apply_curves(x.half(), maps).dtype == torch.float32  # promoted as the paper's form promotes
 
 
 def test_curves_keep_the_unit_range():

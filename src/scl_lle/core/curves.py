@@ -42,7 +42,9 @@ def apply_curves(image: torch.Tensor, curve_maps: torch.Tensor) -> torch.Tensor:
         curve_maps: ``(B, 3 * n, H, W)`` in [-1, 1]: ``n`` curve maps of 3 channels, applied first to last.
 
     Returns:
-        ``(B, 3, H, W)`` in [0, 1], the same dtype as ``image``.
+        ``(B, 3, H, W)`` in [0, 1], the same dtype as ``image`` (``curve_maps``' where it is wider). Where no
+        autograd graph is kept, and the dtypes and batch sizes agree, the same operations run in place on one
+        temporary: the same values to the bit.
     """
     if curve_maps.shape[1] % 3 or curve_maps.shape[-2:] != image.shape[-2:]:
         raise ValueError(
@@ -96,7 +98,8 @@ def _scaled(maps: Iterable[torch.Tensor], gain: float) -> Iterator[torch.Tensor]
 def apply_curves_(x: torch.Tensor, curves: Iterable[torch.Tensor]) -> torch.Tensor:
     """``x`` ``(B, 3, h, w)`` in [0, 1] through each curve map ``r`` of ``curves`` (``(B, 3, h, w)`` in [-1, 1],
     or broadcastable to it) in turn, in place: ``x <- x + r * (x^2 - x)`` as ``x.lerp_(x * x, r)``, two
-    operations per curve. The one curve application of the engine; returns ``x``."""
+    operations per curve. The engine's curve application for tiles, blocks and previews; returns ``x``.
+    (:func:`apply_curves` rounds as the paper's form does; the two differ by float rounding.)"""
     for r in curves:
         x.lerp_(torch.mul(x, x), r)
     return x
@@ -145,11 +148,11 @@ def sample_maps(small_maps: torch.Tensor, size: tuple[int, int], step: int) -> t
     return rows.index_select(3, x_low) * x_w0 + rows.index_select(3, x_high) * x_w1
 
 
-#: Pixels of the picture one block of the CPU pass holds (with one curve's maps mixed for them at a time): small
-#: enough for a core's caches, large enough that each operation's fixed cost is small beside its work.
+#: Pixels of the picture one block of the CPU pass holds (with one curve's maps mixed for them at a time): a few
+#: MiB in all, within a CPU's last-level cache, and large enough that each operation's fixed cost is small.
 BLOCK_PIXELS = 65_536
-#: Values of upsampled curve maps one block holds off the CPU (64 MiB in float32): few kernel launches, and the
-#: memory bounded whatever the region's size.
+#: Values of upsampled curve maps one block holds off the CPU (64 MiB in float32; twice that while a block's
+#: two rows of maps are gathered): few kernel launches, and the memory bounded whatever the region's size.
 DEVICE_BLOCK_VALUES = 2**24
 
 

@@ -3,7 +3,7 @@
 All kernels give :func:`scl_lle.core.curves.apply_upsampled_curves`'s result, to float rounding:
 
 - **eager PyTorch**, block by block (always there): three operations per curve and pixel (the curve's maps
-  mixed from two widened low-resolution rows, then the curve), each on a block that stays in cache, and where the
+  mixed from two widened low-resolution rows, then the curve) on a block of up to 64k pixels, and where the
   picture's own pixels can be read and written (:func:`upsampled_curves_into`) each block converted as it is read
   and written; on the 2-core CPU of docs/PERFORMANCE.md about 0.027 s per megapixel, 1.7 times the numba
   loops' time;
