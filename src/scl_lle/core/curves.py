@@ -172,11 +172,11 @@ def apply_upsampled_curves(
     Equal (to float rounding) to ``apply_curves(image, upsample_maps(small_maps, size, region))``, without
     materialising the full-resolution ``3 * n``-channel maps. The upsampling is split in its two directions
     (:func:`curve_taps`): the few low-resolution rows the region needs are widened to its columns once, and each
-    block of the image goes through the eight curves while it is in cache, each curve's map mixed from two of
-    those rows just before it is applied (:class:`BlockMaps`: three operations per curve, on values that stay in
-    cache). Output rows between the same two low-resolution rows (about ``scale`` of them) form one
-    block on the CPU, cut into column pieces of about :data:`BLOCK_PIXELS` pixels, and their maps come from the two
-    widened rows without a copy; off the CPU a block is as many full rows as :data:`DEVICE_BLOCK_VALUES` allows.
+    block of the image goes through the eight curves, each curve's maps mixed from two of those rows just before
+    it is applied (:class:`BlockMaps`: three operations per curve, no buffer of all the maps). Output rows
+    between the same two low-resolution rows (about ``scale`` of them) form one block on the CPU, cut into
+    column pieces of about :data:`BLOCK_PIXELS` pixels, and their maps come from the two widened rows without a
+    copy; off the CPU a block is as many full rows as :data:`DEVICE_BLOCK_VALUES` allows.
 
     Args:
         image: ``(B, 3, h, w)``, the pixels of ``region`` (or of the whole image) in [0, 1].
