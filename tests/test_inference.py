@@ -107,12 +107,14 @@ def test_regions_cover_the_picture_in_equal_pieces_no_larger_than_the_tile(heigh
     assert max(heights) - min(heights) <= 1 and max(widths) - min(widths) <= 1, (heights, widths)
 
 
-def test_tiled_equals_untiled_on_a_real_photo(official_weights: Path, shared: Path):
+@pytest.mark.parametrize("exposure", ["off", "0.6"])  # 0.6: the solve's thumbnail forward is tiled too
+def test_tiled_equals_untiled_on_a_real_photo(official_weights: Path, shared: Path, exposure: str):
     image = Image.open(shared / "data" / "eval_noref_DICM" / "images" / "05.jpg").convert("RGB")
     x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)[None]
-    whole = Enhancer(official_weights, exposure="off", device="cpu", tile=None)(x)
-    tiled = Enhancer(official_weights, exposure="off", device="cpu", tile=200)(x)
+    whole = Enhancer(official_weights, exposure=exposure, device="cpu", tile=None)(x)
+    tiled = Enhancer(official_weights, exposure=exposure, device="cpu", tile=200)(x)
     assert (whole - tiled).abs().max().item() < 1e-5
+    assert not torch.equal(whole, x)
 
 
 def test_tensor_call_keeps_shape_dtype_and_device(enhancer: Enhancer):
