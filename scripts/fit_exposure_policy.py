@@ -16,7 +16,12 @@ sequences (no scene in both the fitting and the checking part): accuracy and log
 error of the target against the sequence's answer (the best member's brightness for an under-exposed photo, its
 own brightness otherwise), beside two simpler policies. Prints the constants for ``scl_lle/engine/exposure.py``.
 
-    python scripts/fit_exposure_policy.py [--shared ../shared] [--folds 5] [--seed 0]
+``--compare-levels`` also asks whether ``level`` should depend on the photo (docs/MODEL_CARD.md, "NIQE and the
+exposure level"): cross-validated error of the best member's brightness, predicted for each under-exposed photo
+by one constant, by the shape of its histogram (the log quantile ratios of ``exposure_features``), by the
+brightness the network gives it at full strength, and by both (least squares on the logs).
+
+    python scripts/fit_exposure_policy.py [--shared ../shared] [--folds 5] [--seed 0] [--compare-levels]
 """
 
 from __future__ import annotations
@@ -108,6 +113,58 @@ def targets(w: np.ndarray, level: float, features: np.ndarray, brightness: np.nd
     return brightness + p * np.maximum(level - brightness, 0.0)
 
 
+#: The per-photo level models ``--compare-levels`` checks: what a photo's level is predicted from.
+LEVEL_MODELS = ("constant", "histogram shape", "network at full strength", "shape and network", "network, proportional")
+
+
+def full_strength_brightness(root: Path) -> np.ndarray:
+    """Per photo of ``files.tsv`` (its order): mean brightness of the default network's output at full strength
+    (``exposure="off"``, the curves alone) on the photo's thumbnail."""
+    from scl_lle import Enhancer
+
+    with open(root / "files.tsv", encoding="utf-8") as handle:
+        paths = [row["dest_path"] for row in csv.DictReader(handle, delimiter="\t")]
+    enhancer = Enhancer(device="cpu", exposure="off", finish=False)
+    with torch.no_grad():
+        return np.array([float(mean_brightness(enhancer(thumbnail(root / path)))[0]) for path in paths])
+
+
+def level_designs(features: np.ndarray, network: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per :data:`LEVEL_MODELS` name, the design matrix (a row per photo) of a least-squares fit of the log level
+    and a fixed offset added to it (the log of the network's level for "network, proportional": the level is
+    that times a constant)."""
+    one, zero = features[:, :1], np.zeros(len(features))
+    shape = features[:, [0, 2, 3, 4]]  # the constant and the three log quantile ratios
+    log_network = np.log(network)
+    designs = (one, shape, np.c_[one, log_network], np.c_[shape, log_network], one)
+    offsets = (zero, zero, zero, zero, log_network)
+    return dict(zip(LEVEL_MODELS, zip(designs, offsets, strict=True), strict=True))
+
+
+def fit_level(design: np.ndarray, offset: np.ndarray, best: np.ndarray) -> np.ndarray:
+    """Least-squares weights (a touch of ridge) predicting ``log(best) - offset`` from ``design``."""
+    gram = design.T @ design + RIDGE * np.eye(design.shape[1])
+    return np.linalg.solve(gram, design.T @ (np.log(best) - offset))
+
+
+def compare_levels(
+    designs: dict[str, tuple[np.ndarray, np.ndarray]], seq: np.ndarray, best: np.ndarray, folds: int, seed: int
+) -> None:
+    """Print, per level model, the mean |predicted level - best member's brightness| over the under-exposed photos
+    (the rows of ``designs``; ``seq``: their sequences), cross-validated over sequences, and its weights."""
+    names = np.unique(seq)
+    fold = np.random.default_rng(seed).permutation(len(names)) % folds
+    print(f"level of the {len(seq)} under-exposed photos ({len(names)} sequences), {folds}-fold cross-validation:")
+    for name, (design, offset) in designs.items():
+        errors = []
+        for k in range(folds):
+            held = np.isin(seq, names[fold == k])
+            w = fit_level(design[~held], offset[~held], best[~held])
+            errors.append(np.abs(np.exp(design[held] @ w + offset[held]) - best[held]))
+        weights = ", ".join(f"{v:.3f}" for v in fit_level(design, offset, best))
+        print(f"  {name}: mean |level - best| {np.concatenate(errors).mean():.4f} (weights on the logs: {weights})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--shared", default=os.environ.get("SCL_LLE_SHARED", "../shared"))
@@ -126,6 +183,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="GLOB",
         help="also print the median auto target the fitted policy gives the images matching GLOB (repeatable), "
         "e.g. '../shared/data/seg_CamVid_SegNet_subset/test/0001TP_*.png'",
+    )
+    parser.add_argument(
+        "--compare-levels",
+        action="store_true",
+        help="also compare per-photo level models (runs the default network on every thumbnail, about 2 minutes)",
     )
     args = parser.parse_args(argv)
     root = Path(args.shared) / "data" / "train_exposure_SICE_sequences"
@@ -171,6 +233,12 @@ def main(argv: list[str] | None = None) -> int:
     w = fit(x, y)
     print("AUTO_POLICY = (" + ", ".join(f"{v:.3f}" for v in w) + ")")
     print(f"AUTO_LEVEL = {np.median(levels):.3f}")
+    shape_weights = None
+    if args.compare_levels:
+        dark = y == 1
+        designs = level_designs(x[dark], full_strength_brightness(root)[keep][dark])
+        compare_levels(designs, seq[dark], ref[dark], args.folds, args.seed)
+        shape_weights = fit_level(*designs["histogram shape"], ref[dark])
     for pattern in args.targets_on:
         paths = sorted(glob.glob(pattern))
         brightness_of, features_of = thumbnail_features(paths)
@@ -179,6 +247,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{pattern}: {len(paths)} images, input brightness median {np.median(brightness_of):.3f}, "
             f"auto target median {np.median(chosen):.3f}"
         )
+        under_here = features_of @ w > 0  # the policy finds them more likely under-exposed than not
+        if shape_weights is not None and under_here.any():
+            shape_levels = np.exp(features_of[under_here][:, [0, 2, 3, 4]] @ shape_weights)
+            print(f"  {under_here.sum()} under-exposed: level by histogram shape, median {np.median(shape_levels):.3f}")
     return 0
 
 
