@@ -34,11 +34,12 @@ def read_with_pillow(
         raise ImageReadError("AVIF needs Pillow 11.3 or newer built with AVIF: pip install -U pillow")
     image = _open(path, kind)
     with image:
+        orientation, exif = read_exif(image)  # drops the orientation from the image's own EXIF too: see _as_stored
+        _as_stored(image)
         width, height = image.size
         if width < 1 or height < 1:
             raise ImageReadError(f"no pixels: the header says {width}x{height}")
         check_pixel_count(width, height, max_pixels)
-        orientation, exif = read_exif(image)
         picture = _decode(image, path)
         frames = _frame_count(image)
     if picture.pixels.shape[:2] != (height, width):
@@ -49,6 +50,19 @@ def read_with_pillow(
     if frames > 1:
         warn(f"only the first of {frames} frames is used", on_warning)
     return picture
+
+
+def _as_stored(image: Image.Image) -> None:
+    """Have Pillow decode ``image`` as stored, for :func:`upright` to turn: every format the same way.
+
+    Pillow (13) opens a TIFF whose EXIF orientation is 5-8 with its size already turned, and turns the pixels
+    while loading if its EXIF still holds the orientation (:func:`read_exif` has taken it out). Loaded at the
+    turned size without the turn, an RGB TIFF failed and a grey one came out scrambled; Pillow's own turn
+    scrambles grey TIFFs as well. So the size goes back to the stored one (Pillow's ``_tile_size``).
+    """
+    stored = getattr(image, "_tile_size", None)
+    if image.format == "TIFF" and isinstance(stored, tuple) and len(stored) == 2 and stored != image.size:
+        image._size = stored
 
 
 def _open(path: Path, kind: str | None) -> Image.Image:
