@@ -139,7 +139,9 @@ print(json.dumps({"error": error, "seconds": time.perf_counter() - started, "gro
 def _measure_load(path: Path) -> dict:
     """``load_dcenet(path)`` in a fresh interpreter: its error (or None), seconds and peak memory growth (MB)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, "-c", _MEASURE, str(path)], capture_output=True, text=True, env=env)
+    run = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(path)], capture_output=True, text=True, env=env, timeout=120
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     return json.loads(run.stdout.strip().splitlines()[-1])
 
@@ -152,6 +154,19 @@ def test_a_pth_declaring_2gib_is_refused_before_reading_it(tmp_path: Path):
     assert result["grown_mb"] < 300, result
     assert result["error"] is not None and "\n" not in result["error"]
     assert "huge.pth" in result["error"] and "e_conv1.weight" in result["error"]
+
+
+def test_a_pickle_sharing_one_list_many_times_is_refused_quickly(tmp_path: Path):
+    # 60 nested pairs of the same list: a few hundred bytes of pickle, 2^60 places when walked as a tree.
+    shared: list = []
+    for _ in range(60):
+        shared = [shared, shared]
+    path = tmp_path / "shared.pth"
+    _write_zip(path, [_stored("archive/data.pkl", pickle.dumps(shared, protocol=2))])
+    assert path.stat().st_size < 2000
+    result = _measure_load(path)
+    assert result["seconds"] < 2.0, result
+    assert result["error"] is not None and "shared.pth" in result["error"] and "\n" not in result["error"]
 
 
 def test_legacy_pth_declaring_more_than_it_holds_is_refused(tmp_path: Path):

@@ -136,16 +136,20 @@ class _Inspector(pickle.Unpickler):
         return storage
 
 
-def _declared_tensors(obj: Any, where: str = "") -> Iterator[tuple[str, Declared]]:
-    """Every declared tensor in a checkpoint's object, with its place (``key.key``)."""
-    if isinstance(obj, Declared):
-        yield where, obj
-    elif isinstance(obj, dict):
-        for key, value in obj.items():
-            yield from _declared_tensors(value, f"{where}.{key}" if where else str(key))
-    elif isinstance(obj, (list, tuple)):
-        for index, value in enumerate(obj):
-            yield from _declared_tensors(value, f"{where}.{index}" if where else str(index))
+def _declared_tensors(obj: Any) -> Iterator[tuple[str, Declared]]:
+    """Every declared tensor in a checkpoint's object, with its place (``key.key``), in the order of a walk from
+    the top. Each container is walked once: a pickle can share one list many times over (60 nested pairs of the
+    same list, a few hundred bytes, are 2^60 places as a tree), so a shared one is named at its first place only."""
+    stack: list[tuple[str, Any]] = [("", obj)]
+    walked: set[int] = set()
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, Declared):
+            yield where, item
+        elif isinstance(item, (dict, list, tuple)) and id(item) not in walked:
+            walked.add(id(item))
+            pairs = item.items() if isinstance(item, dict) else enumerate(item)
+            stack.extend(reversed([(f"{where}.{key}" if where else str(key), value) for key, value in pairs]))
 
 
 def _zip_problems(storages: dict[str, _Storage], archive: zipfile.ZipFile, prefix: str) -> dict[str, str]:
