@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from dataclasses import replace
 
@@ -10,7 +11,7 @@ from ..apps.serve.limits import ServeLimits
 from ..defaults import BACKENDS
 from .options import non_negative_int, positive_int
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "port", "positive_number", "run"]
 
 
 def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -21,10 +22,11 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Serve a page where photos (and short videos) can be dropped, enhanced, compared before/after "
         "with a slider and downloaded. Listens on 127.0.0.1 (this computer only) unless --host says otherwise. "
         "Uploads are kept in a temporary folder (at most 8, 256 MB) for re-rendering at other settings, deleted "
-        "after 15 idle minutes and on exit.",
+        "after 15 idle minutes and on exit. An upload must arrive within 10 s plus 1 s per 128 KB (50 MB: about "
+        "7 minutes); a slower one is answered 408 and its connection closed.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=7860, help="port (default: 7860; 0: any free port)")
+    parser.add_argument("--port", type=port, default=7860, help="port, 0-65535 (default: 7860; 0: any free port)")
     parser.add_argument(
         "-w", "--weights", metavar="PATH", help="weights file or pretrained name; default: the embedded model"
     )
@@ -40,12 +42,28 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
+def port(text: str) -> int:
+    """A TCP port, 0-65535 (``--port``; 0: any free port)."""
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port within 0-65535, got {text}")
+    return value
+
+
+def positive_number(text: str) -> float:
+    """A finite number > 0 (``--max-upload-mb``, ``--max-video-seconds``): NaN would remove the limit."""
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
 # The limit flags: each is a ServeLimits field (the flag is the field's name with dashes), its type, metavar, help
-# and how its default is printed.
+# and how its default is printed. Every type refuses NaN, infinities and numbers <= 0 (--max-pixels: 0 is no limit).
 _LIMIT_FLAGS = (
-    ("max_upload_mb", positive_int, "MB", "largest upload accepted", "g"),
+    ("max_upload_mb", positive_number, "MB", "largest upload accepted", "g"),
     ("max_pixels", non_negative_int, "N", "largest image accepted, in pixels; 0: no limit", ","),
-    ("max_video_seconds", float, "S", "longest video accepted", "g"),
+    ("max_video_seconds", positive_number, "S", "longest video accepted", "g"),
     (
         "max_queue",
         positive_int,
@@ -53,11 +71,19 @@ _LIMIT_FLAGS = (
         "uploads in the works at once (one is enhanced at a time); more get 503 with Retry-After",
         "g",
     ),
+    (
+        "max_receiving",
+        positive_int,
+        "N",
+        "uploads being received at once (before they take a place in the works); more get 503 with Retry-After",
+        "g",
+    ),
 )
 
 
 def _add_limits(parser: argparse.ArgumentParser, defaults: ServeLimits) -> None:
-    """``--max-upload-mb``, ``--max-pixels``, ``--max-video-seconds`` and ``--max-queue`` (:class:`ServeLimits`)."""
+    """``--max-upload-mb``, ``--max-pixels``, ``--max-video-seconds``, ``--max-queue`` and ``--max-receiving``
+    (:class:`ServeLimits`)."""
     for field, kind, metavar, text, shown in _LIMIT_FLAGS:
         default = getattr(defaults, field)
         parser.add_argument(
@@ -70,13 +96,14 @@ def _add_limits(parser: argparse.ArgumentParser, defaults: ServeLimits) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Serve until Ctrl-C (exit status 0); 2 when the server cannot start (weights, device, address)."""
+    """Serve until Ctrl-C (exit status 0); 2 when the server cannot start (weights, device, limits, an address it
+    cannot listen on: one line, no traceback)."""
     from ..apps.serve.server import serve
     from ..models.hub import WeightsError
 
-    limits = ServeLimits(**{field: getattr(args, field) for field, *_ in _LIMIT_FLAGS})
-    limits = replace(limits, max_pixels=limits.max_pixels or None)  # 0: no limit, as for enhance
     try:
+        limits = ServeLimits(**{field: getattr(args, field) for field, *_ in _LIMIT_FLAGS})
+        limits = replace(limits, max_pixels=limits.max_pixels or None)  # 0: no limit, as for enhance
         serve(args.host, args.port, weights=args.weights, device=args.device, backend=args.backend, limits=limits)
     except KeyboardInterrupt:
         print("scl-lle serve: stopped", file=sys.stderr)

@@ -35,9 +35,11 @@ limited in bytes (checked before reading), images in pixels (checked from the he
 videos in frame size and duration; every upload and result lives in a fresh folder inside the server's own
 temporary folder, the uploaded file name used only for its ending (a "video" whose first bytes are an image is
 refused) and for the download name, never as a path; no other file is ever served; a refusal given before the
-body was read closes the connection. At most ``max_queue`` uploads and jobs are in the works at once; more are
-answered 503 with ``Retry-After``. One job runs at a time, and pictures are decoded only once the engine is
-theirs.
+body was read closes the connection. A body must arrive, in all, within ``ServeLimits.receive_seconds`` (10 s
+plus its length at 128 KB/s), else 408 and the connection is closed; at most ``max_receiving`` bodies are being
+received at once, and only a body received in full takes one of the ``max_queue`` places in the works (uploads
+and jobs); more are answered 503 with ``Retry-After``. One job runs at a time, and pictures are decoded only once
+the engine is theirs. A client that hangs up early costs one debug line (``-v``), no traceback.
 
 "Exposure" is the enhancer's ``exposure`` (:mod:`scl_lle.engine.exposure`), the same setting as ``--exposure``:
 ``auto`` (a target chosen from the photo), ``off`` (the network's curves at full strength) or a target mean

@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 from ...engine.exposure import Exposure, parse_exposure
 from ...io.image import ImageReadError
 from ..video import MEDIA_EXTENSIONS, VideoError, is_video_path
-from .errors import RequestError
+from .errors import RequestError, busy
 from .jobs import Job
 from .transport import TEXT, GuardedHandler
 from .work import (
@@ -137,26 +137,28 @@ class Handler(GuardedHandler):
             return
         name, mode, exposure, suffix, length = checked
         slots, store = self.server.slots, self.server.uploads
-        if not slots.acquire(blocking=False):
-            self._send_busy()
-            return
-        upload = None
+        upload, holding = None, False
         try:
-            upload = store.reserve(name, suffix, length)
-            self._receive(upload.path, length)
+            with self._receiving():  # the body comes in before it takes a work slot
+                upload = store.reserve(name, suffix, length)
+                self._receive(upload.path, length)
             if upload.kind == "video":
                 check_container(upload.path)
+            holding = slots.acquire(blocking=False)
+            if not holding:
+                raise busy()
             store.received(upload)
             kind = "video" if upload.kind == "video" else "preview"
             job = self.server.jobs.submit(upload, kind, mode, exposure, slots)
         except Exception as error:  # nothing is kept of a refused or broken upload
-            slots.release()
+            if holding:
+                slots.release()
             if upload is not None:
                 store.remove(upload)
             if not isinstance(error, RequestError):
                 error = RequestError(HTTPStatus.INTERNAL_SERVER_ERROR, f"upload failed: {type(error).__name__}")
             with contextlib.suppress(OSError):  # the client may be gone
-                self._send_error(error.status, str(error))
+                self._send_error(error.status, str(error), error.headers)
             return
         self._send_json(HTTPStatus.ACCEPTED, {"upload": upload.describe(), "job": store.describe(job)})
 
@@ -217,26 +219,26 @@ class Handler(GuardedHandler):
         if checked is None:
             return
         name, mode, exposure, suffix, length = checked
-        if not self.server.slots.acquire(blocking=False):
-            self._send_busy()
-            return
-        try:
+        with contextlib.ExitStack() as held:  # the work slot, once taken, until the answer is sent
             work = Path(tempfile.mkdtemp(dir=self.server.scratch))
             try:
-                answer = self._enhance_upload(work, name, suffix, length, mode, exposure)
+                answer = self._enhance_upload(held, work, name, suffix, length, mode, exposure)
             finally:
                 shutil.rmtree(work, ignore_errors=True)  # before answering: nothing outlives the request
             self._send(*answer)
-        finally:
-            self.server.slots.release()
 
     def _enhance_upload(
-        self, work: Path, name: str, suffix: str, length: int, mode: str, exposure: Exposure
+        self, held: contextlib.ExitStack, work: Path, name: str, suffix: str, length: int, mode: str, exposure: Exposure
     ) -> tuple[HTTPStatus, bytes, str, dict[str, str]]:
-        """Receive, check and enhance the upload inside ``work``; the answer as (status, body, type, headers)."""
+        """Receive, check and enhance the upload inside ``work`` (a work slot, taken once the body is in, is
+        released by ``held``); the answer as (status, body, type, headers)."""
         try:
             upload = work / f"upload{suffix}"
-            self._receive(upload, length)
+            with self._receiving():
+                self._receive(upload, length)
+            if not self.server.slots.acquire(blocking=False):
+                raise busy()
+            held.callback(self.server.slots.release)
             started = time.perf_counter()
             target, content_type = result_file(work, upload, "result")
             enhancer, limits = self.server.engine.enhancer(mode), self.server.limits
@@ -250,7 +252,7 @@ class Handler(GuardedHandler):
             headers = _download_headers(enhanced_name(name, target), f"{time.perf_counter() - started:.3f}")
             return HTTPStatus.OK, target.read_bytes(), content_type, headers
         except RequestError as error:
-            return error.status, str(error).encode(), TEXT, {}
+            return error.status, str(error).encode(), TEXT, error.headers
         except (ImageReadError, VideoError) as error:
             return HTTPStatus.UNPROCESSABLE_ENTITY, f"cannot use this file: {error}".encode(), TEXT, {}
         except ImportError as error:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import tempfile
 import threading
+import traceback
 from collections.abc import Callable
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -20,16 +22,20 @@ from .transport import is_loopback
 from .uploads import UploadStore
 from .work import Engine
 
-__all__ = ["EnhanceServer", "make_server", "serve"]
+__all__ = ["EnhanceServer", "ListenError", "make_server", "serve"]
 
 _log = logging.getLogger(__name__)
+# A client that hung up or stalled: no error of the server's (BrokenPipeError, ConnectionResetError, ...).
+_CLIENT_GONE = (ConnectionError, TimeoutError)
 
 
 class EnhanceServer(ThreadingHTTPServer):
     """The web app's HTTP server; ``url`` is where the page is. Close with ``shutdown()`` + ``server_close()``.
 
     ``uploads``: the kept uploads (:class:`~.uploads.UploadStore`); ``jobs``: the thread that runs their jobs
-    (:class:`~.jobs.JobRunner`); ``slots``: the ``max_queue`` uploads and jobs in the works at once.
+    (:class:`~.jobs.JobRunner`); ``slots``: the ``max_queue`` uploads and jobs in the works at once;
+    ``receiving``: the ``max_receiving`` request bodies being received at once (before they take a slot). An
+    address it cannot listen on raises :class:`ListenError` (and leaves nothing behind).
     """
 
     daemon_threads = True
@@ -38,12 +44,20 @@ class EnhanceServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], engine: Engine, limits: ServeLimits) -> None:
         self.engine = engine
         self.limits = limits
-        self.slots = threading.BoundedSemaphore(max(1, limits.max_queue))
-        self._scratch = tempfile.TemporaryDirectory(prefix="scl-lle-serve-")
-        self.scratch = Path(self._scratch.name)
-        super().__init__(address, Handler)
-        self.uploads = UploadStore(self.scratch, limits)
-        self.jobs = JobRunner(self.uploads, engine)
+        self.slots = threading.BoundedSemaphore(limits.max_queue)
+        self.receiving = threading.BoundedSemaphore(limits.max_receiving)
+        try:
+            super().__init__(address, Handler)  # if binding fails, this calls server_close(): nothing else exists yet
+        except OSError as error:
+            raise ListenError(address, error) from error
+        try:  # the folder and the job thread only once the address is ours
+            self._scratch = tempfile.TemporaryDirectory(prefix="scl-lle-serve-")
+            self.scratch = Path(self._scratch.name)
+            self.uploads = UploadStore(self.scratch, limits)
+            self.jobs = JobRunner(self.uploads, engine)
+        except BaseException:
+            self.server_close()
+            raise
 
     @property
     def url(self) -> str:
@@ -53,10 +67,35 @@ class EnhanceServer(ThreadingHTTPServer):
         return f"http://{host}:{port}/"
 
     def server_close(self) -> None:
-        """Close the socket, stop the jobs and delete the temporary folder (kept uploads included)."""
+        """Close the socket, stop the jobs and delete the temporary folder (kept uploads included); also safe on
+        a server whose construction failed halfway."""
         super().server_close()
-        self.jobs.close()
-        self._scratch.cleanup()
+        if hasattr(self, "jobs"):
+            self.jobs.close()
+        if hasattr(self, "_scratch"):
+            self._scratch.cleanup()
+
+    def handle_error(self, request: object, client_address: tuple[str, int]) -> None:
+        """A request that ended in an exception: a client that hung up or stalled is one debug line; anything
+        else one error line (its traceback with ``-v``). Never the standard library's traceback on stderr."""
+        error = sys.exc_info()[1]
+        if isinstance(error, _CLIENT_GONE):
+            _log.debug("%s: the client went away (%s)", client_address[0], type(error).__name__)
+            return
+        _log.error("%s: request failed: %s: %s", client_address[0], type(error).__name__, error)
+        if error is not None and _log.isEnabledFor(logging.DEBUG):
+            _log.debug("the request's traceback: %s", "".join(traceback.format_exception(error)).rstrip())
+
+
+class ListenError(OSError):
+    """The server could not listen on its address (in use, not this machine's, not permitted): a one-line message."""
+
+    def __init__(self, address: tuple[str, int], error: OSError) -> None:
+        host, port = address[:2]
+        host = f"[{host}]" if ":" in str(host) else host
+        reason = str(error.strerror or error)
+        super().__init__(f"cannot listen on {host}:{port} ({reason[:1].lower()}{reason[1:]})")
+        self.errno = error.errno
 
 
 def make_server(

@@ -3,6 +3,11 @@
 - Requests (every endpoint) whose ``Host`` or ``Origin`` names another site are refused (DNS rebinding,
   cross-site posts) when the server is bound to a loopback address.
 - An upload's length is checked before anything is read; chunked or ambiguous lengths are refused.
+- A body is received while holding one of the server's ``max_receiving`` places (none free, or no work slot
+  free at the moment: 503), before it takes a work slot, and within a deadline for the whole body
+  (:meth:`~.limits.ServeLimits.receive_seconds`: 10 s plus the length at 128 KB/s by default): a stalled or
+  trickling client is answered 408 and disconnected, so it can hold neither a work slot nor a receiving place
+  for long.
 - An answer given before the request body was read (a refusal) closes the connection, so that body can never be
   taken for a second request (request smuggling); the socket is half-closed and what the client still sends is
   dropped for a moment, bounded in bytes and time, so the answer is not lost to a reset. Every answer goes
@@ -18,13 +23,14 @@ import json
 import re
 import socket
 import time
+from collections.abc import Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from .errors import RequestError
+from .errors import RequestError, busy
 
 if TYPE_CHECKING:
     from .server import EnhanceServer
@@ -60,7 +66,7 @@ class GuardedHandler(BaseHTTPRequestHandler):
     without leaving an unread body on a connection that stays open."""
 
     server: EnhanceServer
-    timeout = 120  # seconds a client may stall while sending (a slow or stuck upload does not hold a thread)
+    timeout = 120  # seconds a client may stall between reads (a body has its own, whole deadline: _receive)
     protocol_version = "HTTP/1.1"
     _body_read = False  # whether this request's body has been read in full (set per request)
 
@@ -111,16 +117,45 @@ class GuardedHandler(BaseHTTPRequestHandler):
             raise RequestError(HTTPStatus.BAD_REQUEST, "empty upload")
         return length
 
+    @contextlib.contextmanager
+    def _receiving(self) -> Iterator[None]:
+        """Hold one of the server's ``max_receiving`` places while a body comes in; :func:`~.errors.busy` if none
+        is free, or if no work slot is free now (the upload would be refused once received)."""
+        slots, places = self.server.slots, self.server.receiving
+        if not slots.acquire(blocking=False):
+            raise busy()
+        slots.release()  # only a look: the slot is taken once the body is in
+        if not places.acquire(blocking=False):
+            raise busy()
+        try:
+            yield
+        finally:
+            places.release()
+
     def _receive(self, target: Path, length: int) -> None:
-        """Copy the request body, ``length`` bytes, into ``target``."""
+        """Copy the request body, ``length`` bytes, into ``target``, all of it within the limits'
+        :meth:`~.limits.ServeLimits.receive_seconds` (408 otherwise; the connection is then closed)."""
+        seconds = self.server.limits.receive_seconds(length)
+        deadline = time.monotonic() + seconds
         remaining = length
-        with open(target, "wb") as handle:
-            while remaining:
-                chunk = self.rfile.read(min(remaining, 1 << 20))
-                if not chunk:
-                    raise RequestError(HTTPStatus.BAD_REQUEST, "the upload ended early")
-                handle.write(chunk)
-                remaining -= len(chunk)
+        try:
+            with open(target, "wb") as handle:
+                while remaining:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError
+                    self.connection.settimeout(left)  # the whole body's deadline, not each read's
+                    chunk = self.rfile.read1(min(remaining, 1 << 20))
+                    if not chunk:
+                        raise RequestError(HTTPStatus.BAD_REQUEST, "the upload ended early")
+                    handle.write(chunk)
+                    remaining -= len(chunk)
+        except TimeoutError:
+            message = f"the upload did not arrive within {seconds:.0f} s; the connection is closed"
+            raise RequestError(HTTPStatus.REQUEST_TIMEOUT, message) from None
+        finally:
+            with contextlib.suppress(OSError):
+                self.connection.settimeout(self.timeout)
         self._body_read = True
 
     def _linger(self) -> None:
@@ -176,12 +211,12 @@ class GuardedHandler(BaseHTTPRequestHandler):
         self.end_headers()
         return pending
 
-    def _send_error(self, status: HTTPStatus, message: str) -> None:
-        self._send(status, message.encode(), TEXT)
+    def _send_error(self, status: HTTPStatus, message: str, headers: dict[str, str] | None = None) -> None:
+        self._send(status, message.encode(), TEXT, headers)
 
     def _send_json(self, status: HTTPStatus, value: object) -> None:
         self._send(status, json.dumps(value).encode(), JSON)
 
     def _send_busy(self) -> None:
-        message = b"the server is busy with other uploads; try again in a few seconds"
-        self._send(HTTPStatus.SERVICE_UNAVAILABLE, message, TEXT, {"Retry-After": "5"})
+        error = busy()
+        self._send_error(error.status, str(error), error.headers)
