@@ -111,6 +111,25 @@ def test_output_inside_input_is_not_reenhanced(photos: Path, weights_file: Path)
     assert _tree(out) == ["a.png", "b.jpg", "trip/c.png", "trip/deep/d.tif"]
 
 
+def test_output_inside_a_glob_pattern_is_not_reenhanced(photos: Path, weights_file: Path):
+    out = photos / "enhanced"
+    args = ["-o", str(out), "-w", str(weights_file), "-r", "-q"]
+    assert main(["enhance", str(photos / "*.png"), *args]) == 0
+    assert main(["enhance", str(photos / "**" / "*.png"), *args, "--skip-existing"]) == 0
+    assert _tree(out) == ["a.png", "trip/c.png"]  # no enhanced/enhanced/a.png, no "would overwrite an input"
+
+
+def test_one_path_string_is_one_input(photos: Path, tmp_path: Path, weights_file: Path, monkeypatch):
+    monkeypatch.chdir(photos)  # a string read as characters took "." (this folder) for an input
+    out = tmp_path / "out"
+    result = enhance(str(photos / "a.png"), out, weights=weights_file, progress=False)
+    assert result.ok and [p.name for p in result.written] == ["a.png"] and _tree(out) == ["a.png"]
+    assert enhance(photos / "trip", tmp_path / "out2", weights=weights_file, progress=False).ok
+    assert _tree(tmp_path / "out2") == ["c.png"]
+    with pytest.raises(TypeError, match="not bytes"):
+        enhance(b"a.png", out, weights=weights_file, progress=False)  # type: ignore[arg-type]
+
+
 def test_interrupted_batch_resumes_exactly_once(tmp_path: Path, weights_file: Path, monkeypatch):
     src = tmp_path / "in"
     for i in range(6):

@@ -100,6 +100,36 @@ def test_folder_output_is_unchanged(tmp_path: Path, weights_file: Path):
     assert _files(tmp_path / "plain") == ["a.png"]
 
 
+def test_an_output_named_like_a_file_that_cannot_be_written_is_a_usage_error(
+    tmp_path: Path, weights_file: Path, capsys
+):
+    # It became a folder of that name (out.gif/a.png) before.
+    source = _photo(tmp_path / "a.png")
+    assert main(_enhance(str(source), "-o", str(tmp_path / "out.gif"), weights=weights_file)) == 2
+    assert "an image cannot be written as .gif" in capsys.readouterr().err
+    assert _files(tmp_path) == ["a.png"]
+    assert main(_enhance(str(source), "-o", str(tmp_path / "out.gif") + "/", weights=weights_file)) == 0
+    assert _files(tmp_path / "out.gif") == ["a.png"]  # a folder, when the name ends with /
+
+
+def test_stdout_closed_early_or_full_is_no_traceback(tmp_path: Path, weights_file: Path):
+    source = _photo(tmp_path / "a.png", size=(400, 300))
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "2"}
+    command = [sys.executable, "-m", "scl_lle", *_enhance(str(source), "-o", "-", weights=weights_file)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as reader:
+        assert reader.stdout is not None and reader.stderr is not None
+        assert reader.stdout.read(10).startswith(b"\x89PNG")
+        reader.stdout.close()  # as `| head -c 10` does
+        errors = reader.stderr.read()
+    assert reader.returncode == 1 and b"Traceback" not in errors and b"Exception ignored" not in errors
+    if not Path("/dev/full").exists():
+        return
+    with open("/dev/full", "wb") as full:
+        done = subprocess.run(command, stdout=full, capture_output=False, stderr=subprocess.PIPE, env=env, timeout=300)
+    assert done.returncode == 1 and b"Traceback" not in done.stderr
+    assert b"error: cannot write to stdout (No space left on device)" in done.stderr
+
+
 def test_stdout_gets_the_same_bytes_as_a_file(tmp_path: Path, weights_file: Path, capsysbinary):
     source = _photo(tmp_path / "a.png")
     out = tmp_path / "out.png"

@@ -21,7 +21,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +37,16 @@ from ..io.files import remove_stale_temporaries
 from ..io.formats import RawOptions, heif_installed, missing_extra
 from ..io.image import DEFAULT_MAX_PIXELS, ImageReadError, ImageWriteError, read_image, write_image
 from ..io.sniff import image_named_as_video
-from .batch_jobs import Job, collect_jobs, file_output_problem, is_file_output, output_problem
+from .batch_jobs import (
+    Inputs,
+    Job,
+    as_input_list,
+    collect_jobs,
+    file_ending_problem,
+    file_output_problem,
+    is_file_output,
+    output_problem,
+)
 from .video import VideoError, enhance_video, is_video_path
 
 _log = logging.getLogger(__name__)
@@ -105,7 +114,7 @@ def _check_format(format: str) -> None:
 
 
 def _plan(
-    inputs: Sequence[str | os.PathLike[str]], output: Path, single: bool, recursive: bool, format: str
+    inputs: list[str | os.PathLike[str]], output: Path, single: bool, recursive: bool, format: str
 ) -> tuple[list[Job], list[tuple[Path, str]]]:
     """The jobs and the unusable inputs; ``single``: ``output`` is the one output file (checked)."""
     problem = output_problem(output, file=single)
@@ -171,7 +180,7 @@ class _Run:
 
 
 def enhance(
-    inputs: Sequence[str | os.PathLike[str]],
+    inputs: Inputs,
     output: str | os.PathLike[str],
     *,
     weights: str | os.PathLike[str] | None = None,
@@ -204,7 +213,7 @@ def enhance(
     Long because: the documented public signature; the work is in :mod:`scl_lle.apps.batch_jobs` and ``_Run``.
 
     Args:
-        inputs: files, folders and glob patterns.
+        inputs: a file, folder or glob pattern, or a sequence of them.
         output: the output folder (created if needed); it mirrors the input tree. For a single input file, an
             ``output`` with an image ending (a video ending for a video) is that output file instead
             (:func:`is_file_output`); its type follows the ending.
@@ -235,13 +244,17 @@ def enhance(
 
     Raises:
         ValueError: bad arguments, ``output`` (or a folder above it) is an existing file, or an output file
-            that is the input or whose ending disagrees with ``format``.
+            that is the input or whose ending disagrees with ``format``, or one input file and an ``output``
+            named like a file it cannot be written as (``out.gif``; :func:`file_ending_problem`).
     """
     _check_options(quality, skip_existing, overwrite)
     rank, world_size = _shard(rank, world_size)
     _check_format(format)
     raw = RawOptions(half_size=raw_half_size, white_balance=raw_white_balance)
+    inputs = as_input_list(inputs)
     single = is_file_output(inputs, output)
+    if (problem := file_ending_problem(inputs, output)) is not None:  # before Path() drops a trailing slash
+        raise ValueError(problem)
     output = Path(output)
     started = time.perf_counter()
     jobs, problems = _plan(inputs, output, single, recursive, format)

@@ -20,10 +20,24 @@ from ..io.errors import show_path
 from ..io.files import HEIF_EXTENSIONS, IMAGE_EXTENSIONS
 from .video import MEDIA_EXTENSIONS, VIDEO_EXTENSIONS, is_video_path
 
-__all__ = ["Job", "collect_jobs", "file_output_problem", "is_file_output", "output_problem"]
+__all__ = [
+    "Inputs",
+    "Job",
+    "as_input_list",
+    "collect_jobs",
+    "file_ending_problem",
+    "file_output_problem",
+    "is_file_output",
+    "output_problem",
+]
+
+#: What a batch takes as input: one file, folder or glob pattern, or a sequence of them.
+Inputs = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
 # File endings each explicit ``format`` agrees with (an output named as one file must match it).
 _FORMAT_ENDINGS = {"jpg": {".jpg", ".jpeg"}, "tiff": {".tif", ".tiff"}, "heic": HEIF_EXTENSIONS}
+# Endings that name a picture or video file, beyond those read: an ``output`` with one of them is meant as a file.
+_FILE_ENDINGS = MEDIA_EXTENSIONS | {".gif", ".jxl", ".jp2", ".j2k", ".ico", ".exr", ".hdr", ".psd", ".svg", ".pdf"}
 
 
 @dataclass(frozen=True)
@@ -36,6 +50,22 @@ class Job:
 
 def _has_magic(pattern: str) -> bool:
     return any(ch in pattern for ch in "*?[")
+
+
+def as_input_list(inputs: Inputs) -> list[str | os.PathLike[str]]:
+    """``inputs`` as a list: one path (a ``str`` or path object) is one input, not a sequence of characters."""
+    if isinstance(inputs, (str, os.PathLike)):
+        return [inputs]
+    if isinstance(inputs, (bytes, bytearray)):
+        raise TypeError("inputs must be str or os.PathLike paths (or a list of them), not bytes")
+    return list(inputs)
+
+
+def _in_output(match: Path, root: Path, output: Path) -> bool:
+    """Whether a glob ``match`` lies in the (resolved) ``output`` folder below the pattern's ``root``: skipped,
+    as :func:`_walk` skips it in a folder input (an earlier run's outputs are not inputs)."""
+    parts = match.relative_to(root).parts
+    return any((root / Path(*parts[:i])).resolve() == output for i in range(1, len(parts)))
 
 
 def _glob_root(pattern: str) -> Path:
@@ -95,11 +125,12 @@ def _destination(relative: Path, output: Path, format: str) -> Path:
 
 
 def _expand(
-    inputs: Sequence[str | os.PathLike[str]], recursive: bool, exclude: Path, problems: list[tuple[Path, str]]
+    inputs: Inputs, recursive: bool, exclude: Path, problems: list[tuple[Path, str]]
 ) -> list[tuple[Path, Path]]:
-    """Each input file with its path relative to the output folder; inputs that give none go to ``problems``."""
+    """Each input file with its path relative to the output folder; inputs that give none go to ``problems``.
+    ``exclude``: the output folder (resolved), left out of folder and pattern inputs."""
     pairs: list[tuple[Path, Path]] = []
-    for item in inputs:
+    for item in as_input_list(inputs):
         text = os.fspath(item)
         path = Path(text)
         if path.is_dir():
@@ -117,14 +148,14 @@ def _expand(
             matches = sorted(Path(m) for m in glob.glob(text, recursive=recursive) if Path(m).is_file())
             if not matches:
                 problems.append((path, "no file matches this pattern"))
-            pairs += [(m, m.relative_to(root)) for m in matches]
+            pairs += [(m, m.relative_to(root)) for m in matches if not _in_output(m, root, exclude)]
         else:
             problems.append((path, "no such file or folder"))
     return pairs
 
 
 def collect_jobs(
-    inputs: Sequence[str | os.PathLike[str]],
+    inputs: Inputs,
     output: str | os.PathLike[str],
     *,
     recursive: bool = False,
@@ -167,18 +198,39 @@ def collect_jobs(
     return jobs, problems
 
 
-def is_file_output(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str]) -> bool:
+def is_file_output(inputs: Inputs, output: str | os.PathLike[str]) -> bool:
     """Whether ``output`` names the one output file rather than a folder.
 
     True for exactly one input that is a regular file and an ``output`` with an image ending (a video ending for
     a video input) that is neither an existing folder nor written with a trailing slash.
     """
+    inputs = as_input_list(inputs)
     if len(inputs) != 1:
         return False
     text, source = os.fspath(output), Path(os.fspath(inputs[0]))
     if text.endswith(("/", os.sep)) or Path(text).is_dir() or not source.is_file():
         return False
     return Path(text).suffix.lower() in (VIDEO_EXTENSIONS if is_video_path(source) else IMAGE_EXTENSIONS)
+
+
+def file_ending_problem(inputs: Inputs, output: str | os.PathLike[str]) -> str | None:
+    """Why ``output`` cannot be taken as the output folder of one input file: it is named like a picture or
+    video file (``out.gif``, ``clip.png`` for a video) that cannot be written for that input. ``None`` otherwise
+    (several inputs, a folder input, an existing folder, a trailing slash, or an ending that names no media)."""
+    inputs = as_input_list(inputs)
+    text = os.fspath(output)
+    if len(inputs) != 1 or text.endswith(("/", os.sep)) or Path(text).is_dir() or is_file_output(inputs, output):
+        return None
+    source, ending = Path(os.fspath(inputs[0])), Path(text).suffix.lower()
+    if not source.is_file() or ending not in _FILE_ENDINGS:
+        return None
+    video = is_video_path(source)
+    endings = ", ".join(sorted(VIDEO_EXTENSIONS if video else WRITABLE_EXTENSIONS))
+    what = "a video" if video else "an image"
+    return (
+        f"-o {show_path(Path(text))}: {what} cannot be written as {ending}; "
+        f"end it in one of {endings}, or end a folder name with /"
+    )
 
 
 def file_output_problem(source: Path, output: Path, format: str) -> str | None:

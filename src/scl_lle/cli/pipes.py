@@ -7,6 +7,7 @@ copied to stdout. The batch app sees ordinary paths either way.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
@@ -14,7 +15,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["MAX_STDIN_BYTES", "spool_stdin", "stdout_file", "with_pipes"]
+__all__ = ["MAX_STDIN_BYTES", "copy_to_stdout", "spool_stdin", "stdout_file", "with_pipes"]
 
 #: Most bytes ``scl-lle enhance -`` reads from stdin.
 MAX_STDIN_BYTES = 2**30
@@ -53,10 +54,31 @@ def with_pipes(args: argparse.Namespace, enhance_files: EnhanceFiles) -> int:
             output = os.fspath(stdout_file(Path(inputs[0]), args.format, folder))
         status = enhance_files(args, inputs, output)
         if args.output == "-" and Path(output).is_file():
-            with open(output, "rb") as handle:
-                shutil.copyfileobj(handle, sys.stdout.buffer)
-            sys.stdout.buffer.flush()
+            return copy_to_stdout(Path(output)) or status
         return status
+
+
+def copy_to_stdout(path: Path) -> int:
+    """Copy the file ``path`` to stdout: 0, or 1 where stdout cannot take it. A full disk or other write error
+    is one error line; a reader that stopped early (``| head``) gets no message, as from ``cat``, and stdout is
+    pointed at the null device so that Python's own flush at exit does not print a traceback either."""
+    from ..io.errors import one_line
+
+    try:
+        with open(path, "rb") as handle:
+            shutil.copyfileobj(handle, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:
+        with contextlib.suppress(OSError, ValueError):  # no real stdout (captured): nothing flushes to the pipe
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as error:
+        print(
+            f"scl-lle enhance: error: cannot write to stdout ({one_line(error.strerror or str(error))})",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 def spool_stdin(folder: Path) -> Path:
