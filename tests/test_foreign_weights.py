@@ -303,6 +303,17 @@ def _bad_onnx_files(folder: Path, weights_file: Path) -> dict[str, tuple[Path, s
     nodes, initializers = _conv24("full")
     nodes.append(helper.make_node("AveragePool", ["full"], ["maps"], kernel_shape=[2, 2], strides=[2, 2]))
     files["half size"] = (_save(_graph_model(nodes, initializers, [_maps_output()]), folder / "half.onnx"), "32")
+    fixed = build_onnx(weights_file)  # the probe's own size: every other picture failed, one error per file
+    for dim, size in zip(fixed.graph.input[0].type.tensor_type.shape.dim, (1, 3, 32, 32), strict=True):
+        dim.ClearField("dim_param")
+        dim.dim_value = size
+    files["fixed size"] = (_save(fixed, folder / "fixed.onnx"), "fixed size (1, 3, 32, 32)")
+    nodes, initializers = _conv24("full")
+    corner = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (("s", [0, 0]), ("e", [32, 32]))]
+    corner.append(numpy_helper.from_array(np.array([2, 3], np.int64), "axes"))
+    nodes.append(helper.make_node("Slice", ["full", "s", "e", "axes"], ["maps"]))
+    cropped = _graph_model(nodes, initializers + corner, [_maps_output()])
+    files["cropped to the probe"] = (_save(cropped, folder / "cropped.onnx"), "(1, 3, 24, 40)")
     nodes, initializers = _conv24()
     extra = helper.make_tensor_value_info("extra", TensorProto.FLOAT, [1])
     image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, "height", "width"])
@@ -328,6 +339,8 @@ BAD_ONNX = [
     "external data",
     "returns the image",
     "half size",
+    "fixed size",
+    "cropped to the probe",
     "two inputs",
     "NaN initialiser",
     "huge initialisers",
@@ -349,7 +362,7 @@ def test_bad_onnx_files_are_refused_at_load_in_one_line(
 
 
 @needs_onnx
-@pytest.mark.parametrize("case", ["random bytes", "custom domain", "external data", "half size"])
+@pytest.mark.parametrize("case", ["random bytes", "custom domain", "external data", "half size", "fixed size"])
 def test_bad_onnx_files_exit_2_from_the_cli(case: str, weights_file: Path, tmp_path: Path, capsys):
     from PIL import Image
 

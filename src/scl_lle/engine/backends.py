@@ -179,6 +179,7 @@ def _onnxruntime_sessions(
         return ort.InferenceSession(data, options, providers=providers), None
     session, maps = _probed_session(ort, data, options, providers, path)
     check_probe(path, maps, channels)
+    _check_any_size(session, path, channels)
     return session, None
 
 
@@ -193,6 +194,23 @@ def _probed_session(
     except Exception as error:
         raise WeightsError(f"{name}: ONNX Runtime cannot run it on a test image ({_first_line(error)})") from None
     return session, torch.from_numpy(np.asarray(maps))
+
+
+def _check_any_size(session: Any, name: object, channels: int) -> None:
+    """Refuse (:class:`WeightsError` naming ``name``) a graph whose curve maps do not take the input's size: run
+    again at 24 x 40, as a graph fixed or cropped to the 32 x 32 test image passes that one."""
+    height, width = 24, 40
+    try:
+        (maps, *_) = session.run(None, {session.get_inputs()[0].name: probe_image(height, width).numpy()})
+    except Exception as error:
+        raise WeightsError(
+            f"{name}: ONNX Runtime cannot run it on a {height}x{width} image ({_first_line(error)})"
+        ) from None
+    if (shape := tuple(np.shape(maps))) != (1, channels, height, width):
+        raise WeightsError(
+            f"{name}: gives an output of shape {shape} for a (1, 3, {height}, {width}) test image; the engine needs "
+            f"curve maps of the input's size, {(1, channels, height, width)}"
+        )
 
 
 def _float_graph(ort: Any, model: DCENet, options: Any) -> tuple[bytes, int]:
@@ -232,6 +250,8 @@ def _int8_session(
     providers = ["CPUExecutionProvider"]
     float32, exact = _probed_session(ort, data, options, providers, name)
     check_probe(name, exact, channels)
+    if key is None:  # a user's .onnx file (the engine's own graph is built from the weights)
+        _check_any_size(float32, name, channels)
     cached = load_graph(key) if key is not None else None
     session = _cached_session(ort, cached, options, exact, PROBE_TOLERANCE) if cached is not None else None
     if session is not None:

@@ -124,9 +124,9 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def probe_image() -> torch.Tensor:
-    """The fixed test input of the load-time checks: ``(1, 3, 32, 32)`` uniform in [0, 1] (seed 0)."""
-    return torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+def probe_image(height: int = 32, width: int = 32) -> torch.Tensor:
+    """The fixed test input of the load-time checks: ``(1, 3, height, width)`` uniform in [0, 1] (seed 0)."""
+    return torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0))
 
 
 _SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
