@@ -49,7 +49,10 @@ def test_parse_exposure_accepts_the_three_forms_and_refuses_the_rest() -> None:
     assert parse_exposure(None) == "auto"
     assert parse_exposure(" Auto ") == "auto" and parse_exposure("off") == "off"
     assert parse_exposure("0.45") == 0.45 and parse_exposure(0.3) == 0.3
-    for bad in ("0", "1", 1.2, -0.1, "nan", "inf", "bright", True, [0.3]):
+    for number in (np.float32(0.25), np.float64(0.25), torch.tensor(0.25), torch.tensor([0.25]), np.array(0.25)):
+        assert parse_exposure(number) == 0.25  # np.float32 and tensors were refused
+    bad_numbers = (np.bool_(True), torch.tensor([0.2, 0.3]), np.array([0.2, 0.3]), torch.tensor(True), np.float32(1.5))
+    for bad in ("0", "1", 1.2, -0.1, "nan", "inf", "bright", True, [0.3], *bad_numbers):
         with pytest.raises(ValueError, match="exposure must be"):
             parse_exposure(bad)
 

@@ -128,6 +128,14 @@ def test_tensor_call_keeps_shape_dtype_and_device(enhancer: Enhancer):
         enhancer(torch.zeros(1, 4, 4, 4))
 
 
+@pytest.mark.parametrize("shape", [(0, 3, 8, 8), (1, 3, 0, 8), (1, 3, 8, 0)])
+def test_an_empty_picture_is_a_clear_value_error(enhancer: Enhancer, shape: tuple[int, ...]):
+    with pytest.raises(ValueError, match=r"nothing to enhance: the picture is empty"):
+        enhancer(torch.zeros(shape))
+    with pytest.raises(ValueError, match=r"nothing to enhance"):
+        enhancer.enhance_array(np.zeros((shape[2], shape[3], 3), np.uint8) if shape[0] else np.zeros((0, 0)))
+
+
 def test_half_precision_compute_is_close(weights_file: Path):
     x = torch.rand(1, 3, 24, 24)
     full = Enhancer(weights_file, exposure="off", device="cpu")(x)

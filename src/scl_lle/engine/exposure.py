@@ -20,7 +20,9 @@ page and evaluation method specs (``scl-lle@0.45``):
 from __future__ import annotations
 
 import math
+import numbers
 
+import numpy as np
 import torch
 
 from ..core.colour import mean_brightness
@@ -57,8 +59,21 @@ _GRID_STEPS = 8  # gains MAX_GAIN / 2**7 = 1/4 ... MAX_GAIN tried before the bis
 _BISECTION_STEPS = 14  # a grid interval split 2**14 times: the target within about 1e-4
 
 
+def _real_number(value: object) -> float | None:
+    """``value`` as a float if it is one real number: a Python or numpy number (not a bool), a one-element
+    floating-point tensor or a one-element numeric numpy array; else ``None``."""
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+        return float(value)
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.is_floating_point():
+        return float(value.item())
+    if isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in "fiu":
+        return float(value.item())
+    return None
+
+
 def parse_exposure(value: Exposure | None) -> Exposure:
-    """Normalise an exposure setting: ``"auto"``, ``"off"`` or a float in (0, 1) (also given as a string).
+    """Normalise an exposure setting: ``"auto"``, ``"off"`` or a float in (0, 1) (also given as a string, a numpy
+    number or a one-element tensor or array).
 
     ``None`` means ``"auto"``. Raises ``ValueError`` with the accepted forms for anything else.
     """
@@ -72,8 +87,8 @@ def parse_exposure(value: Exposure | None) -> Exposure:
             number = float(text)
         except ValueError:
             raise ValueError(f"exposure must be 'auto', 'off' or a number in (0, 1), got {value!r}") from None
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        number = float(value)
+    elif (number_or_none := _real_number(value)) is not None:
+        number = number_or_none
     else:
         raise ValueError(f"exposure must be 'auto', 'off' or a number in (0, 1), got {value!r}")
     if not (math.isfinite(number) and 0.0 < number < 1.0):

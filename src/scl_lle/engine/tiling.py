@@ -219,6 +219,8 @@ class TileReader:
         self.device = torch.device(device)
         self.dtype = dtype
         self.batch, _, self.height, self.width = source.shape
+        if 0 in source.shape:
+            raise ValueError(f"nothing to enhance: the picture is empty (shape {tuple(original.shape)})")
         self._array = _array_view(original, source)
 
     def pixels(self, region: Region) -> np.ndarray | None:
