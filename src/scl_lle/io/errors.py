@@ -65,9 +65,14 @@ def check_pixel_count(width: int, height: int, max_pixels: int | None) -> None:
     """
     if max_pixels and width * height > max_pixels:
         raise ImageTooLargeError(
-            f"too large: {width}x{height} is {width * height / 1e6:.1f} megapixels, over the limit of "
-            f"{max_pixels / 1e6:.1f} (raise it with --max-pixels / max_pixels=)"
+            f"too large: {width}x{height} is {_pixel_count(width * height)}, over the limit of "
+            f"{_pixel_count(max_pixels)} (raise it with --max-pixels / max_pixels=)"
         )
+
+
+def _pixel_count(pixels: int) -> str:
+    """``12.2 megapixels``, or for fewer than 100,000 the count itself (``9,600 pixels``), never ``0.0``."""
+    return f"{pixels / 1e6:.1f} megapixels" if pixels >= 100_000 else f"{pixels:,} pixels"
 
 
 def show_path(path: str | os.PathLike[str]) -> str:
