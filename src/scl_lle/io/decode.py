@@ -34,12 +34,13 @@ def read_with_pillow(
         raise ImageReadError("AVIF needs Pillow 11.3 or newer built with AVIF: pip install -U pillow")
     image = _open(path, kind)
     with image:
-        orientation, exif = read_exif(image)  # drops the orientation from the image's own EXIF too: see _as_stored
-        _as_stored(image)
         width, height = image.size
         if width < 1 or height < 1:
             raise ImageReadError(f"no pixels: the header says {width}x{height}")
-        check_pixel_count(width, height, max_pixels)
+        check_pixel_count(width, height, max_pixels)  # first: reading a PNG's EXIF decodes it
+        orientation, exif = read_exif(image)  # drops the orientation from the image's own EXIF too: see _as_stored
+        _as_stored(image)
+        width, height = image.size
         picture = _decode(image, path)
         frames = _frame_count(image)
     if picture.pixels.shape[:2] != (height, width):
