@@ -172,6 +172,33 @@ def serving(app: Any) -> Iterator[Any]:
         thread.join(5)
 
 
+@pytest.fixture()
+def server_factory(weights_file: Path) -> Iterator[Any]:
+    """Make ``scl-lle serve`` apps: ``make(limits, trained=False, serving=True)``, ``limits`` a dict of
+    ``ServeLimits`` fields, on any free port, with random weights (or with ``trained`` the embedded default model,
+    which brightens dark photos to the exposure asked), serving on a thread unless ``serving=False``; all shut
+    down and closed after the test."""
+    from scl_lle.apps.serve import ServeLimits, make_server
+
+    started: list[tuple[Any, threading.Thread]] = []
+
+    def make(limits: dict[str, Any], *, trained: bool = False, serving: bool = True) -> Any:
+        weights = None if trained else weights_file
+        app = make_server("127.0.0.1", 0, weights=weights, device="cpu", limits=ServeLimits(**limits))
+        thread = threading.Thread(target=app.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        if serving:
+            thread.start()
+        started.append((app, thread))
+        return app
+
+    yield make
+    for app, thread in started:
+        if thread.is_alive():
+            app.shutdown()
+            thread.join(5)
+        app.server_close()
+
+
 def write_noise_clip(path: Path, width: int, height: int, low: int, high: int, frames: int = 24) -> Path:
     """A short H.264 clip at 12 fps of seeded uniform noise in [low, high) (needs PyAV)."""
     import av

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from conftest import http_request
-from scl_lle.apps.serve import EnhanceServer, ServeLimits, make_server
+from scl_lle.apps.serve import EnhanceServer
 from scl_lle.apps.serve import work as work_module
 from scl_lle.engine.enhancer import Enhancer
 
@@ -32,26 +32,9 @@ UNKNOWN = "A" * 22  # an upload or job id that does not exist
 
 
 @pytest.fixture()
-def start(weights_file: Path) -> Iterator[Callable[..., EnhanceServer]]:
+def start(server_factory: Callable[..., EnhanceServer]) -> Callable[..., EnhanceServer]:
     """Make servers (random weights, small limits, any free port); ``serving=False`` binds without accepting."""
-    started: list[tuple[EnhanceServer, threading.Thread]] = []
-
-    def make(serving: bool = True, **limits: object) -> EnhanceServer:
-        app = make_server(
-            "127.0.0.1", 0, weights=weights_file, device="cpu", limits=ServeLimits(**{**SMALL_LIMITS, **limits})
-        )
-        thread = threading.Thread(target=app.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        if serving:
-            thread.start()
-        started.append((app, thread))
-        return app
-
-    yield make
-    for app, thread in started:
-        if thread.is_alive():
-            app.shutdown()
-            thread.join(5)
-        app.server_close()
+    return lambda serving=True, **limits: server_factory({**SMALL_LIMITS, **limits}, serving=serving)
 
 
 def _png(width: int = 64, height: int = 48) -> bytes:

@@ -8,7 +8,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from PIL import Image
 
 from conftest import http_request as _request
 from conftest import write_noise_clip
-from scl_lle.apps.serve import EnhanceServer, ServeLimits, make_server
+from scl_lle.apps.serve import EnhanceServer
 from scl_lle.apps.serve.jobs import Job
 from scl_lle.apps.serve.previews import prepare_preview, render_preview
 from scl_lle.apps.serve.work import Engine
@@ -30,26 +30,10 @@ SMALL_LIMITS = {"max_upload_mb": 400_000 / 2**20, "max_pixels": 200_000, "max_vi
 
 
 @pytest.fixture()
-def start(weights_file: Path) -> Iterator[Callable[..., EnhanceServer]]:
+def start(server_factory: Callable[..., EnhanceServer]) -> Callable[..., EnhanceServer]:
     """Make servers (small limits, any free port), closed after the test: random weights, or with
     ``trained=True`` the embedded default model (which brightens dark photos to the exposure asked)."""
-    started: list[tuple[EnhanceServer, threading.Thread]] = []
-
-    def make(trained: bool = False, **limits: Any) -> EnhanceServer:
-        weights = None if trained else weights_file
-        app = make_server(
-            "127.0.0.1", 0, weights=weights, device="cpu", limits=ServeLimits(**{**SMALL_LIMITS, **limits})
-        )
-        thread = threading.Thread(target=app.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        thread.start()
-        started.append((app, thread))
-        return app
-
-    yield make
-    for app, thread in started:
-        app.shutdown()
-        thread.join(5)
-        app.server_close()
+    return lambda trained=False, **limits: server_factory({**SMALL_LIMITS, **limits}, trained=trained)
 
 
 def _json(app: EnhanceServer, method: str, path: str, body: bytes | None = None, expected: int = 200) -> Any:

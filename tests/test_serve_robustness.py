@@ -12,7 +12,7 @@ import struct
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,24 +30,9 @@ STALLED = b"POST /api/enhance?name=a.png HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-
 
 
 @pytest.fixture()
-def start(weights_file: Path) -> Iterator[Callable[..., EnhanceServer]]:
+def start(server_factory: Callable[..., EnhanceServer]) -> Callable[..., EnhanceServer]:
     """Make serving servers (random weights, small limits, uploads due within 1 s, any free port)."""
-    started: list[tuple[EnhanceServer, threading.Thread]] = []
-
-    def make(**limits: object) -> EnhanceServer:
-        app = make_server(
-            "127.0.0.1", 0, weights=weights_file, device="cpu", limits=ServeLimits(**{**SMALL_LIMITS, **limits})
-        )
-        thread = threading.Thread(target=app.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        thread.start()
-        started.append((app, thread))
-        return app
-
-    yield make
-    for app, thread in started:
-        app.shutdown()
-        thread.join(5)
-        app.server_close()
+    return lambda **limits: server_factory({**SMALL_LIMITS, **limits})
 
 
 @pytest.fixture()

@@ -6,12 +6,15 @@ Torch-free: the parsers are built from these without loading PyTorch (``scl-lle 
 from __future__ import annotations
 
 import argparse
+import math
 
 __all__ = [
     "add_verbosity",
     "exposure",
     "non_negative_int",
+    "port",
     "positive_int",
+    "positive_number",
     "quality",
     "scale_setting",
     "smoothing",
@@ -37,6 +40,22 @@ def non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text}")
+    return value
+
+
+def port(text: str) -> int:
+    """A TCP port, 0-65535 (``--port``; 0: any free port)."""
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port within 0-65535, got {text}")
+    return value
+
+
+def positive_number(text: str) -> float:
+    """A finite number > 0 (``--max-upload-mb``, ``--max-video-seconds``): NaN would remove the limit."""
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
 
 

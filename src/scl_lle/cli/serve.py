@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from dataclasses import replace
 
 from ..apps.serve.limits import ServeLimits
 from ..defaults import BACKENDS
-from .options import non_negative_int, positive_int
+from .options import non_negative_int, port, positive_int, positive_number
 
-__all__ = ["add_parser", "port", "positive_number", "run"]
+__all__ = ["add_parser", "run"]
 
 
 def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -40,22 +39,6 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     _add_limits(parser, ServeLimits())
     parser.set_defaults(run=run)
     return parser
-
-
-def port(text: str) -> int:
-    """A TCP port, 0-65535 (``--port``; 0: any free port)."""
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port within 0-65535, got {text}")
-    return value
-
-
-def positive_number(text: str) -> float:
-    """A finite number > 0 (``--max-upload-mb``, ``--max-video-seconds``): NaN would remove the limit."""
-    value = float(text)
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
 
 
 # The limit flags: each is a ServeLimits field (the flag is the field's name with dashes), its type, metavar, help
