@@ -45,6 +45,29 @@ def serve_stub(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
     return seen
 
 
+def test_the_pixel_limit_message_is_the_servers_own(
+    serve_stub: dict[str, object], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A 20000 x 20000 upload was refused in Pillow's words ("exceeds limit of 178956970 pixels, could be
+    # decompression bomb"), not with the --max-pixels message that smaller ones get.
+    import zlib
+
+    from scl_lle.io.errors import ImageTooLargeError
+    from scl_lle.io.image import read_image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored after the test
+    assert main(["serve", "--port", "0", "--max-pixels", "40000000"]) == 0
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", 20_000, 20_000, 8, 2, 0, 0, 0)
+    path = tmp_path / "huge.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)))
+    with pytest.raises(ImageTooLargeError, match=r"20000x20000 is 400\.0 megapixels, over the limit of 40\.0"):
+        read_image(path, max_pixels=serve_stub["limits"].max_pixels)  # type: ignore[attr-defined]
+
+
 def _png() -> bytes:
     pixels = np.random.default_rng(1).integers(0, 60, (48, 64, 3), dtype=np.uint8)
     buffer = io.BytesIO()

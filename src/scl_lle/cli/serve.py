@@ -81,9 +81,12 @@ def _add_limits(parser: argparse.ArgumentParser, defaults: ServeLimits) -> None:
 def run(args: argparse.Namespace) -> int:
     """Serve until Ctrl-C (exit status 0); 2 when the server cannot start (weights, device, limits, an address it
     cannot listen on: one line, no traceback)."""
+    from PIL import Image
+
     from ..apps.serve.server import serve
     from ..models.hub import WeightsError
 
+    Image.MAX_IMAGE_PIXELS = None  # --max-pixels is the limit that applies, as for enhance (not Pillow's own)
     try:
         limits = ServeLimits(**{field: getattr(args, field) for field, *_ in _LIMIT_FLAGS})
         limits = replace(limits, max_pixels=limits.max_pixels or None)  # 0: no limit, as for enhance
