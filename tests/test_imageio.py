@@ -60,6 +60,23 @@ def test_tiff_orientation_turns_the_stored_pixels(tmp_path: Path, mode: str, ori
         np.testing.assert_array_equal(turned.alpha, apply_orientation(stored.alpha, orientation))
 
 
+@pytest.mark.parametrize("channels", [3, 4])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_sixteen_bit_colour_tiff_orientation(tmp_path: Path, channels: int, orientation: int):
+    # Decoded by OpenCV, which turns TIFFs by their orientation itself: turned twice (2-4), or refused (5-8).
+    import tifffile
+
+    stored = RNG.integers(0, 65536, (5, 7, channels), dtype=np.uint16)
+    photometric = {"photometric": "rgb", "extrasamples": [2]} if channels == 4 else {"photometric": "rgb"}
+    path = tmp_path / "deep.tif"
+    tifffile.imwrite(path, stored, extratags=[(274, "H", 1, orientation, False)], **photometric)
+    picture = read_image(path)
+    assert picture.pixels.dtype == np.uint16
+    np.testing.assert_array_equal(picture.pixels, apply_orientation(stored[..., :3], orientation))
+    if channels == 4:
+        np.testing.assert_array_equal(picture.alpha, apply_orientation(stored[..., 3], orientation))
+
+
 def test_sixteen_bit_colour_png_and_tiff_round_trip(tmp_path: Path):
     pixels = RNG.integers(0, 65536, (9, 11, 3), dtype=np.uint16)
     alpha = RNG.integers(0, 65536, (9, 11), dtype=np.uint16)
@@ -181,6 +198,20 @@ def test_pixel_limit_refuses_before_decoding(tmp_path: Path):
         read_image(path, max_pixels=50_000)  # was "0.1 megapixels, over the limit of 0.1"
     assert read_image(path, max_pixels=60_000).size == (300, 200)
     assert read_image(path, max_pixels=None).size == (300, 200)
+
+
+def test_pixel_limit_comes_before_anything_is_decoded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # Reading a PNG's EXIF decodes the picture when no eXIf chunk comes before its data: the limit must be first.
+    from PIL import ImageFile
+
+    path = tmp_path / "big.png"
+    Image.new("RGB", (300, 200)).save(path)
+
+    loads: list[object] = []
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: loads.append(self))  # (errors would be caught)
+    with pytest.raises(ImageTooLargeError, match="over the limit"):
+        read_image(path, max_pixels=50_000)
+    assert loads == []
 
 
 def test_write_is_atomic_and_refuses_to_clobber(tmp_path: Path, monkeypatch):

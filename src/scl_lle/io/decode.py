@@ -7,6 +7,8 @@ exception; the pixel count is checked from the header before any pixel is decode
 
 from __future__ import annotations
 
+import functools
+import io
 import struct
 import warnings
 import zlib
@@ -39,7 +41,9 @@ def read_with_pillow(
             raise ImageReadError(f"no pixels: the header says {width}x{height}")
         check_pixel_count(width, height, max_pixels)  # first: reading a PNG's EXIF decodes it
         orientation, exif = read_exif(image)  # drops the orientation from the image's own EXIF too: see _as_stored
-        _as_stored(image)
+        turned = image.format == "TIFF" and _is_high_depth_colour(image, path) and _opencv_turns_tiffs()
+        if not turned:
+            _as_stored(image)
         width, height = image.size
         picture = _decode(image, path)
         frames = _frame_count(image)
@@ -47,7 +51,8 @@ def read_with_pillow(
         raise ImageReadError(f"decoded size {picture.pixels.shape[:2]} differs from the header's {width}x{height}")
     picture.format = image.format
     picture.exif = exif
-    picture.pixels, picture.alpha = upright(picture.pixels, picture.alpha, orientation)
+    if not turned:
+        picture.pixels, picture.alpha = upright(picture.pixels, picture.alpha, orientation)
     if frames > 1:
         warn(f"only the first of {frames} frames is used", on_warning)
     return picture
@@ -64,6 +69,20 @@ def _as_stored(image: Image.Image) -> None:
     stored = getattr(image, "_tile_size", None)
     if image.format == "TIFF" and isinstance(stored, tuple) and len(stored) == 2 and stored != image.size:
         image._size = stored
+
+
+@functools.cache
+def _opencv_turns_tiffs() -> bool:
+    """Whether OpenCV's TIFF decoder turns a picture by its orientation tag itself (OpenCV 5 does, even with
+    ``IMREAD_UNCHANGED``), for :func:`_read_high_depth_colour`: tried once on a 3x2 16-bit TIFF turned 180 degrees."""
+    import cv2
+    import tifffile
+
+    stored = np.arange(18, dtype=np.uint16).reshape(2, 3, 3)
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, stored, photometric="rgb", extratags=[(274, "H", 1, 3, False)])
+    decoded = cv2.imdecode(np.frombuffer(buffer.getvalue(), np.uint8), cv2.IMREAD_UNCHANGED)
+    return decoded is not None and decoded.shape == (2, 3, 3) and bool((decoded[..., ::-1] == stored[::-1, ::-1]).all())
 
 
 def _open(path: Path, kind: str | None) -> Image.Image:
