@@ -376,6 +376,24 @@ def test_bad_onnx_files_exit_2_from_the_cli(case: str, weights_file: Path, tmp_p
 
 
 @needs_onnx
+@pytest.mark.parametrize("backend", ["onnxruntime", "onnxruntime-int8"])
+def test_an_onnx_graph_exported_for_batch_1_runs_a_picture_at_a_time(weights_file: Path, tmp_path: Path, backend: str):
+    # torch.onnx.export with only height and width dynamic fixes the batch at 1: still usable, for videos too.
+    from scl_lle import Enhancer
+
+    dynamic = _save(build_onnx(weights_file), tmp_path / "dynamic.onnx")
+    single = build_onnx(weights_file)
+    batch = single.graph.input[0].type.tensor_type.shape.dim[0]
+    batch.ClearField("dim_param")
+    batch.dim_value = 1
+    single = _save(single, tmp_path / "single.onnx")
+    frames = torch.rand(3, 3, 20, 28, generator=torch.Generator().manual_seed(0)) * 0.3
+    expected = Enhancer(dynamic, device="cpu", backend=backend, exposure="off")(frames)
+    enhancer = Enhancer(single, device="cpu", backend=backend, exposure="off")
+    torch.testing.assert_close(enhancer(frames), expected, rtol=0, atol=1e-6)
+
+
+@needs_onnx
 def test_onnx_weights_for_torch_say_what_to_do(weights_file: Path, tmp_path: Path, capsys):
     net = export_onnx(weights_file, tmp_path / "net.onnx")
     with pytest.raises(WeightsError, match=r"net\.onnx is an ONNX model; use it with --backend onnxruntime") as caught:

@@ -303,10 +303,16 @@ class OnnxEstimator:
         self.session = session
         self.input_name = session.get_inputs()[0].name
         self.exact = exact
+        #: A graph exported for batch 1 (``torch.onnx.export`` with only height and width dynamic) gets one picture
+        #: or video frame at a time.
+        self.one_at_a_time = session.get_inputs()[0].shape[0] == 1
 
     def __call__(self, tile: torch.Tensor) -> torch.Tensor:
         array = np.ascontiguousarray(tile.detach().to("cpu", torch.float32).numpy())
-        (maps,) = self.session.run(None, {self.input_name: array})
+        if self.one_at_a_time and len(array) > 1:
+            maps = np.concatenate([self.session.run(None, {self.input_name: item[None]})[0] for item in array])
+        else:
+            (maps,) = self.session.run(None, {self.input_name: array})
         return torch.from_numpy(maps).to(device=tile.device, dtype=tile.dtype)
 
 

@@ -19,9 +19,10 @@ The model's metadata says which (``scl_lle.outputs``: ``curve_maps`` or ``enhanc
 An ``.onnx`` file given to :func:`read_onnx` is checked before anything runs it, each refusal a one-line
 :class:`~scl_lle.models.hub.WeightsError`: it must parse; use only default-domain operators; hold all its tensors
 inside (external data is refused, never looked for); take one float image ``(batch, 3, height, width)`` of any
-batch, height and width (no fixed size); have one float output; and have finite initialisers. (The session then
-checks that it turns the 32x32 test image of the PyTorch checks into finite curve maps ``(1, 3 * iterations, 32,
-32)``, ``iterations`` from the metadata, default 8, and a 24x40 one into maps of that size.)
+height and width (a batch fixed at 1 is run a picture at a time); have one float output; and have finite
+initialisers. (The session then checks that it turns the 32x32 test image of the PyTorch checks into finite curve
+maps ``(1, 3 * iterations, 32, 32)``, ``iterations`` from the metadata, default 8, and a 24x40 one into maps of
+that size.)
 """
 
 from __future__ import annotations
@@ -236,12 +237,14 @@ def _check_onnx(path: Path, proto: Any) -> int:
     if image is None or image.tensor_type.elem_type != TensorProto.FLOAT or len(dims) != 4 or dims[1].dim_value != 3:
         found = "; ".join(f"{i.name}: {helper.printable_type(i.type)}" for i in inputs) or "none"
         raise WeightsError(f"{path}: needs exactly one input, a float image (batch, 3, height, width); has {found}")
-    fixed = [d.dim_value for i, d in enumerate(dims) if i != 1 and d.HasField("dim_value")]
-    if fixed:
+    fixed = [
+        d.dim_value for i, d in enumerate(dims) if i != 1 and d.HasField("dim_value") and (i, d.dim_value) != (0, 1)
+    ]
+    if fixed:  # a batch of 1 is taken one picture at a time (OnnxEstimator); a fixed height or width never fits
         shape = ", ".join(str(d.dim_value) if d.HasField("dim_value") else d.dim_param or "?" for d in dims)
         raise WeightsError(
-            f"{path}: its input has a fixed size ({shape}); the engine needs any batch, height and width "
-            "(scl-lle export --onnx writes such a graph)"
+            f"{path}: its input has a fixed size ({shape}); the engine needs any height and width, and a batch "
+            "of any size or 1 (scl-lle export --onnx writes such a graph)"
         )
     outputs = list(graph.output)
     if len(outputs) != 1 or outputs[0].type.tensor_type.elem_type != TensorProto.FLOAT:
