@@ -130,6 +130,21 @@ def test_stdout_closed_early_or_full_is_no_traceback(tmp_path: Path, weights_fil
     assert b"error: cannot write to stdout (No space left on device)" in done.stderr
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts open descriptors in /proc")
+def test_a_closed_stdout_leaks_no_descriptor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from scl_lle.cli.pipes import copy_to_stdout
+
+    class ClosedPipe(io.BytesIO):
+        def write(self, data) -> int:  # type: ignore[override]
+            raise BrokenPipeError
+
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(ClosedPipe()))
+    source = _photo(tmp_path / "a.png")
+    before = len(os.listdir("/proc/self/fd"))
+    assert [copy_to_stdout(source) for _ in range(20)] == [1] * 20
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
 def test_stdout_gets_the_same_bytes_as_a_file(tmp_path: Path, weights_file: Path, capsysbinary):
     source = _photo(tmp_path / "a.png")
     out = tmp_path / "out.png"

@@ -69,8 +69,12 @@ def copy_to_stdout(path: Path) -> int:
             shutil.copyfileobj(handle, sys.stdout.buffer)
         sys.stdout.buffer.flush()
     except BrokenPipeError:
-        with contextlib.suppress(OSError, ValueError):  # no real stdout (captured): nothing flushes to the pipe
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            with contextlib.suppress(OSError, ValueError):  # no real stdout (captured): nothing flushes to the pipe
+                os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
         return 1
     except OSError as error:
         print(
