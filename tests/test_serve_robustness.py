@@ -171,6 +171,20 @@ def test_a_trickling_upload_cannot_hold_its_place(start: Callable[..., EnhanceSe
     assert http_request(app, "POST", "/api/uploads?name=c.png&mode=fast", _png())[0] == 202  # the place is free
 
 
+def test_a_client_still_sending_after_its_408_is_not_reset(start: Callable[..., EnhanceServer]) -> None:
+    """After the deadline the server drops what still arrives for a moment (lingering), rather than closing on
+    unread data, which resets the connection: the socket's reader, timed out, read nothing and it closed at once."""
+    app = start()
+    with socket.create_connection(app.server_address[:2]) as connection:
+        connection.sendall(STALLED)
+        assert select.select([connection], [], [], 5.0)[0]  # the 408 is there
+        for _ in range(5):
+            time.sleep(0.1)
+            connection.sendall(b"x" * 100)  # a reset would make one of these fail
+        data, closed, _ = _answer(connection)
+    assert data.startswith(b"HTTP/1.1 408 ") and closed, data
+
+
 def test_receiving_places_are_capped_and_refusals_close_the_connection(start: Callable[..., EnhanceServer]) -> None:
     """With ``max_receiving=1``, a second upload while one is being received gets 503 with Retry-After, closed."""
     app = start(max_receiving=1)

@@ -173,7 +173,7 @@ class GuardedHandler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_WR)
             while budget > 0 and (left := deadline - time.monotonic()) > 0:
                 self.connection.settimeout(min(left, _LINGER_IDLE_SECONDS))
-                chunk = self.rfile.read1(min(budget, 1 << 20))
+                chunk = self.connection.recv(min(budget, 1 << 20))  # not rfile: after a timeout it reads nothing
                 if not chunk:
                     break
                 budget -= len(chunk)
