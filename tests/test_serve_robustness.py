@@ -252,7 +252,7 @@ def test_an_unexpected_error_is_one_error_line_with_the_traceback_only_at_debug(
 
 
 # ---------------------------------------------------------------------------------------------- the limits
-@pytest.mark.parametrize("flag", ["--max-video-seconds", "--max-upload-mb"])
+@pytest.mark.parametrize("flag", ["--max-video-seconds", "--max-upload-mb", "--receive-min-kb-per-second"])
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "0", "-1"])
 def test_limit_flags_refuse_nan_infinity_and_non_positive_numbers(
     serve_stub: dict[str, object], flag: str, value: str
@@ -264,10 +264,12 @@ def test_limit_flags_refuse_nan_infinity_and_non_positive_numbers(
 
 
 def test_limit_flags_take_fractions_and_the_receiving_cap(serve_stub: dict[str, object]) -> None:
-    assert main(["serve", "--max-video-seconds", "2.5", "--max-upload-mb", "0.5", "--max-receiving", "3"]) == 0
+    args = ["--max-video-seconds", "2.5", "--max-upload-mb", "0.5", "--max-receiving", "3"]
+    assert main(["serve", *args, "--receive-min-kb-per-second", "16"]) == 0
     limits = serve_stub["limits"]
     assert isinstance(limits, ServeLimits)
     assert (limits.max_video_seconds, limits.max_upload_bytes, limits.max_receiving) == (2.5, 2**19, 3)
+    assert limits.receive_seconds(16 * 1024 * 100) == pytest.approx(limits.receive_grace_seconds + 100)
 
 
 @pytest.mark.parametrize(

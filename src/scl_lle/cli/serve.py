@@ -61,12 +61,20 @@ _LIMIT_FLAGS = (
         "uploads being received at once (before they take a place in the works); more get 503 with Retry-After",
         "g",
     ),
+    (
+        "receive_min_kb_per_second",
+        positive_number,
+        "KB/S",
+        "slowest upload accepted: each must arrive within 10 s plus its length at this rate, else 408 "
+        "(lower it for slow remote links)",
+        "g",
+    ),
 )
 
 
 def _add_limits(parser: argparse.ArgumentParser, defaults: ServeLimits) -> None:
-    """``--max-upload-mb``, ``--max-pixels``, ``--max-video-seconds``, ``--max-queue`` and ``--max-receiving``
-    (:class:`ServeLimits`)."""
+    """``--max-upload-mb``, ``--max-pixels``, ``--max-video-seconds``, ``--max-queue``, ``--max-receiving`` and
+    ``--receive-min-kb-per-second`` (:class:`ServeLimits`)."""
     for field, kind, metavar, text, shown in _LIMIT_FLAGS:
         default = getattr(defaults, field)
         parser.add_argument(
