@@ -26,7 +26,7 @@ from ...io.image import ImageReadError
 from ..video import MEDIA_EXTENSIONS, VideoError, is_video_path
 from .errors import RequestError, busy
 from .jobs import Job
-from .transport import TEXT, GuardedHandler
+from .transport import SLOT_WAIT, TEXT, GuardedHandler
 from .work import (
     MODES,
     check_container,
@@ -144,7 +144,7 @@ class Handler(GuardedHandler):
                 self._receive(upload.path, length)
             if upload.kind == "video":
                 check_container(upload.path)
-            holding = slots.acquire(blocking=False)
+            holding = slots.acquire(timeout=SLOT_WAIT)
             if not holding:
                 raise busy()
             store.received(upload)
@@ -171,7 +171,7 @@ class Handler(GuardedHandler):
         store = self.server.uploads
         upload = store.upload(upload_id)
         kind = "video" if upload.kind == "video" else size
-        if not self.server.slots.acquire(blocking=False):
+        if not self.server.slots.acquire(timeout=SLOT_WAIT):
             self._send_busy()
             return
         job = self.server.jobs.submit(upload, kind, mode, exposure, self.server.slots)
@@ -236,7 +236,7 @@ class Handler(GuardedHandler):
             upload = work / f"upload{suffix}"
             with self._receiving():
                 self._receive(upload, length)
-            if not self.server.slots.acquire(blocking=False):
+            if not self.server.slots.acquire(timeout=SLOT_WAIT):
                 raise busy()
             held.callback(self.server.slots.release)
             started = time.perf_counter()

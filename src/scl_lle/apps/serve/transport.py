@@ -35,7 +35,7 @@ from .errors import RequestError, busy
 if TYPE_CHECKING:
     from .server import EnhanceServer
 
-__all__ = ["JSON", "TEXT", "GuardedHandler", "is_loopback"]
+__all__ = ["JSON", "SLOT_WAIT", "TEXT", "GuardedHandler", "is_loopback"]
 
 TEXT = "text/plain; charset=utf-8"
 JSON = "application/json"
@@ -46,6 +46,9 @@ _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
 _DRAIN_BYTES = 256 * 2**20
 _LINGER_SECONDS = 2.0
 _LINGER_IDLE_SECONDS = 0.5
+#: Seconds a request waits for a free work slot before its 503: longer than :meth:`GuardedHandler._receiving`
+#: holds one to look whether any is free, so that look never turns another request away.
+SLOT_WAIT = 0.05
 _CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' blob:; media-src 'self' blob:; "
     "style-src 'unsafe-inline'; script-src 'unsafe-inline'"
@@ -120,7 +123,9 @@ class GuardedHandler(BaseHTTPRequestHandler):
     @contextlib.contextmanager
     def _receiving(self) -> Iterator[None]:
         """Hold one of the server's ``max_receiving`` places while a body comes in; :func:`~.errors.busy` if none
-        is free, or if no work slot is free now (the upload would be refused once received)."""
+        is free, or if no work slot is free now (the upload would be refused once received). A look, not a
+        reservation: with one slot free, up to ``max_receiving`` bodies may come in and all but one then get 503
+        (a reservation taken before the body would let a stalled client hold the slot, the slow loris)."""
         slots, places = self.server.slots, self.server.receiving
         if not slots.acquire(blocking=False):
             raise busy()
