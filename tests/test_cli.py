@@ -117,6 +117,9 @@ def test_output_inside_a_glob_pattern_is_not_reenhanced(photos: Path, weights_fi
     assert main(["enhance", str(photos / "*.png"), *args]) == 0
     assert main(["enhance", str(photos / "**" / "*.png"), *args, "--skip-existing"]) == 0
     assert _tree(out) == ["a.png", "trip/c.png"]  # no enhanced/enhanced/a.png, no "would overwrite an input"
+    assert main(["enhance", str(out / "*.png"), "-o", str(out), "-w", str(weights_file), "-q"]) == 1  # was 0
+    result = enhance(str(out / "*.png"), out, weights=weights_file, progress=False)
+    assert [reason for _, reason in result.failed] == ["every match is in the output folder"]
 
 
 def test_one_path_string_is_one_input(photos: Path, tmp_path: Path, weights_file: Path, monkeypatch):

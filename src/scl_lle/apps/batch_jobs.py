@@ -146,9 +146,12 @@ def _expand(
         elif _has_magic(text):
             root = _glob_root(text)
             matches = sorted(Path(m) for m in glob.glob(text, recursive=recursive) if Path(m).is_file())
-            if not matches:
-                problems.append((path, "no file matches this pattern"))
-            pairs += [(m, m.relative_to(root)) for m in matches if not _in_output(m, root, exclude)]
+            kept = [m for m in matches if not _in_output(m, root, exclude)]
+            if not kept:
+                problems.append(
+                    (path, "every match is in the output folder" if matches else "no file matches this pattern")
+                )
+            pairs += [(m, m.relative_to(root)) for m in kept]
         else:
             problems.append((path, "no such file or folder"))
     return pairs
