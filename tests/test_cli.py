@@ -117,8 +117,11 @@ def test_output_inside_a_glob_pattern_is_not_reenhanced(photos: Path, weights_fi
     assert main(["enhance", str(photos / "*.png"), *args]) == 0
     assert main(["enhance", str(photos / "**" / "*.png"), *args, "--skip-existing"]) == 0
     assert _tree(out) == ["a.png", "trip/c.png"]  # no enhanced/enhanced/a.png, no "would overwrite an input"
-    assert main(["enhance", str(out / "*.png"), "-o", str(out), "-w", str(weights_file), "-q"]) == 1  # was 0
-    result = enhance(str(out / "*.png"), out, weights=weights_file, progress=False)
+    root = photos.parent / "only_outputs"  # "*/*.png" -o out, where out/ holds the only matches
+    _photo(root / "out" / "a.png")
+    pattern = str(root / "*" / "*.png")
+    assert main(["enhance", pattern, "-o", str(root / "out"), "-w", str(weights_file), "-q"]) == 1  # was 0
+    result = enhance(pattern, root / "out", weights=weights_file, progress=False)
     assert [reason for _, reason in result.failed] == ["every match is in the output folder"]
 
 
