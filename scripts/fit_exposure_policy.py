@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--compare-levels",
         action="store_true",
-        help="also compare per-photo level models (runs the default network on every thumbnail, about 2 minutes)",
+        help="also compare per-photo level models (runs the default network on every thumbnail: 2-5 min on 2 cores)",
     )
     args = parser.parse_args(argv)
     root = Path(args.shared) / "data" / "train_exposure_SICE_sequences"
