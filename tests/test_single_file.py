@@ -183,6 +183,12 @@ def test_stdin_is_the_only_input(tmp_path: Path, weights_file: Path, capsys):
     assert "'-' (stdin) must be the only input" in capsys.readouterr().err
 
 
+def test_a_bad_image_on_stdin_is_named_stdin(tmp_path: Path, weights_file: Path):
+    done = _run(["-", "-o", str(tmp_path / "out.png")], weights_file, stdin=b"not an image")
+    assert done.returncode == 1
+    assert b"error: stdin: not an image" in done.stderr and b"scl-lle-" not in done.stderr  # not its temporary file
+
+
 def test_pipe_from_stdin_to_stdout(tmp_path: Path, weights_file: Path):
     source = _photo(tmp_path / "a.png")
     reference = tmp_path / "reference.png"

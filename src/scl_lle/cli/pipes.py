@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 __all__ = ["MAX_STDIN_BYTES", "copy_to_stdout", "spool_stdin", "stdout_file", "with_pipes"]
@@ -44,18 +45,51 @@ def with_pipes(args: argparse.Namespace, enhance_files: EnhanceFiles) -> int:
     with tempfile.TemporaryDirectory(prefix="scl-lle-") as name:
         folder = Path(name)
         inputs, output = list(args.inputs), args.output
+        spool = None
         if "-" in inputs:
             if len(inputs) != 1:
                 raise ValueError("'-' (stdin) must be the only input")
-            inputs = [os.fspath(spool_stdin(folder))]
+            spool = spool_stdin(folder)
+            inputs = [os.fspath(spool)]
         if output == "-":
             if len(inputs) != 1 or not Path(inputs[0]).is_file():
                 raise ValueError("-o - (stdout) takes exactly one input file")
             output = os.fspath(stdout_file(Path(inputs[0]), args.format, folder))
-        status = enhance_files(args, inputs, output)
+        with _named_stdin(spool):
+            status = enhance_files(args, inputs, output)
         if args.output == "-" and Path(output).is_file():
             return copy_to_stdout(Path(output)) or status
         return status
+
+
+class _StdinName(logging.Filter):
+    """Names the spooled stdin ``stdin`` in messages, not by its temporary file."""
+
+    def __init__(self, spool: Path) -> None:
+        super().__init__()
+        self.spool = os.fspath(spool)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if self.spool in text:
+            record.msg, record.args = text.replace(self.spool, "stdin"), ()
+        return True
+
+
+@contextlib.contextmanager
+def _named_stdin(spool: Path | None) -> Iterator[None]:
+    """While the batch runs, messages of the ``scl_lle`` loggers' handlers name the spooled stdin ``stdin``."""
+    if spool is None:
+        yield
+        return
+    handlers, rename = list(logging.getLogger("scl_lle").handlers), _StdinName(spool)
+    for handler in handlers:
+        handler.addFilter(rename)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(rename)
 
 
 def copy_to_stdout(path: Path) -> int:
