@@ -6,9 +6,13 @@ data: no evaluation set is read), enhances it as ``scl-lle enhance`` does (finis
 (the network's own level, different for every photo), ``auto`` and fixed levels, rounds to 8 bits as
 ``scl-lle evaluate`` writes outputs, and prints mean NIQE and mean brightness per setting. Comparing ``off`` with
 the fixed level nearest its mean brightness separates what NIQE owes to the level from what it owes to choosing
-the level photo by photo.
+the level photo by photo. ``--models`` compares several models (``LABEL=WEIGHTS``, e.g. the released checkpoints)
+at the same settings: at ``auto`` or a fixed level every model's outputs have the same brightness, so what differs
+is the shape of its curves.
 
     SCL_LLE_SHARED=../shared python scripts/niqe_exposure_levels.py [--photos 40]
+    SCL_LLE_SHARED=../shared python scripts/niqe_exposure_levels.py --settings auto,0.4,off \
+        --models scl-lle,release=../shared/weights/upstream/scl-lle_official.pth
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ import torch
 
 from scl_lle import Enhancer
 from scl_lle.core.colour import mean_brightness
+from scl_lle.engine.exposure import parse_exposure
 from scl_lle.evaluation import niqe as niqe_module
 from scl_lle.evaluation.datasets import load_image
 
-SETTINGS = ("off", "auto", 0.35, 0.4, 0.43, 0.45, 0.5, 0.55)
+SETTINGS = "off,auto,0.35,0.4,0.43,0.45,0.5,0.55"
 
 
 def dark_photos(root: Path, count: int) -> list[Path]:
@@ -41,21 +46,31 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--shared", default=os.environ.get("SCL_LLE_SHARED", "../shared"))
     parser.add_argument("--photos", type=int, default=40, help="how many dark SICE photos (default: 40)")
+    parser.add_argument("--settings", default=SETTINGS, help=f"exposure settings, comma-separated ({SETTINGS})")
+    parser.add_argument(
+        "--models",
+        default="scl-lle",
+        help="comma-separated LABEL=WEIGHTS (a file or a registry name); scl-lle alone is the default model",
+    )
     args = parser.parse_args(argv)
+    settings = [parse_exposure(value) for value in args.settings.split(",")]
+    models = [model.partition("=")[::2] if "=" in model else (model, model) for model in args.models.split(",")]
     root = Path(args.shared) / "data" / "train_exposure_SICE_sequences"
     if not (root / "files.tsv").is_file():
         print(f"not found: {root / 'files.tsv'} (set --shared or SCL_LLE_SHARED)", file=sys.stderr)
         return 2
     images = [load_image(path) for path in dark_photos(root, args.photos)]
-    enhancer = Enhancer(device="cpu", threads=2)
-    print(f"| exposure ({len(images)} dark SICE photos) | NIQE | brightness |\n|---|---:|---:|")
-    for setting in SETTINGS:
-        niqe, brightness = [], []
-        for image in images:
-            out = (enhancer(image, exposure=setting) * 255).round() / 255
-            niqe.append(float(niqe_module.niqe(out)[0]))
-            brightness.append(float(mean_brightness(out)[0]))
-        print(f"| {setting} | {sum(niqe) / len(niqe):.2f} | {sum(brightness) / len(brightness):.3f} |", flush=True)
+    print(f"| model | exposure ({len(images)} dark SICE photos) | NIQE | brightness |\n|---|---|---:|---:|")
+    for label, weights in models:
+        enhancer = Enhancer(weights=None if weights == "scl-lle" else weights, device="cpu", threads=2)
+        for setting in settings:
+            niqe, brightness = [], []
+            for image in images:
+                out = (enhancer(image, exposure=setting) * 255).round() / 255
+                niqe.append(float(niqe_module.niqe(out)[0]))
+                brightness.append(float(mean_brightness(out)[0]))
+            mean_niqe, mean_brightness_ = sum(niqe) / len(niqe), sum(brightness) / len(brightness)
+            print(f"| {label} | {setting} | {mean_niqe:.2f} | {mean_brightness_:.3f} |", flush=True)
     return 0
 
 

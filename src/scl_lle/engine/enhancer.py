@@ -22,31 +22,20 @@ import torch
 from PIL import Image
 
 from .._renamed import UNSET, renamed
-from ..core.colour import mean_brightness
-from ..core.curves import apply_curves_into, downsample, sample_maps
+from ..core.curves import apply_curves_into, downsample
 from ..defaults import DEFAULT_TILE, auto_scale
 from ..io.picture import Picture, picture_from_pil, picture_to_pil
 from ..models.dcenet import RECEPTIVE_RADIUS, DCENet
 from .backends import CurveEstimator, TorchEstimator, curve_estimator, resolve_device
-from .exposure import OFF, Exposure, auto_target, keep_input, parse_exposure, scale_maps, solve_gain, thumbnail_factor
-from .finishing import BASE_REACH, base_at_samples, read_detail_eps, split_detail
+from .exposure import OFF, Exposure, keep_input, parse_exposure, scale_maps
+from .finishing import BASE_REACH, read_detail_eps, split_detail
 from .fused_pass import upsampled_curves, upsampled_curves_into
+from .picture_exposure import EnhanceError, finite_maps, picture_gain, picture_weights, weighted_maps
 from .tiling import Progress, Region, TilePool, TileReader, TileWriter
 
 __all__ = ["EnhanceError", "Enhancer"]
 
 _T = TypeVar("_T")
-
-
-class EnhanceError(RuntimeError):
-    """The enhancement of one picture failed (for example, the network gave non-finite curve maps)."""
-
-
-def _finite(maps: torch.Tensor) -> torch.Tensor:
-    """``maps`` unchanged, or :class:`EnhanceError` if any value is NaN or infinite (which would write black)."""
-    if not bool(torch.isfinite(maps.sum(dtype=torch.float32))):  # a NaN or inf anywhere; no full-size temporaries
-        raise EnhanceError("the network gave non-finite curve maps for this picture (broken or overflowing weights?)")
-    return maps
 
 
 class Enhancer:
@@ -166,21 +155,21 @@ class Enhancer:
         """Enhance what ``reader`` holds into ``writer``, one tile at a time.
 
         ``maps``: curve maps ``(B, 3n, h, w)`` (from :meth:`curve_maps`) to apply; ``None``: estimated here, tile
-        by tile at ``scale`` 1, or once on the image shrunk ``scale`` times. They are scaled by the exposure's
-        gain; images whose gain is 0 (already at or above the target) come back exactly as they were. Each tile
-        is read with a margin of real context for the network and the finishing's filter, so the tiled result
-        equals the one-piece result, and the memory used is bounded by the tile size. ``progress``: called with
-        ``(tiles done, tiles in all)`` before the first tile and as tiles complete (from the calling thread).
+        by tile at ``scale`` 1, or once on the image shrunk ``scale`` times. Except at ``"off"`` they are weighted
+        region by region (:func:`~scl_lle.engine.picture_exposure.picture_weights`); they are scaled by the
+        exposure's gain; images whose gain is 0 (already at or above the target) come back exactly as they were.
+        Each tile is read with a margin of real context for the network and the finishing's filter, so the tiled
+        result equals the one-piece result, and the memory used is bounded by the tile size. ``progress``: called
+        with ``(tiles done, tiles in all)`` before the first tile and as tiles complete (from the calling thread).
         """
         height, width = size = reader.height, reader.width
-        scale = self.scale_for(height, width)
-        estimate = self._network(reader)
-        if maps is None and scale > 1:
+        estimate, weights = self._network(reader), picture_weights(reader, exposure)
+        if maps is None and (scale := self.scale_for(height, width)) > 1:
             maps = self._estimate_maps(reader.downsample(scale, pool=self._pool), estimate)
-        eps, gain = self._eps_and_gain(reader, maps, exposure, self.finish)
+        eps, gain = self._eps_and_gain(reader, maps, exposure, self.finish, weights)
         identity = isinstance(gain, torch.Tensor) and bool((gain == 0).all())
         network = maps is None and not identity
-        scaled = None if maps is None or identity else _finite(scale_maps(maps, gain))
+        scaled = None if maps is None or identity else finite_maps(scale_maps(weighted_maps(maps, weights), gain))
         eps = None if identity else eps
         margin = max(RECEPTIVE_RADIUS if network else 0, BASE_REACH if eps is not None else 0)
         direct = scaled is not None and eps is None and not self.compile and self.dtype == torch.float32
@@ -199,7 +188,8 @@ class Enhancer:
             base = split_detail(x.float(), eps=eps)[0].to(x.dtype)[inner] if eps is not None else x[inner]
             if network:
                 out = torch.empty_like(base)
-                apply_curves_into(out, base, _finite(scale_maps(estimate(x), gain))[inner])
+                local = weighted_maps(estimate(x), weights, size, (y0, x0, y1, x1))  # this region's weights
+                apply_curves_into(out, base, finite_maps(scale_maps(local, gain))[inner])
             elif scaled is not None and scaled.shape[-2:] == (height, width):
                 out = torch.empty_like(base)
                 apply_curves_into(out, base, scaled[..., top:bottom, left:right].to(base.dtype))
@@ -242,37 +232,22 @@ class Enhancer:
         return result[0]
 
     def _eps_and_gain(
-        self, reader: TileReader, maps: torch.Tensor | None, exposure: Exposure, finish: bool
+        self,
+        reader: TileReader,
+        maps: torch.Tensor | None,
+        exposure: Exposure,
+        finish: bool,
+        weights: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | float]:
-        """The finishing's filter setting (``None`` without ``finish``) and :meth:`_gain`, on one thread."""
+        """The finishing's filter setting (``None`` without ``finish``) and the gain
+        (:func:`~scl_lle.engine.picture_exposure.picture_gain`), on one thread."""
+
+        def estimate(factor: int) -> torch.Tensor:
+            return self._estimate_maps(reader.downsample(factor, pool=self._pool), self._network(reader))
+
         with self._pool.serial():
             eps = read_detail_eps(reader.read, reader.height, reader.width) if finish else None
-            return eps, self._gain(reader, maps, exposure, eps)
-
-    def _gain(
-        self, reader: TileReader, maps: torch.Tensor | None, exposure: Exposure, eps: torch.Tensor | None = None
-    ) -> torch.Tensor | float:
-        """The gain on the curve maps that realises ``exposure`` for the picture ``reader`` holds: ``(B,)``, or
-        1.0 for ``"off"``. Solved on a thumbnail: every ``f``-th pixel (sampled, not averaged, so the brightness
-        histogram and with it the mean after the curves are kept) with the curve maps at that grid: ``maps``
-        (already estimated) read at those pixels, or, without them, maps the network estimates on the picture shrunk
-        ``f`` times (one small extra forward). ``eps``: the finishing's filter setting (``None``: no finishing);
-        with it the solve sees what the finishing does, the curves on each sample's base layer plus its detail
-        (on a noisy photo the base is brighter after the curves than the noisy pixels would be)."""
-        if exposure == OFF:
-            return 1.0
-        factor = thumbnail_factor(reader.height, reader.width)
-        if maps is None:
-            thumb_maps = self._estimate_maps(reader.downsample(factor, pool=self._pool), self._network(reader))
-        else:
-            thumb_maps = sample_maps(maps, (reader.height, reader.width), factor)
-        thumb = reader.strided(factor)
-        target = auto_target(thumb) if isinstance(exposure, str) else exposure
-        if eps is None:
-            return solve_gain(thumb, _finite(thumb_maps), target)
-        base = base_at_samples(reader, factor, eps).to(thumb.dtype)
-        detail = mean_brightness((thumb - base).float())  # (B,): what the detail adds back at unit gain
-        return solve_gain(base, _finite(thumb_maps), torch.as_tensor(target, dtype=torch.float32) - detail)
+            return eps, picture_gain(reader, maps, exposure, estimate, eps, weights)
 
     def _exposure(self, exposure: Exposure | None) -> Exposure:
         return self.exposure if exposure is None else parse_exposure(exposure)
@@ -322,16 +297,19 @@ class Enhancer:
         return auto_scale(height, width) if self.scale == "auto" else int(self.scale)
 
     def exposure_gain(
-        self, images: torch.Tensor, maps: torch.Tensor, exposure: Exposure | None = None
+        self, images: torch.Tensor, maps: torch.Tensor, exposure: Exposure | None = None, *, local: bool = True
     ) -> torch.Tensor | float:
         """The gain on ``maps`` (from :meth:`curve_maps`) that realises ``exposure`` for ``(B, 3, H, W)`` in [0, 1]:
-        ``(B,)`` float32, or 1.0 for ``"off"``. Scale the maps with :func:`~scl_lle.engine.exposure.scale_maps`."""
+        ``(B,)`` float32, or 1.0 for ``"off"``. The maps are weighted region by region first, as
+        :meth:`apply_curve_maps` does, unless ``local`` is false (a video's maps, scaled with
+        :func:`~scl_lle.engine.exposure.scale_maps` and applied at ``"off"``)."""
         setting = self._exposure(exposure)
         reader = TileReader(images, self.device, self.dtype)
         finish = self.finish and setting != OFF
 
         def gain(m: torch.Tensor) -> torch.Tensor | float:
-            return self._eps_and_gain(reader, m, setting, finish)[1]
+            weights = picture_weights(reader, setting) if local else None
+            return self._eps_and_gain(reader, m, setting, finish, weights)[1]
 
         return self._guarded(gain, maps.to(device=self.device, dtype=self.dtype))
 
@@ -340,9 +318,10 @@ class Enhancer:
     ) -> torch.Tensor:
         """Apply maps from :meth:`curve_maps` to ``(B, 3, H, W)`` in [0, 1]; same shape back, enhancer's device.
 
-        ``exposure``: as for calling the enhancer. The maps are scaled by the gain that reaches it
-        (:meth:`exposure_gain`), so every curve stays monotone from [0, 1] onto [0, 1]; ``"off"`` applies them as
-        given (maps scaled beforehand, such as a video's smoothed gains). Finished as set by ``finish``.
+        ``exposure``: as for calling the enhancer. The maps are weighted region by region and scaled by the gain
+        that reaches it (:meth:`exposure_gain`), so every curve stays monotone from [0, 1] onto [0, 1]; ``"off"``
+        applies them as given (maps scaled beforehand, such as a video's smoothed gains, without local weights).
+        Finished as set by ``finish``.
         """
         x = images.to(device=self.device, dtype=self.dtype)
         writer = TileWriter(x)

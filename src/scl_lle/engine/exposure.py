@@ -8,6 +8,11 @@ image and clips them to [-1, 1] (:func:`scale_maps`), so every curve stays monot
 thumbnail (a few milliseconds). ``g = 0`` is the identity: a photo already at or above ``E`` comes back unchanged,
 and no photo is made darker than it was.
 
+Where the photo is brightened to a level (``auto`` or ``E``, not ``off``), the maps are first weighted region by
+region (:func:`local_weights`): a region of local brightness ``b`` gets ``(1 - b)^2`` of the lift, so bright regions
+(skies, lamps, windows) keep their detail instead of washing out towards white while the gain brings the mean to its
+level (docs/MODEL_CARD.md, "Local weighting").
+
 The exposure setting, with one name from the command line (``--exposure``) to the API (``exposure=``), the web
 page and evaluation method specs (``scl-lle@0.45``):
 
@@ -24,8 +29,9 @@ import numbers
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from ..core.colour import mean_brightness
+from ..core.colour import luminance, mean_brightness
 from ..core.curves import apply_curves
 
 __all__ = [
@@ -33,6 +39,8 @@ __all__ = [
     "AUTO_LEVEL",
     "AUTO_POLICY",
     "FEATURE_QUANTILES",
+    "LOCAL_GRID",
+    "LOCAL_POWER",
     "MAX_GAIN",
     "OFF",
     "THUMBNAIL_SIDE",
@@ -40,6 +48,7 @@ __all__ = [
     "auto_target",
     "exposure_features",
     "keep_input",
+    "local_weights",
     "parse_exposure",
     "scale_maps",
     "solve_gain",
@@ -55,6 +64,10 @@ Exposure = str | float
 MAX_GAIN = 32.0
 #: Longest side of the thumbnail the gain is solved on.
 THUMBNAIL_SIDE = 256
+#: Regions of :func:`local_weights` along the long side of a photo (about 1/16 of it each, before smoothing).
+LOCAL_GRID = 16
+#: The power of :func:`local_weights` (0 would weight every region alike).
+LOCAL_POWER = 2
 _GRID_STEPS = 8  # gains MAX_GAIN / 2**7 = 1/4 ... MAX_GAIN tried before the bisection
 _BISECTION_STEPS = 14  # a grid interval split 2**14 times: the target within about 1e-4
 
@@ -107,6 +120,25 @@ def scale_maps(maps: torch.Tensor, gain: torch.Tensor | float, *, inplace: bool 
     factor = gain if not isinstance(gain, torch.Tensor) else gain.to(maps.device, maps.dtype).view(-1, 1, 1, 1)
     out = maps.mul_(factor) if inplace else maps * factor
     return out.clamp_(-1.0, 1.0)
+
+
+def local_weights(thumb: torch.Tensor) -> torch.Tensor:
+    """Weights on the curve maps, region by region, from a thumbnail ``(B, 3, h, w)`` in [0, 1] of the photo.
+
+    The luminance is averaged over a grid of :data:`LOCAL_GRID` regions along the long side and smoothed over each
+    region's 3 x 3 neighbours, giving the local brightness ``b``; the weight is ``(1 - b)^p``, ``p``
+    :data:`LOCAL_POWER` (no other factor: the gain sets the level). Returns ``(B, 1, gh, gw)`` float32 >= 0, a grid
+    covering
+    the whole photo: upsampled bilinearly (:func:`~scl_lle.core.curves.upsample_maps`, or
+    :func:`~scl_lle.core.curves.sample_maps` at a thumbnail's pixels) and multiplied into the curve maps before
+    :func:`scale_maps`; the gain then restores the level.
+    """
+    grey = luminance(thumb.float())
+    height, width = grey.shape[-2:]
+    side = max(height, width)
+    grid = tuple(max(1, min(n, round(LOCAL_GRID * n / side))) for n in (height, width))
+    local = F.avg_pool2d(F.pad(F.adaptive_avg_pool2d(grey, grid), (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    return (1 - local).clamp(min=0).pow(LOCAL_POWER)
 
 
 def keep_input(out: torch.Tensor, image: torch.Tensor, gain: torch.Tensor | float) -> torch.Tensor:

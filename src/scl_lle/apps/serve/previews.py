@@ -17,8 +17,10 @@ from PIL import Image
 
 from ...core.curves import apply_curves_into, downsample, upsample_maps
 from ...engine.enhancer import EnhanceError, Enhancer
-from ...engine.exposure import Exposure, thumbnail_factor
+from ...engine.exposure import AUTO, OFF, Exposure, thumbnail_factor
 from ...engine.finishing import detail_eps, split_detail
+from ...engine.picture_exposure import picture_weights, weighted_maps
+from ...engine.tiling import TileReader
 from ...io.pixels import from_unit, tensor_view, to_unit
 from ...io.samples import as_dtype
 
@@ -36,6 +38,8 @@ class Preview:
     maps: torch.Tensor  # (1, 3n, h, w): the curve maps at the preview's size
     gain_image: torch.Tensor  # what Enhancer.exposure_gain is given (with gain_maps): the same gain as for
     gain_maps: torch.Tensor  # (image, the maps as estimated), without shrinking full-size maps every time
+    weights: torch.Tensor  # (1, 1, gh, gw): the local weights of the maps at every exposure but "off" (the
+    # enhancer's for the full preview, which are those it finds for gain_image too)
     gains: dict[Exposure, float] = field(default_factory=dict)  # solved so far, by exposure
 
 
@@ -71,7 +75,9 @@ def prepare_preview(enhancer: Enhancer, pixels: np.ndarray) -> Preview:
             base = split_detail(float_image, eps=detail_eps(float_image))[0].to(image.dtype)
         else:
             base = image
-    return Preview(image, base, maps, gain_image, gain_maps)
+        weights = picture_weights(TileReader(image, enhancer.device, enhancer.dtype), AUTO)
+    assert weights is not None
+    return Preview(image, base, maps, gain_image, gain_maps, weights)
 
 
 def render_preview(enhancer: Enhancer, preview: Preview, exposure: Exposure) -> torch.Tensor:
@@ -89,7 +95,8 @@ def render_preview(enhancer: Enhancer, preview: Preview, exposure: Exposure) -> 
     rows = max(1, (1 << 16) // width) if preview.image.device.type == "cpu" else None
     with torch.inference_mode():
         out = torch.empty_like(preview.base)
-        apply_curves_into(out, preview.base, preview.maps, None if factor < 0 else factor, rows)
+        maps = weighted_maps(preview.maps, None if exposure == OFF else preview.weights)  # as the enhancer does
+        apply_curves_into(out, preview.base, maps, None if factor < 0 else factor, rows)
         if enhancer.finish:
             out.add_(preview.image).sub_(preview.base)  # the detail layer back at unit gain
         return out.clamp_(0.0, 1.0)
