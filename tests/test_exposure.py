@@ -17,6 +17,7 @@ from scl_lle.engine.exposure import (
     MAX_GAIN,
     auto_target,
     exposure_features,
+    local_weights,
     parse_exposure,
     scale_maps,
     solve_gain,
@@ -129,6 +130,41 @@ def test_off_is_the_network_at_full_strength(brightening: DCENet) -> None:
     with torch.no_grad():
         expected = brightening(images)
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+def test_local_weights_fall_with_the_local_brightness() -> None:
+    image = torch.zeros(1, 3, 32, 64)
+    image[..., 32:] = 0.8  # a dark left half, a bright right half
+    weights = local_weights(image)
+    assert weights.shape == (1, 1, 8, 16)  # 16 regions along the long side
+    assert weights[..., :3].eq(1.0).all()  # dark: the full lift
+    torch.testing.assert_close(weights[..., -3:], torch.full((1, 1, 8, 3), 0.2**2))  # (1 - 0.8)^2
+    assert (weights[..., 1:] <= weights[..., :-1]).all()  # falling towards the bright side
+    torch.testing.assert_close(local_weights(torch.full((2, 3, 5, 7), 0.5)), torch.full((2, 1, 5, 7), 0.25))
+    assert local_weights(torch.rand(1, 3, 1, 1)).shape == (1, 1, 1, 1)
+
+
+@pytest.mark.parametrize("scale", [1, 4])
+def test_bright_regions_are_lifted_less_at_a_level(scale: int) -> None:
+    # The same grey patch in a dark and in a bright part of a photo: at "off" the network's (here constant) curves
+    # lift both alike; at a level the maps are weighted region by region, so the patch in the dark part is lifted
+    # more, and the gain still brings the mean to the level.
+    model = DCENet()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+        model.e_conv7.bias.fill_(-0.7)  # every map tanh(-0.7): one brightening curve everywhere
+    image = torch.full((1, 3, 64, 128), 0.05)
+    image[..., 64:] = 0.4
+    image[..., 24:40, 24:40] = 0.2
+    image[..., 24:40, 88:104] = 0.2
+    enhancer = Enhancer(model.eval(), device="cpu", backend="torch", finish=False, scale=scale)
+    off = enhancer(image, exposure="off")
+    torch.testing.assert_close(off[..., 28:36, 28:36], off[..., 28:36, 92:100])
+    out = enhancer(image, exposure=0.45)
+    assert out.mean().item() == pytest.approx(0.45, abs=0.01)
+    assert out[..., 28:36, 28:36].mean() > out[..., 28:36, 92:100].mean() + 0.05
+    assert (out >= image - 1e-6).all()  # still never darker
 
 
 def test_exposure_does_not_depend_on_tiling(brightening: DCENet) -> None:
