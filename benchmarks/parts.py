@@ -7,7 +7,9 @@ The parts (each timed exclusively, without the parts it calls):
 - ``network``: DCE-Net on the shrunk picture (``Enhancer._estimate_maps``; at scale 1 the network runs inside
   the tiles instead);
 - ``noise estimate``: the finishing's filter setting (``read_detail_eps``; ``+finish`` only);
-- ``exposure solve``: the gain that realises the exposure (``Enhancer._gain``; ``+auto`` only);
+- ``local weights``: the grid of the curve maps' local weights (``picture_weights``, from a thumbnail; ``+auto``
+  only; multiplying them into the maps is part of ``tiles``);
+- ``exposure solve``: the gain that realises the exposure (``picture_gain``; ``+auto`` only);
 - ``tiles``: the rest, the tile work (at scale 1 the network and curves, else the fused upsample-and-curves pass;
   the finishing; reading and writing).
 
@@ -45,7 +47,7 @@ import scl_lle.engine.enhancer as enhancer_module
 from scl_lle.engine.enhancer import Enhancer
 from scl_lle.engine.tiling import TileReader
 
-PARTS = ("shrink", "network", "noise estimate", "exposure solve", "tiles")
+PARTS = ("shrink", "network", "noise estimate", "local weights", "exposure solve", "tiles")
 
 
 class PartTimer:
@@ -104,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     timer = PartTimer()
     timer.wrap(TileReader, "downsample", "shrink")
     timer.wrap(Enhancer, "_estimate_maps", "network")
-    timer.wrap(Enhancer, "_gain", "exposure solve")
+    timer.wrap(enhancer_module, "picture_weights", "local weights")
+    timer.wrap(enhancer_module, "picture_gain", "exposure solve")
     timer.wrap(enhancer_module, "read_detail_eps", "noise estimate")
 
     shared = find_shared()

@@ -53,7 +53,7 @@ def entropy(image: torch.Tensor) -> float:
 
 
 def thumbnail(path: Path) -> torch.Tensor:
-    """The thumbnail ``(1, 3, h, w)`` the engine solves the exposure on: every f-th pixel (Enhancer._gain)."""
+    """The thumbnail ``(1, 3, h, w)`` the engine solves the exposure on: every f-th pixel (``picture_gain``)."""
     image = load_image(path)
     factor = thumbnail_factor(*image.shape[-2:])
     return image[..., ::factor, ::factor]

@@ -8,11 +8,12 @@ data: no evaluation set is read), enhances it as ``scl-lle enhance`` does (finis
 the fixed level nearest its mean brightness separates what NIQE owes to the level from what it owes to choosing
 the level photo by photo. ``--models`` compares several models (``LABEL=WEIGHTS``, e.g. the released checkpoints)
 at the same settings: at ``auto`` or a fixed level every model's outputs have the same brightness, so what differs
-is the shape of its curves.
+is the shape of its curves. ``--local-power 0`` weights every region of a photo alike (as the enhancer did before its
+local weights, docs/MODEL_CARD.md "Local weighting").
 
     SCL_LLE_SHARED=../shared python scripts/niqe_exposure_levels.py [--photos 40]
     SCL_LLE_SHARED=../shared python scripts/niqe_exposure_levels.py --settings auto,0.4,off \
-        --models scl-lle,release=../shared/weights/upstream/scl-lle_official.pth
+        --models scl-lle,release=../shared/weights/upstream/scl-lle_official.pth [--local-power 0]
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch
 
 from scl_lle import Enhancer
 from scl_lle.core.colour import mean_brightness
+from scl_lle.engine import exposure as exposure_module
 from scl_lle.engine.exposure import parse_exposure
 from scl_lle.evaluation import niqe as niqe_module
 from scl_lle.evaluation.datasets import load_image
@@ -52,7 +54,14 @@ def main(argv: list[str] | None = None) -> int:
         default="scl-lle",
         help="comma-separated LABEL=WEIGHTS (a file or a registry name); scl-lle alone is the default model",
     )
+    parser.add_argument(
+        "--local-power",
+        type=int,
+        default=exposure_module.LOCAL_POWER,
+        help=f"the power of the local weights (default: the enhancer's, {exposure_module.LOCAL_POWER}; 0: none)",
+    )
     args = parser.parse_args(argv)
+    exposure_module.LOCAL_POWER = args.local_power
     settings = [parse_exposure(value) for value in args.settings.split(",")]
     models = [model.partition("=")[::2] if "=" in model else (model, model) for model in args.models.split(",")]
     root = Path(args.shared) / "data" / "train_exposure_SICE_sequences"
@@ -60,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"not found: {root / 'files.tsv'} (set --shared or SCL_LLE_SHARED)", file=sys.stderr)
         return 2
     images = [load_image(path) for path in dark_photos(root, args.photos)]
-    print(f"| model | exposure ({len(images)} dark SICE photos) | NIQE | brightness |\n|---|---|---:|---:|")
+    print(f"| model | exposure ({len(images)} dark SICE photos, local power {args.local_power}) | NIQE | brightness |")
+    print("|---|---|---:|---:|")
     for label, weights in models:
         enhancer = Enhancer(weights=None if weights == "scl-lle" else weights, device="cpu", threads=2)
         for setting in settings:

@@ -12,6 +12,7 @@ from scl_lle import DCENet, Enhancer
 from scl_lle.cli import build_parser, main
 from scl_lle.core.colour import mean_brightness
 from scl_lle.core.curves import apply_curves
+from scl_lle.engine import exposure as exposure_module
 from scl_lle.engine.exposure import (
     AUTO_LEVEL,
     MAX_GAIN,
@@ -135,20 +136,21 @@ def test_off_is_the_network_at_full_strength(brightening: DCENet) -> None:
 def test_local_weights_fall_with_the_local_brightness() -> None:
     image = torch.zeros(1, 3, 32, 64)
     image[..., 32:] = 0.8  # a dark left half, a bright right half
-    weights = local_weights(image)
+    weights = local_weights(image, power=2)
     assert weights.shape == (1, 1, 8, 16)  # 16 regions along the long side
     assert weights[..., :3].eq(1.0).all()  # dark: the full lift
     torch.testing.assert_close(weights[..., -3:], torch.full((1, 1, 8, 3), 0.2**2))  # (1 - 0.8)^2
     assert (weights[..., 1:] <= weights[..., :-1]).all()  # falling towards the bright side
     torch.testing.assert_close(local_weights(torch.full((2, 3, 5, 7), 0.5)), torch.full((2, 1, 5, 7), 0.25))
+    torch.testing.assert_close(local_weights(image, power=1), weights.sqrt())
     assert local_weights(torch.rand(1, 3, 1, 1)).shape == (1, 1, 1, 1)
 
 
 @pytest.mark.parametrize("scale", [1, 4])
-def test_bright_regions_are_lifted_less_at_a_level(scale: int) -> None:
-    # The same grey patch in a dark and in a bright part of a photo: at "off" the network's (here constant) curves
-    # lift both alike; at a level the maps are weighted region by region, so the patch in the dark part is lifted
-    # more, and the gain still brings the mean to the level.
+def test_local_weights_lift_bright_regions_less_at_a_level(scale: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The same grey patch in a dark and in a bright part of a photo: at "off", and by default at any level, the
+    # network's (here constant) curves lift both alike; with local weights the maps are weighted region by region
+    # at a level, so the patch in the dark part is lifted more, and the gain still brings the mean to the level.
     model = DCENet()
     with torch.no_grad():
         for parameter in model.parameters():
@@ -159,12 +161,27 @@ def test_bright_regions_are_lifted_less_at_a_level(scale: int) -> None:
     image[..., 24:40, 24:40] = 0.2
     image[..., 24:40, 88:104] = 0.2
     enhancer = Enhancer(model.eval(), device="cpu", backend="torch", finish=False, scale=scale)
+    plain = enhancer(image, exposure=0.45)  # LOCAL_POWER 0, the default: no weights
+    torch.testing.assert_close(plain[..., 28:36, 28:36], plain[..., 28:36, 92:100])
+    monkeypatch.setattr(exposure_module, "LOCAL_POWER", 2)
     off = enhancer(image, exposure="off")
     torch.testing.assert_close(off[..., 28:36, 28:36], off[..., 28:36, 92:100])
     out = enhancer(image, exposure=0.45)
     assert out.mean().item() == pytest.approx(0.45, abs=0.01)
     assert out[..., 28:36, 28:36].mean() > out[..., 28:36, 92:100].mean() + 0.05
     assert (out >= image - 1e-6).all()  # still never darker
+
+
+@pytest.mark.parametrize("scale", [1, 4])
+def test_local_weights_keep_tiling_and_the_level(
+    brightening: DCENet, scale: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(exposure_module, "LOCAL_POWER", 2)
+    images = _dark_scene(7, (150, 170), 0.08)
+    whole = Enhancer(brightening, device="cpu", tile=None, scale=scale, exposure=0.4)(images)
+    tiled = Enhancer(brightening, device="cpu", tile=64, scale=scale, exposure=0.4)(images)
+    torch.testing.assert_close(whole, tiled, atol=1e-5, rtol=0)
+    assert whole.mean().item() == pytest.approx(0.4, abs=0.01)
 
 
 def test_exposure_does_not_depend_on_tiling(brightening: DCENet) -> None:

@@ -155,8 +155,8 @@ class Enhancer:
         """Enhance what ``reader`` holds into ``writer``, one tile at a time.
 
         ``maps``: curve maps ``(B, 3n, h, w)`` (from :meth:`curve_maps`) to apply; ``None``: estimated here, tile
-        by tile at ``scale`` 1, or once on the image shrunk ``scale`` times. Except at ``"off"`` they are weighted
-        region by region (:func:`~scl_lle.engine.picture_exposure.picture_weights`); they are scaled by the
+        by tile at ``scale`` 1, or once on the image shrunk ``scale`` times. They are weighted region by region where
+        :func:`~scl_lle.engine.picture_exposure.picture_weights` gives weights (off by default), and scaled by the
         exposure's gain; images whose gain is 0 (already at or above the target) come back exactly as they were.
         Each tile is read with a margin of real context for the network and the finishing's filter, so the tiled
         result equals the one-piece result, and the memory used is bounded by the tile size. ``progress``: called
@@ -300,8 +300,8 @@ class Enhancer:
         self, images: torch.Tensor, maps: torch.Tensor, exposure: Exposure | None = None, *, local: bool = True
     ) -> torch.Tensor | float:
         """The gain on ``maps`` (from :meth:`curve_maps`) that realises ``exposure`` for ``(B, 3, H, W)`` in [0, 1]:
-        ``(B,)`` float32, or 1.0 for ``"off"``. The maps are weighted region by region first, as
-        :meth:`apply_curve_maps` does, unless ``local`` is false (a video's maps, scaled with
+        ``(B,)`` float32, or 1.0 for ``"off"``. The maps are weighted region by region first where
+        :meth:`apply_curve_maps` weights them (off by default), unless ``local`` is false (a video's maps, scaled with
         :func:`~scl_lle.engine.exposure.scale_maps` and applied at ``"off"``)."""
         setting = self._exposure(exposure)
         reader = TileReader(images, self.device, self.dtype)
@@ -318,10 +318,11 @@ class Enhancer:
     ) -> torch.Tensor:
         """Apply maps from :meth:`curve_maps` to ``(B, 3, H, W)`` in [0, 1]; same shape back, enhancer's device.
 
-        ``exposure``: as for calling the enhancer. The maps are weighted region by region and scaled by the gain
-        that reaches it (:meth:`exposure_gain`), so every curve stays monotone from [0, 1] onto [0, 1]; ``"off"``
-        applies them as given (maps scaled beforehand, such as a video's smoothed gains, without local weights).
-        Finished as set by ``finish``.
+        ``exposure``: as for calling the enhancer. The maps are weighted region by region (where the optional
+        :func:`~scl_lle.engine.picture_exposure.picture_weights` are on) and scaled by the gain that reaches it
+        (:meth:`exposure_gain`), so every curve stays monotone from [0, 1] onto [0, 1]; ``"off"`` applies them as
+        given (maps scaled beforehand, such as a video's smoothed gains, without local weights). Finished as set
+        by ``finish``.
         """
         x = images.to(device=self.device, dtype=self.dtype)
         writer = TileWriter(x)

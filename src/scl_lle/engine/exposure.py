@@ -8,10 +8,10 @@ image and clips them to [-1, 1] (:func:`scale_maps`), so every curve stays monot
 thumbnail (a few milliseconds). ``g = 0`` is the identity: a photo already at or above ``E`` comes back unchanged,
 and no photo is made darker than it was.
 
-Where the photo is brightened to a level (``auto`` or ``E``, not ``off``), the maps are first weighted region by
-region (:func:`local_weights`): a region of local brightness ``b`` gets ``(1 - b)^2`` of the lift, so bright regions
-(skies, lamps, windows) keep their detail instead of washing out towards white while the gain brings the mean to its
-level (docs/MODEL_CARD.md, "Local weighting").
+Optionally (:data:`LOCAL_POWER` above 0; off by default) the maps are first weighted region by region where the
+photo is brightened to a level (``auto`` or ``E``, not ``off``): a region of local brightness ``b`` gets ``(1 - b)^p``
+of the lift (:func:`local_weights`), so bright regions keep their detail while the gain brings the mean to its level.
+It lowers NIQE and costs segmentation accuracy on dark street frames (docs/MODEL_CARD.md, "Local weighting").
 
 The exposure setting, with one name from the command line (``--exposure``) to the API (``exposure=``), the web
 page and evaluation method specs (``scl-lle@0.45``):
@@ -66,8 +66,10 @@ MAX_GAIN = 32.0
 THUMBNAIL_SIDE = 256
 #: Regions of :func:`local_weights` along the long side of a photo (about 1/16 of it each, before smoothing).
 LOCAL_GRID = 16
-#: The power of :func:`local_weights` (0 would weight every region alike).
-LOCAL_POWER = 2
+#: The power of the local weights the enhancer gives the curve maps (:func:`local_weights`); 0, the default: none,
+#: every region alike. An experiment (docs/MODEL_CARD.md, "Local weighting"): 2 lowers NIQE on dark photos and
+#: costs darkened street frames up to 0.08 mIoU.
+LOCAL_POWER = 0
 _GRID_STEPS = 8  # gains MAX_GAIN / 2**7 = 1/4 ... MAX_GAIN tried before the bisection
 _BISECTION_STEPS = 14  # a grid interval split 2**14 times: the target within about 1e-4
 
@@ -122,12 +124,12 @@ def scale_maps(maps: torch.Tensor, gain: torch.Tensor | float, *, inplace: bool 
     return out.clamp_(-1.0, 1.0)
 
 
-def local_weights(thumb: torch.Tensor) -> torch.Tensor:
+def local_weights(thumb: torch.Tensor, power: float = 2.0) -> torch.Tensor:
     """Weights on the curve maps, region by region, from a thumbnail ``(B, 3, h, w)`` in [0, 1] of the photo.
 
     The luminance is averaged over a grid of :data:`LOCAL_GRID` regions along the long side and smoothed over each
-    region's 3 x 3 neighbours, giving the local brightness ``b``; the weight is ``(1 - b)^p``, ``p``
-    :data:`LOCAL_POWER` (no other factor: the gain sets the level). Returns ``(B, 1, gh, gw)`` float32 >= 0, a grid
+    region's 3 x 3 neighbours, giving the local brightness ``b``; the weight is ``(1 - b)^power`` (no other factor:
+    the gain sets the level). Returns ``(B, 1, gh, gw)`` float32 >= 0, a grid
     covering
     the whole photo: upsampled bilinearly (:func:`~scl_lle.core.curves.upsample_maps`, or
     :func:`~scl_lle.core.curves.sample_maps` at a thumbnail's pixels) and multiplied into the curve maps before
@@ -138,7 +140,7 @@ def local_weights(thumb: torch.Tensor) -> torch.Tensor:
     side = max(height, width)
     grid = tuple(max(1, min(n, round(LOCAL_GRID * n / side))) for n in (height, width))
     local = F.avg_pool2d(F.pad(F.adaptive_avg_pool2d(grey, grid), (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-    return (1 - local).clamp(min=0).pow(LOCAL_POWER)
+    return (1 - local).clamp(min=0).pow(power)
 
 
 def keep_input(out: torch.Tensor, image: torch.Tensor, gain: torch.Tensor | float) -> torch.Tensor:

@@ -10,6 +10,7 @@ import torch
 
 from ..core.colour import mean_brightness
 from ..core.curves import sample_maps, upsample_maps
+from . import exposure as exposure_settings
 from .exposure import OFF, Exposure, auto_target, local_weights, solve_gain, thumbnail_factor
 from .finishing import base_at_samples
 from .tiling import Region, TileReader
@@ -30,10 +31,12 @@ def finite_maps(maps: torch.Tensor) -> torch.Tensor:
 
 def picture_weights(reader: TileReader, exposure: Exposure) -> torch.Tensor | None:
     """The :func:`~scl_lle.engine.exposure.local_weights` grid ``(B, 1, gh, gw)`` of the picture, from its
-    thumbnail; ``None`` at ``"off"`` (the network's curves as they are)."""
-    if exposure == OFF:
+    thumbnail, with :data:`~scl_lle.engine.exposure.LOCAL_POWER`; ``None`` at ``"off"`` (the network's curves as
+    they are) and while that power is 0 (the default: every region alike)."""
+    power = exposure_settings.LOCAL_POWER
+    if exposure == OFF or power == 0:
         return None
-    return local_weights(reader.strided(thumbnail_factor(reader.height, reader.width)))
+    return local_weights(reader.strided(thumbnail_factor(reader.height, reader.width)), power)
 
 
 def weighted_maps(

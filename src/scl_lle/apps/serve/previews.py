@@ -38,8 +38,8 @@ class Preview:
     maps: torch.Tensor  # (1, 3n, h, w): the curve maps at the preview's size
     gain_image: torch.Tensor  # what Enhancer.exposure_gain is given (with gain_maps): the same gain as for
     gain_maps: torch.Tensor  # (image, the maps as estimated), without shrinking full-size maps every time
-    weights: torch.Tensor  # (1, 1, gh, gw): the local weights of the maps at every exposure but "off" (the
-    # enhancer's for the full preview, which are those it finds for gain_image too)
+    weights: torch.Tensor | None  # (1, 1, gh, gw): the maps' local weights at every exposure but "off" (the
+    # enhancer's for the full preview, which are those it finds for gain_image too); None: off (the default)
     gains: dict[Exposure, float] = field(default_factory=dict)  # solved so far, by exposure
 
 
@@ -76,7 +76,6 @@ def prepare_preview(enhancer: Enhancer, pixels: np.ndarray) -> Preview:
         else:
             base = image
         weights = picture_weights(TileReader(image, enhancer.device, enhancer.dtype), AUTO)
-    assert weights is not None
     return Preview(image, base, maps, gain_image, gain_maps, weights)
 
 
