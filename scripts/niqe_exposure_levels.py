@@ -8,12 +8,12 @@ data: no evaluation set is read), enhances it as ``scl-lle enhance`` does (finis
 the fixed level nearest its mean brightness separates what NIQE owes to the level from what it owes to choosing
 the level photo by photo. ``--models`` compares several models (``LABEL=WEIGHTS``, e.g. the released checkpoints)
 at the same settings: at ``auto`` or a fixed level every model's outputs have the same brightness, so what differs
-is the shape of its curves. ``--local-power 0`` weights every region of a photo alike (as the enhancer did before its
-local weights, docs/MODEL_CARD.md "Local weighting").
+is the shape of its curves. ``--local-power P`` gives the curve maps local weights (docs/MODEL_CARD.md, "Local
+weighting"); 0, the enhancer's default, weights every region of a photo alike.
 
     SCL_LLE_SHARED=../shared python scripts/niqe_exposure_levels.py [--photos 40]
     SCL_LLE_SHARED=../shared python scripts/niqe_exposure_levels.py --settings auto,0.4,off \
-        --models scl-lle,release=../shared/weights/upstream/scl-lle_official.pth [--local-power 0]
+        --models scl-lle,release=../shared/weights/upstream/scl-lle_official.pth [--local-power 2]
 """
 
 from __future__ import annotations

@@ -141,9 +141,9 @@ def test_local_weights_fall_with_the_local_brightness() -> None:
     assert weights[..., :3].eq(1.0).all()  # dark: the full lift
     torch.testing.assert_close(weights[..., -3:], torch.full((1, 1, 8, 3), 0.2**2))  # (1 - 0.8)^2
     assert (weights[..., 1:] <= weights[..., :-1]).all()  # falling towards the bright side
-    torch.testing.assert_close(local_weights(torch.full((2, 3, 5, 7), 0.5)), torch.full((2, 1, 5, 7), 0.25))
+    torch.testing.assert_close(local_weights(torch.full((2, 3, 5, 7), 0.5), 2), torch.full((2, 1, 5, 7), 0.25))
     torch.testing.assert_close(local_weights(image, power=1), weights.sqrt())
-    assert local_weights(torch.rand(1, 3, 1, 1)).shape == (1, 1, 1, 1)
+    assert local_weights(torch.rand(1, 3, 1, 1), 2).shape == (1, 1, 1, 1)
 
 
 @pytest.mark.parametrize("scale", [1, 4])
@@ -182,6 +182,17 @@ def test_local_weights_keep_tiling_and_the_level(
     tiled = Enhancer(brightening, device="cpu", tile=64, scale=scale, exposure=0.4)(images)
     torch.testing.assert_close(whole, tiled, atol=1e-5, rtol=0)
     assert whole.mean().item() == pytest.approx(0.4, abs=0.01)
+
+
+def test_local_weights_keep_tiling_in_bfloat16(brightening: DCENet, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Tiles far from the origin: bfloat16 cannot hold pixel positions above 256 exactly, so the weights are
+    # upsampled in float32 (they were once upsampled in the maps' dtype: up to 0.016 apart across tiles).
+    monkeypatch.setattr(exposure_module, "LOCAL_POWER", 2)
+    images = _dark_scene(9, (300, 700), 0.08)
+    settings = {"device": "cpu", "backend": "torch", "dtype": torch.bfloat16, "exposure": 0.4}
+    whole = Enhancer(brightening, tile=None, **settings)(images)
+    tiled = Enhancer(brightening, tile=128, **settings)(images)
+    torch.testing.assert_close(whole, tiled, atol=1e-3, rtol=0)
 
 
 def test_exposure_does_not_depend_on_tiling(brightening: DCENet) -> None:

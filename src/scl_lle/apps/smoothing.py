@@ -122,8 +122,9 @@ def enhance_frames(
     with torch.inference_mode():  # the maps are smoothed and scaled in place (full-resolution maps are large)
         if smoother is not None:
             maps = smoother(frames.to(maps.device), maps, inplace=True)
-        # Without local weights: per frame they would make a static background pump around a blinking light
-        gains = enhancer.exposure_gain(frames, maps, exposure, local=False)
+        # Without local weights (exposure_gain's default): per frame they would make a static background pump
+        # around a blinking light (docs/MODEL_CARD.md, "Local weighting")
+        gains = enhancer.exposure_gain(frames, maps, exposure)
         if smoother is not None and isinstance(gains, torch.Tensor):
             gains = smoother.smooth_gains(gains)
         maps = scale_maps(maps, gains, inplace=True)

@@ -168,8 +168,9 @@ class Enhancer:
             maps = self._estimate_maps(reader.downsample(scale, pool=self._pool), estimate)
         eps, gain = self._eps_and_gain(reader, maps, exposure, self.finish, weights)
         identity = isinstance(gain, torch.Tensor) and bool((gain == 0).all())
-        network = maps is None and not identity
-        scaled = None if maps is None or identity else finite_maps(scale_maps(weighted_maps(maps, weights), gain))
+        network, scaled = maps is None and not identity, None
+        if maps is not None and not identity:  # weighted into a copy (with weights), then scaled in it
+            scaled = finite_maps(scale_maps(weighted_maps(maps, weights), gain, inplace=weights is not None))
         eps = None if identity else eps
         margin = max(RECEPTIVE_RADIUS if network else 0, BASE_REACH if eps is not None else 0)
         direct = scaled is not None and eps is None and not self.compile and self.dtype == torch.float32
@@ -297,12 +298,13 @@ class Enhancer:
         return auto_scale(height, width) if self.scale == "auto" else int(self.scale)
 
     def exposure_gain(
-        self, images: torch.Tensor, maps: torch.Tensor, exposure: Exposure | None = None, *, local: bool = True
+        self, images: torch.Tensor, maps: torch.Tensor, exposure: Exposure | None = None, *, local: bool = False
     ) -> torch.Tensor | float:
         """The gain on ``maps`` (from :meth:`curve_maps`) that realises ``exposure`` for ``(B, 3, H, W)`` in [0, 1]:
-        ``(B,)`` float32, or 1.0 for ``"off"``. The maps are weighted region by region first where
-        :meth:`apply_curve_maps` weights them (off by default), unless ``local`` is false (a video's maps, scaled with
-        :func:`~scl_lle.engine.exposure.scale_maps` and applied at ``"off"``)."""
+        ``(B,)`` float32, or 1.0 for ``"off"``, for the maps as given: scale them with
+        :func:`~scl_lle.engine.exposure.scale_maps` and apply them at ``"off"`` (a video does). ``local``: the gain
+        for the maps with the optional local weights :meth:`apply_curve_maps` gives them (as the web preview
+        applies them; the same while the weights are off, the default)."""
         setting = self._exposure(exposure)
         reader = TileReader(images, self.device, self.dtype)
         finish = self.finish and setting != OFF

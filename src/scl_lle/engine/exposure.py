@@ -124,14 +124,13 @@ def scale_maps(maps: torch.Tensor, gain: torch.Tensor | float, *, inplace: bool 
     return out.clamp_(-1.0, 1.0)
 
 
-def local_weights(thumb: torch.Tensor, power: float = 2.0) -> torch.Tensor:
+def local_weights(thumb: torch.Tensor, power: float) -> torch.Tensor:
     """Weights on the curve maps, region by region, from a thumbnail ``(B, 3, h, w)`` in [0, 1] of the photo.
 
     The luminance is averaged over a grid of :data:`LOCAL_GRID` regions along the long side and smoothed over each
     region's 3 x 3 neighbours, giving the local brightness ``b``; the weight is ``(1 - b)^power`` (no other factor:
-    the gain sets the level). Returns ``(B, 1, gh, gw)`` float32 >= 0, a grid
-    covering
-    the whole photo: upsampled bilinearly (:func:`~scl_lle.core.curves.upsample_maps`, or
+    the gain sets the level). Returns ``(B, 1, gh, gw)`` float32 >= 0, a grid covering the whole photo: upsampled
+    bilinearly (:func:`~scl_lle.core.curves.upsample_maps`, or
     :func:`~scl_lle.core.curves.sample_maps` at a thumbnail's pixels) and multiplied into the curve maps before
     :func:`scale_maps`; the gain then restores the level.
     """

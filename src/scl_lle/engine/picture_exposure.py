@@ -10,7 +10,7 @@ import torch
 
 from ..core.colour import mean_brightness
 from ..core.curves import sample_maps, upsample_maps
-from . import exposure as exposure_settings
+from . import exposure as exposure_module
 from .exposure import OFF, Exposure, auto_target, local_weights, solve_gain, thumbnail_factor
 from .finishing import base_at_samples
 from .tiling import Region, TileReader
@@ -33,7 +33,7 @@ def picture_weights(reader: TileReader, exposure: Exposure) -> torch.Tensor | No
     """The :func:`~scl_lle.engine.exposure.local_weights` grid ``(B, 1, gh, gw)`` of the picture, from its
     thumbnail, with :data:`~scl_lle.engine.exposure.LOCAL_POWER`; ``None`` at ``"off"`` (the network's curves as
     they are) and while that power is 0 (the default: every region alike)."""
-    power = exposure_settings.LOCAL_POWER
+    power = exposure_module.LOCAL_POWER
     if exposure == OFF or power == 0:
         return None
     return local_weights(reader.strided(thumbnail_factor(reader.height, reader.width)), power)
@@ -46,7 +46,8 @@ def weighted_maps(
     ``maps`` unchanged): maps of the whole picture, or those of ``region`` of a picture of ``size`` pixels."""
     if weights is None:
         return maps
-    return maps * upsample_maps(weights.to(maps.device, maps.dtype), size or maps.shape[-2:], region)
+    # Upsampled in float32 (pixel positions beyond 256 are not exact in bfloat16), then cast to the maps' dtype
+    return maps * upsample_maps(weights.to(maps.device), size or maps.shape[-2:], region).to(maps.dtype)
 
 
 def picture_gain(
@@ -77,7 +78,12 @@ def picture_gain(
         if weights is not None:
             thumb_maps = thumb_maps * sample_maps(weights, size, factor).to(thumb_maps)
     else:
-        thumb_maps = sample_maps(weighted_maps(maps, weights), size, factor)
+        if weights is not None and maps.shape[-2:] != size:  # small maps: weighted as they are applied
+            thumb_maps = sample_maps(weighted_maps(maps, weights), size, factor)
+        else:  # full-size maps: the weights at the same pixels (no weighted copy of all the maps)
+            thumb_maps = sample_maps(maps, size, factor)
+            if weights is not None:
+                thumb_maps = thumb_maps * sample_maps(weights, size, factor).to(thumb_maps)
     thumb = reader.strided(factor)
     target = auto_target(thumb) if isinstance(exposure, str) else exposure
     if eps is None:

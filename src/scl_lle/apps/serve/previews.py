@@ -65,7 +65,7 @@ def prepare_preview(enhancer: Enhancer, pixels: np.ndarray) -> Preview:
     with torch.inference_mode():
         size = (image.shape[-2], image.shape[-1])
         maps = small if small.shape[-2:] == image.shape[-2:] else upsample_maps(small, size)
-        if enhancer.scale == 1:  # Enhancer._gain's thumbnail of full-size maps, taken once
+        if enhancer.scale == 1:  # picture_gain's thumbnail of full-size maps, taken once
             shrink = thumbnail_factor(*small.shape[-2:])
             gain_image, gain_maps = image[..., ::shrink, ::shrink], downsample(small, shrink)
         else:
@@ -75,7 +75,7 @@ def prepare_preview(enhancer: Enhancer, pixels: np.ndarray) -> Preview:
             base = split_detail(float_image, eps=detail_eps(float_image))[0].to(image.dtype)
         else:
             base = image
-        weights = picture_weights(TileReader(image, enhancer.device, enhancer.dtype), AUTO)
+        weights = picture_weights(TileReader(image, enhancer.device, enhancer.dtype), AUTO)  # any level: not "off"
     return Preview(image, base, maps, gain_image, gain_maps, weights)
 
 
@@ -83,7 +83,7 @@ def render_preview(enhancer: Enhancer, preview: Preview, exposure: Exposure) -> 
     """The preview enhanced at ``exposure``: the gain solved, the kept maps scaled by it and applied (with the
     finishing's detail added back), as :meth:`Enhancer.apply_curve_maps` does; ``(1, 3, h, w)`` in [0, 1]."""
     if exposure not in preview.gains:
-        gain = enhancer.exposure_gain(preview.gain_image, preview.gain_maps, exposure)
+        gain = enhancer.exposure_gain(preview.gain_image, preview.gain_maps, exposure, local=True)
         # -1: "off" (the maps as they are); 0: already at or above the target (the image as it is)
         preview.gains[exposure] = float(gain[0]) if isinstance(gain, torch.Tensor) else -1.0
     factor = preview.gains[exposure]
