@@ -45,6 +45,15 @@ ACCEPTABLE = 0.85  # a member whose histogram entropy is at least this share of 
 RIDGE = 1e-4  # a touch of shrinkage on the non-constant weights
 
 
+def sequences_root(shared: str) -> Path | None:
+    """The SICE sequences folder under ``shared``; ``None``, after saying so on stderr, where it is missing."""
+    root = Path(shared) / "data" / "train_exposure_SICE_sequences"
+    if (root / "files.tsv").is_file():
+        return root
+    print(f"not found: {root / 'files.tsv'} (set --shared or SCL_LLE_SHARED)", file=sys.stderr)
+    return None
+
+
 def entropy(image: torch.Tensor) -> float:
     """Entropy (bits) of the 64-bin histogram of the per-pixel brightness of ``(1, 3, h, w)``."""
     counts = torch.histc(image.float().mean(dim=1), bins=HISTOGRAM_BINS, min=0.0, max=1.0)
@@ -190,9 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         help="also compare per-photo level models (runs the default network on every thumbnail: 2-5 min on 2 cores)",
     )
     args = parser.parse_args(argv)
-    root = Path(args.shared) / "data" / "train_exposure_SICE_sequences"
-    if not (root / "files.tsv").is_file():
-        print(f"not found: {root / 'files.tsv'} (set --shared or SCL_LLE_SHARED)", file=sys.stderr)
+    root = sequences_root(args.shared)
+    if root is None:
         return 2
     torch.set_num_threads(2)
     sequence, brightness, information, features = load_sequences(root)

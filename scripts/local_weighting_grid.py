@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
+from fit_exposure_policy import sequences_root
 from niqe_exposure_levels import dark_photos
 
 from scl_lle import Enhancer
@@ -45,9 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--local-power", type=int, default=2, help="the power of the local weights (default: 2)")
     parser.add_argument("--output", required=True)
     args = parser.parse_args(argv)
-    root = Path(args.shared) / "data" / "train_exposure_SICE_sequences"
-    if not (root / "files.tsv").is_file():
-        print(f"not found: {root / 'files.tsv'} (set --shared or SCL_LLE_SHARED)", file=sys.stderr)
+    root = sequences_root(args.shared)
+    if root is None:
         return 2
     torch.set_num_threads(2)
     setting = exposure_module.parse_exposure(args.exposure)

@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 import torch
+from fit_exposure_policy import sequences_root
 
 from scl_lle import Enhancer
 from scl_lle.core.colour import mean_brightness
@@ -64,9 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     exposure_module.LOCAL_POWER = args.local_power
     settings = [parse_exposure(value) for value in args.settings.split(",")]
     models = [model.partition("=")[::2] if "=" in model else (model, model) for model in args.models.split(",")]
-    root = Path(args.shared) / "data" / "train_exposure_SICE_sequences"
-    if not (root / "files.tsv").is_file():
-        print(f"not found: {root / 'files.tsv'} (set --shared or SCL_LLE_SHARED)", file=sys.stderr)
+    root = sequences_root(args.shared)
+    if root is None:
         return 2
     images = [load_image(path) for path in dark_photos(root, args.photos)]
     print(f"| model | exposure ({len(images)} dark SICE photos, local power {args.local_power}) | NIQE | brightness |")

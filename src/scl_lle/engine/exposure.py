@@ -130,9 +130,9 @@ def local_weights(thumb: torch.Tensor, power: float) -> torch.Tensor:
     The luminance is averaged over a grid of :data:`LOCAL_GRID` regions along the long side and smoothed over each
     region's 3 x 3 neighbours, giving the local brightness ``b``; the weight is ``(1 - b)^power`` (no other factor:
     the gain sets the level). Returns ``(B, 1, gh, gw)`` float32 >= 0, a grid covering the whole photo: upsampled
-    bilinearly (:func:`~scl_lle.core.curves.upsample_maps`, or
-    :func:`~scl_lle.core.curves.sample_maps` at a thumbnail's pixels) and multiplied into the curve maps before
-    :func:`scale_maps`; the gain then restores the level.
+    bilinearly (:func:`~scl_lle.core.curves.upsample_maps`, or :func:`~scl_lle.core.curves.sample_maps` at a
+    thumbnail's pixels) and multiplied into the curve maps before :func:`scale_maps`; the gain then restores the
+    level.
     """
     grey = luminance(thumb.float())
     height, width = grey.shape[-2:]
