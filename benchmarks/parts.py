@@ -7,8 +7,9 @@ The parts (each timed exclusively, without the parts it calls):
 - ``network``: DCE-Net on the shrunk picture (``Enhancer._estimate_maps``; at scale 1 the network runs inside
   the tiles instead);
 - ``noise estimate``: the finishing's filter setting (``read_detail_eps``; ``+finish`` only);
-- ``local weights``: the grid of the curve maps' local weights (``picture_weights``, from a thumbnail; ``+auto``
-  only; multiplying them into the maps is part of ``tiles``);
+- ``local weights``: the grid of the curve maps' local weights (``picture_weights``, from a thumbnail; about 0
+  here: the modes run without local weighting, as enhance does by default; multiplying them into the maps is part
+  of ``tiles``);
 - ``exposure solve``: the gain that realises the exposure (``picture_gain``; ``+auto`` only);
 - ``tiles``: the rest, the tile work (at scale 1 the network and curves, else the fused upsample-and-curves pass;
   the finishing; reading and writing).

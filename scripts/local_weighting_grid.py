@@ -2,7 +2,8 @@
 
 Dark photos of the SICE training sequences (the selection of ``niqe_exposure_levels.py``; no evaluation set is
 read), ``--count`` of them evenly spread: the input, then ``scl-lle enhance``'s result at ``--exposure`` without
-the local weights (every region weighted alike, the default) and with them (``--local-power``, default 2). Both
+the local weights (every region weighted alike, the default) and with them (``--local-weighting``; the power
+``--local-power``, by default local weighting's, 2). Both
 results have the same mean brightness; the row label gives it with each cell's NIQE.
 
     SCL_LLE_SHARED=../shared python scripts/local_weighting_grid.py --output docs/images/local_weighting_sice.png
@@ -26,15 +27,9 @@ from scl_lle.evaluation.datasets import load_image
 from scl_lle.evaluation.report import save_grid, thumbnail
 
 
-def _enhanced(enhancer: Enhancer, image: torch.Tensor, setting: str | float, power: int) -> torch.Tensor:
-    """``image`` enhanced at ``setting`` with :data:`~scl_lle.engine.exposure.LOCAL_POWER` set to ``power``
-    (0: every region weighted alike), rounded to 8 bits."""
-    kept = exposure_module.LOCAL_POWER
-    exposure_module.LOCAL_POWER = power
-    try:
-        return (enhancer(image, exposure=setting) * 255).round() / 255
-    finally:
-        exposure_module.LOCAL_POWER = kept
+def _enhanced(enhancer: Enhancer, image: torch.Tensor, setting: str | float) -> torch.Tensor:
+    """``image`` enhanced at ``setting``, rounded to 8 bits."""
+    return (enhancer(image, exposure=setting) * 255).round() / 255
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shared", default=os.environ.get("SCL_LLE_SHARED", "../shared"))
     parser.add_argument("--count", type=int, default=4, help="how many photos (default: 4)")
     parser.add_argument("--exposure", default="auto", help="the exposure setting (default: auto)")
-    parser.add_argument("--local-power", type=int, default=2, help="the power of the local weights (default: 2)")
+    parser.add_argument(
+        "--local-power",
+        type=int,
+        default=exposure_module.LOCAL_POWER,
+        help=f"the power of the local weights (default: local weighting's, {exposure_module.LOCAL_POWER})",
+    )
     parser.add_argument("--output", required=True)
     args = parser.parse_args(argv)
     root = sequences_root(args.shared)
@@ -52,12 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     setting = exposure_module.parse_exposure(args.exposure)
     photos = dark_photos(root, 40)
     picks = sorted(set(np.linspace(0, len(photos) - 1, min(args.count, len(photos))).round().astype(int).tolist()))
+    exposure_module.LOCAL_POWER = args.local_power
     enhancer = Enhancer(device="cpu", threads=2)
+    local = Enhancer(device="cpu", threads=2, local_weighting=True)
     rows = []
     for index in picks:
         image = load_image(photos[index])
-        plain = _enhanced(enhancer, image, setting, 0)
-        weighted = _enhanced(enhancer, image, setting, args.local_power)
+        plain = _enhanced(enhancer, image, setting)
+        weighted = _enhanced(local, image, setting)
         scores = " / ".join(f"{float(niqe_module.niqe(x)[0]):.2f}" for x in (image, plain, weighted))
         label = (
             f"{photos[index].name}: brightness {float(plain.mean()):.2f} / {float(weighted.mean()):.2f}, NIQE {scores}"

@@ -8,8 +8,8 @@ data: no evaluation set is read), enhances it as ``scl-lle enhance`` does (finis
 the fixed level nearest its mean brightness separates what NIQE owes to the level from what it owes to choosing
 the level photo by photo. ``--models`` compares several models (``LABEL=WEIGHTS``, e.g. the released checkpoints)
 at the same settings: at ``auto`` or a fixed level every model's outputs have the same brightness, so what differs
-is the shape of its curves. ``--local-power P`` gives the curve maps local weights (docs/MODEL_CARD.md, "Local
-weighting"); 0, the enhancer's default, weights every region of a photo alike.
+is the shape of its curves. ``--local-power P`` turns on local weighting with that power (docs/MODEL_CARD.md, "Local
+weighting"; ``--local-weighting`` of ``scl-lle enhance`` uses 2); 0, the default, weights every region alike.
 
     SCL_LLE_SHARED=../shared python scripts/niqe_exposure_levels.py [--photos 40]
     SCL_LLE_SHARED=../shared python scripts/niqe_exposure_levels.py --settings auto,0.4,off \
@@ -58,11 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--local-power",
         type=int,
-        default=exposure_module.LOCAL_POWER,
-        help=f"the power of the local weights (default: the enhancer's, {exposure_module.LOCAL_POWER}; 0: none)",
+        default=0,
+        help="with local weighting (--local-weighting) of this power (default: 0, without it, as enhance's default; "
+        f"local weighting's power is {exposure_module.LOCAL_POWER})",
     )
     args = parser.parse_args(argv)
-    exposure_module.LOCAL_POWER = args.local_power
+    if args.local_power:
+        exposure_module.LOCAL_POWER = args.local_power
     settings = [parse_exposure(value) for value in args.settings.split(",")]
     models = [model.partition("=")[::2] if "=" in model else (model, model) for model in args.models.split(",")]
     root = sequences_root(args.shared)
@@ -72,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| model | exposure ({len(images)} dark SICE photos, local power {args.local_power}) | NIQE | brightness |")
     print("|---|---|---:|---:|")
     for label, weights in models:
-        enhancer = Enhancer(weights=None if weights == "scl-lle" else weights, device="cpu", threads=2)
+        settings = {"device": "cpu", "threads": 2, "local_weighting": args.local_power > 0}
+        enhancer = Enhancer(weights=None if weights == "scl-lle" else weights, **settings)
         for setting in settings:
             niqe, brightness = [], []
             for image in images:

@@ -12,7 +12,6 @@ from scl_lle import DCENet, Enhancer
 from scl_lle.cli import build_parser, main
 from scl_lle.core.colour import mean_brightness
 from scl_lle.core.curves import apply_curves
-from scl_lle.engine import exposure as exposure_module
 from scl_lle.engine.exposure import (
     AUTO_LEVEL,
     MAX_GAIN,
@@ -147,9 +146,9 @@ def test_local_weights_fall_with_the_local_brightness() -> None:
 
 
 @pytest.mark.parametrize("scale", [1, 4])
-def test_local_weights_lift_bright_regions_less_at_a_level(scale: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_local_weighting_lifts_bright_regions_less_at_a_level(scale: int) -> None:
     # The same grey patch in a dark and in a bright part of a photo: at "off", and by default at any level, the
-    # network's (here constant) curves lift both alike; with local weights the maps are weighted region by region
+    # network's (here constant) curves lift both alike; with local weighting the maps are weighted region by region
     # at a level, so the patch in the dark part is lifted more, and the gain still brings the mean to the level.
     model = DCENet()
     with torch.no_grad():
@@ -160,10 +159,10 @@ def test_local_weights_lift_bright_regions_less_at_a_level(scale: int, monkeypat
     image[..., 64:] = 0.4
     image[..., 24:40, 24:40] = 0.2
     image[..., 24:40, 88:104] = 0.2
-    enhancer = Enhancer(model.eval(), device="cpu", backend="torch", finish=False, scale=scale)
-    plain = enhancer(image, exposure=0.45)  # LOCAL_POWER 0, the default: no weights
+    settings = {"device": "cpu", "backend": "torch", "finish": False, "scale": scale}
+    plain = Enhancer(model.eval(), **settings)(image, exposure=0.45)  # the default: no local weighting
     torch.testing.assert_close(plain[..., 28:36, 28:36], plain[..., 28:36, 92:100])
-    monkeypatch.setattr(exposure_module, "LOCAL_POWER", 2)
+    enhancer = Enhancer(model, local_weighting=True, **settings)
     off = enhancer(image, exposure="off")
     torch.testing.assert_close(off[..., 28:36, 28:36], off[..., 28:36, 92:100])
     out = enhancer(image, exposure=0.45)
@@ -173,24 +172,21 @@ def test_local_weights_lift_bright_regions_less_at_a_level(scale: int, monkeypat
 
 
 @pytest.mark.parametrize("scale", [1, 4])
-def test_local_weights_keep_tiling_and_the_level(
-    brightening: DCENet, scale: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(exposure_module, "LOCAL_POWER", 2)
+def test_local_weighting_keeps_tiling_and_the_level(brightening: DCENet, scale: int) -> None:
     images = _dark_scene(7, (150, 170), 0.08)
-    whole = Enhancer(brightening, device="cpu", tile=None, scale=scale, exposure=0.4)(images)
-    tiled = Enhancer(brightening, device="cpu", tile=64, scale=scale, exposure=0.4)(images)
+    settings = {"device": "cpu", "scale": scale, "exposure": 0.4, "local_weighting": True}
+    whole = Enhancer(brightening, tile=None, **settings)(images)
+    tiled = Enhancer(brightening, tile=64, **settings)(images)
     torch.testing.assert_close(whole, tiled, atol=1e-5, rtol=0)
     assert whole.mean().item() == pytest.approx(0.4, abs=0.01)
 
 
-def test_local_weights_keep_tiling_in_bfloat16(brightening: DCENet, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_local_weighting_keeps_tiling_in_bfloat16(brightening: DCENet) -> None:
     # Tiles far from the origin: bfloat16 cannot hold pixel positions above 256 exactly, so the weights are
     # upsampled in float32 (they were once upsampled in the maps' dtype: up to 0.016 apart across tiles, four
     # bfloat16 steps at 0.5; a few pixels may still round one or two steps apart).
-    monkeypatch.setattr(exposure_module, "LOCAL_POWER", 2)
     images = _dark_scene(9, (300, 700), 0.08)
-    settings = {"device": "cpu", "backend": "torch", "dtype": torch.bfloat16, "exposure": 0.4}
+    settings = {"device": "cpu", "backend": "torch", "dtype": torch.bfloat16, "exposure": 0.4, "local_weighting": True}
     whole = Enhancer(brightening, tile=None, **settings)(images)
     tiled = Enhancer(brightening, tile=128, **settings)(images)
     torch.testing.assert_close(whole, tiled, atol=2**-7, rtol=0)
@@ -248,3 +244,48 @@ def test_evaluation_method_takes_exposure() -> None:
     assert not torch.equal(get_method("scl-lle@off")(image), get_method("scl-lle")(image))
     with pytest.raises(UnknownNameError, match="exposure"):
         get_method("scl-lle@1.5")
+
+
+def _half_dark_photo(path: Path) -> torch.Tensor:
+    """A photo with a dark left half and a brighter right half, saved as 8-bit PNG at ``path``; returned as read."""
+    from PIL import Image
+
+    image = _dark_scene(14, (64, 96), 0.03)
+    image[..., 48:] = _dark_scene(15, (64, 48), 0.25)
+    pixels = (image[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    Image.fromarray(pixels).save(path)
+    return torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0).float() / 255
+
+
+def test_cli_and_api_take_local_weighting(tmp_path: Path) -> None:
+    # One name from the flag to the API: --local-weighting lifts the dark half more and the bright half less than
+    # the default, at the same mean brightness, and writes what enhance(..., local_weighting=True) writes.
+    from PIL import Image
+
+    from scl_lle import enhance
+
+    assert build_parser().parse_args(["enhance", "x.png", "-o", "out"]).local_weighting is False
+    _half_dark_photo(tmp_path / "scene.png")
+    outputs = {}
+    for name, flags in (("plain", []), ("local", ["--local-weighting"])):
+        argv = ["enhance", str(tmp_path / "scene.png"), "-o", str(tmp_path / name), "--exposure", "0.4", "-q"]
+        assert main(argv + flags) == 0
+        outputs[name] = np.asarray(Image.open(tmp_path / name / "scene.png"), dtype=np.float32) / 255
+    plain, local = outputs["plain"], outputs["local"]
+    assert plain.mean() == pytest.approx(0.4, abs=0.02) and local.mean() == pytest.approx(0.4, abs=0.02)
+    assert local[:, :40].mean() > plain[:, :40].mean() + 0.02  # the dark half lifted more
+    assert local[:, 56:].mean() < plain[:, 56:].mean() - 0.02  # the bright half less
+    assert enhance(tmp_path / "scene.png", tmp_path / "api", exposure=0.4, local_weighting=True, progress=False).ok
+    api = np.asarray(Image.open(tmp_path / "api" / "scene.png"), dtype=np.float32) / 255
+    np.testing.assert_array_equal(api, local)
+
+
+def test_evaluation_method_takes_local_weighting(tmp_path: Path) -> None:
+    from scl_lle.evaluation.methods import describe_method
+
+    image = _half_dark_photo(tmp_path / "scene.png")
+    local = get_method("local-weighting:scl-lle@0.4")(image)
+    expected = Enhancer(device="cpu", backend="torch", exposure=0.4, local_weighting=True)(image)
+    torch.testing.assert_close(local, expected, atol=0, rtol=0)
+    assert (local - get_method("scl-lle@0.4")(image)).abs().max() > 0.05
+    assert describe_method("local-weighting:scl-lle", None).endswith(", local weighting")

@@ -134,6 +134,22 @@ def test_temporary_folder_is_removed_on_close(weights_file: Path) -> None:
     assert not scratch.exists()
 
 
+def test_serve_local_weighting_reaches_every_enhancer(weights_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from scl_lle.apps.serve import server as server_module
+    from scl_lle.cli import main
+
+    assert build_parser().parse_args(["serve"]).local_weighting is False
+    seen = {}
+    monkeypatch.setattr(server_module.EnhanceServer, "serve_forever", lambda self: seen.update(engine=self.engine))
+    assert main(["serve", "--port", "0", "-w", str(weights_file), "--device", "cpu", "--local-weighting"]) == 0
+    assert all(seen["engine"].enhancer(mode).local_weighting for mode in ("full", "fast"))
+    app = make_server("127.0.0.1", 0, weights=weights_file, device="cpu")
+    try:
+        assert not app.engine.enhancer("full").local_weighting  # off by default, as for enhance
+    finally:
+        app.server_close()
+
+
 # ------------------------------------------------------------------------------------------ end to end
 def _chromium() -> tuple[str, str]:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")

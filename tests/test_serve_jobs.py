@@ -23,7 +23,6 @@ from scl_lle.apps.serve import EnhanceServer
 from scl_lle.apps.serve.jobs import Job
 from scl_lle.apps.serve.previews import prepare_preview, render_preview
 from scl_lle.apps.serve.work import Engine
-from scl_lle.engine import exposure as exposure_module
 from scl_lle.engine.enhancer import Enhancer
 from scl_lle.io.picture import Picture
 
@@ -169,16 +168,14 @@ def test_exposure_changes_rerender_the_kept_preview_without_upload_or_network(
     assert _json(app, "GET", "/api/stats")["uploads_received"] == 1
 
 
-@pytest.mark.parametrize("local_power", [0, 2])
+@pytest.mark.parametrize("local_weighting", [False, True])
 @pytest.mark.parametrize("mode", ["full", "fast"])
-def test_preview_render_is_the_engines_apply_curve_maps(
-    weights_file: Path, mode: str, local_power: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_preview_render_is_the_engines_apply_curve_maps(weights_file: Path, mode: str, local_weighting: bool) -> None:
     """The quick re-render (kept maps, thumbnail gain, cached finishing base) equals Enhancer.apply_curve_maps,
-    with and without the optional local weights of the maps."""
-    monkeypatch.setattr(exposure_module, "LOCAL_POWER", local_power)
-    engine = Engine(weights_file, "cpu")
+    with and without local weighting (``scl-lle serve --local-weighting``)."""
+    engine = Engine(weights_file, "cpu", local_weighting=local_weighting)
     enhancer = engine.enhancer(mode)
+    assert enhancer.local_weighting is local_weighting
     pixels = np.random.default_rng(3).integers(0, 70, (90, 140, 3), dtype=np.uint8)
     preview = prepare_preview(enhancer, pixels)
     image = torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0).float() / 255

@@ -201,6 +201,7 @@ def enhance(
     compile: bool = False,
     finish: bool = True,
     exposure: Exposure = "auto",
+    local_weighting: bool = False,
     rank: int | None = None,
     world_size: int | None = None,
     temporal_smoothing: float = DEFAULT_SMOOTHING,
@@ -229,8 +230,9 @@ def enhance(
         report: called with one line per failed file (``error: ...``) and per file written with a loss
             (``warning: ...``: only the first frame of a multi-frame image, EXIF dropped); default: the
             ``scl_lle.apps.batch`` logger (errors and warnings; each file written is a debug record).
-        backend, threads, compile, finish, exposure: as for :class:`~scl_lle.engine.enhancer.Enhancer`
-            (``exposure``: ``"auto"``, ``"off"`` or a mean brightness in (0, 1); videos hold it per shot).
+        backend, threads, compile, finish, exposure, local_weighting: as for
+            :class:`~scl_lle.engine.enhancer.Enhancer` (``exposure``: ``"auto"``, ``"off"`` or a mean brightness in
+            (0, 1); videos hold it per shot and lift every region alike, whatever ``local_weighting`` says).
         rank, world_size: process this shard only: the jobs whose index in the sorted job list (sorted by
             output path) is ``rank`` modulo ``world_size``. ``None``: from ``RANK`` / ``WORLD_SIZE``
             (``torchrun``), else the whole list. Inputs that cannot be used are reported by rank 0 only.
@@ -278,6 +280,7 @@ def enhance(
                 compile=compile,
                 finish=finish,
                 exposure=exposure,
+                local_weighting=local_weighting,
             )
         _log.debug("%d file(s) to enhance with %r", len(jobs), enhancer)
 

@@ -131,7 +131,7 @@ def _add_engine(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_result(parser: argparse.ArgumentParser) -> None:
-    """What the result looks like: ``--no-finish`` and ``--exposure``."""
+    """What the result looks like: ``--no-finish``, ``--exposure`` and ``--local-weighting``."""
     parser.add_argument(
         "--no-finish",
         dest="finish",
@@ -148,6 +148,13 @@ def _add_result(parser: argparse.ArgumentParser) -> None:
         "photos come back nearly unchanged), off (the network's curves at full strength, as in the paper), or E "
         "in (0, 1): that mean brightness; photos already at or above it are left unchanged. Videos hold it per "
         "shot (default: auto)",
+    )
+    parser.add_argument(
+        "--local-weighting",
+        action="store_true",
+        help="at a level (--exposure auto or E), lift the dark regions of a photo more and the bright ones (skies, "
+        "lamps) less, at the same mean brightness: more natural photos, less accurate segmentation of dark street "
+        "scenes (docs/MODEL_CARD.md). Photos only: videos lift every region alike",
     )
 
 
@@ -276,6 +283,7 @@ def _settings(args: argparse.Namespace) -> dict[str, object]:
         "compile": args.compile,
         "finish": args.finish and not args.fast,
         "exposure": args.exposure,
+        "local_weighting": args.local_weighting,
         "temporal_smoothing": args.temporal_smoothing,
         "video_batch": args.video_batch,
         "raw_half_size": args.raw_half_size,

@@ -21,7 +21,8 @@ examples:
 
 methods: identity, gamma, histeq, clahe, lime; gamma:G (fixed x^(1/G)); clahe:CLIP; dcenet:PATH or a
 .pth/.safetensors path; names under 'methods:' of the registry (scl-lle-release, zero-dce); scl-lle (the
-packaged default model). LABEL=METHOD names a method's column in the report.
+packaged default model). Around a DCE-Net method: METHOD@auto|off|E (its exposure), finished:METHOD,
+local-weighting:METHOD. LABEL=METHOD names a method's column in the report.
 data sets: the names under 'datasets:' of the registry (configs/datasets.yaml: lime, dicm, lol15, npe,
 fivek, camvid-dark, camvid-dusk).
 """

@@ -36,6 +36,12 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default="auto",
         help="where the curve-estimation network runs, as for scl-lle enhance --backend (default: auto)",
     )
+    parser.add_argument(
+        "--local-weighting",
+        action="store_true",
+        help="lift the dark regions of each photo more and the bright ones less, as for scl-lle enhance "
+        "--local-weighting",
+    )
     _add_limits(parser, ServeLimits())
     parser.set_defaults(run=run)
     return parser
@@ -98,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         limits = ServeLimits(**{field: getattr(args, field) for field, *_ in _LIMIT_FLAGS})
         limits = replace(limits, max_pixels=limits.max_pixels or None)  # 0: no limit, as for enhance
-        serve(args.host, args.port, weights=args.weights, device=args.device, backend=args.backend, limits=limits)
+        settings = {"device": args.device, "backend": args.backend, "local_weighting": args.local_weighting}
+        serve(args.host, args.port, weights=args.weights, limits=limits, **settings)
     except KeyboardInterrupt:
         print("scl-lle serve: stopped", file=sys.stderr)
     except (WeightsError, ValueError, RuntimeError, OSError) as error:

@@ -72,6 +72,10 @@ class Enhancer:
             photo; photos that are already well exposed come back nearly unchanged), ``"off"`` (the network's
             curves at full strength, as the paper applies them) or a mean brightness in (0, 1). Every call can
             override it.
+        local_weighting: at a level (``exposure`` not ``"off"``), lift dark regions of a photo more and bright ones
+            (skies, lamps) less, at the same mean brightness (:func:`~scl_lle.engine.exposure.local_weights`): more
+            natural photos, but less accurate segmentation of dark street frames (docs/MODEL_CARD.md, "Local
+            weighting"). Off by default.
 
     Calling the enhancer on a float tensor ``(B, 3, H, W)`` (or ``(3, H, W)``) in [0, 1] returns the enhanced
     tensor with the same shape, dtype and device.
@@ -92,8 +96,10 @@ class Enhancer:
         compile: bool = False,
         finish: bool = True,
         exposure: Exposure = "auto",
+        local_weighting: bool = False,
     ) -> None:
         self.exposure = parse_exposure(exposure)
+        self.local_weighting = bool(local_weighting)
         if scale != "auto" and (isinstance(scale, str) or int(scale) != scale or scale < 1):
             raise ValueError(f"scale must be an integer >= 1 or 'auto', got {scale!r}")
         tile = renamed("Enhancer", "tile_size", "tile", tile_size, tile)
@@ -141,7 +147,8 @@ class Enhancer:
         return (
             f"Enhancer(backend={self.backend}, device={self.device}, dtype={self.dtype}, scale={self.scale}, "
             f"tile={self.tile}, workers={self.workers}, channels_last={self.channels_last}, "
-            f"compile={self.compile}, finish={self.finish}, exposure={self.exposure!r})"
+            f"compile={self.compile}, finish={self.finish}, exposure={self.exposure!r}, "
+            f"local_weighting={self.local_weighting})"
         )
 
     def _process(
@@ -156,14 +163,14 @@ class Enhancer:
 
         ``maps``: curve maps ``(B, 3n, h, w)`` (from :meth:`curve_maps`) to apply; ``None``: estimated here, tile
         by tile at ``scale`` 1, or once on the image shrunk ``scale`` times. They are weighted region by region where
-        :func:`~scl_lle.engine.picture_exposure.picture_weights` gives weights (off by default), and scaled by the
+        :func:`~scl_lle.engine.picture_exposure.picture_weights` gives weights (``local_weighting``), and scaled by the
         exposure's gain; images whose gain is 0 (already at or above the target) come back exactly as they were.
         Each tile is read with a margin of real context for the network and the finishing's filter, so the tiled
         result equals the one-piece result, and the memory used is bounded by the tile size. ``progress``: called
         with ``(tiles done, tiles in all)`` before the first tile and as tiles complete (from the calling thread).
         """
         height, width = size = reader.height, reader.width
-        estimate, weights = self._network(reader), picture_weights(reader, exposure)
+        estimate, weights = self._network(reader), picture_weights(reader, exposure, self.local_weighting)
         if maps is None and (scale := self.scale_for(height, width)) > 1:
             maps = self._estimate_maps(reader.downsample(scale, pool=self._pool), estimate)
         eps, gain = self._eps_and_gain(reader, maps, exposure, self.finish, weights)
@@ -303,14 +310,14 @@ class Enhancer:
         """The gain on ``maps`` (from :meth:`curve_maps`) that realises ``exposure`` for ``(B, 3, H, W)`` in [0, 1]:
         ``(B,)`` float32, or 1.0 for ``"off"``, for the maps as given: scale them with
         :func:`~scl_lle.engine.exposure.scale_maps` and apply them at ``"off"`` (a video does). ``local``: the gain
-        for the maps with the optional local weights :meth:`apply_curve_maps` gives them (as the web preview
-        applies them; the same while the weights are off, the default)."""
+        for the maps with the local weights :meth:`apply_curve_maps` gives them under ``local_weighting`` (as the
+        web preview applies them; the same without it)."""
         setting = self._exposure(exposure)
         reader = TileReader(images, self.device, self.dtype)
         finish = self.finish and setting != OFF
 
         def gain(m: torch.Tensor) -> torch.Tensor | float:
-            weights = picture_weights(reader, setting) if local else None
+            weights = picture_weights(reader, setting, local and self.local_weighting)
             return self._eps_and_gain(reader, m, setting, finish, weights)[1]
 
         return self._guarded(gain, maps.to(device=self.device, dtype=self.dtype))
@@ -320,10 +327,10 @@ class Enhancer:
     ) -> torch.Tensor:
         """Apply maps from :meth:`curve_maps` to ``(B, 3, H, W)`` in [0, 1]; same shape back, enhancer's device.
 
-        ``exposure``: as for calling the enhancer. The maps are weighted region by region (where the optional
-        :func:`~scl_lle.engine.picture_exposure.picture_weights` are on) and scaled by the gain that reaches it
-        (:meth:`exposure_gain`), so every curve stays monotone from [0, 1] onto [0, 1]; ``"off"`` applies them as
-        given (maps scaled beforehand, such as a video's smoothed gains, without local weights). Finished as set
+        ``exposure``: as for calling the enhancer. The maps are weighted region by region (under
+        ``local_weighting``, :func:`~scl_lle.engine.picture_exposure.picture_weights`) and scaled by the gain that
+        reaches it (:meth:`exposure_gain`), so every curve stays monotone from [0, 1] onto [0, 1]; ``"off"`` applies
+        them as given (maps scaled beforehand, such as a video's smoothed gains, without local weights). Finished as set
         by ``finish``.
         """
         x = images.to(device=self.device, dtype=self.dtype)

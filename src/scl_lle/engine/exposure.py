@@ -8,10 +8,11 @@ image and clips them to [-1, 1] (:func:`scale_maps`), so every curve stays monot
 thumbnail (a few milliseconds). ``g = 0`` is the identity: a photo already at or above ``E`` comes back unchanged,
 and no photo is made darker than it was.
 
-Optionally (:data:`LOCAL_POWER` above 0; off by default) the maps are first weighted region by region where the
-photo is brightened to a level (``auto`` or ``E``, not ``off``): a region of local brightness ``b`` gets ``(1 - b)^p``
-of the lift (:func:`local_weights`), so bright regions keep their detail while the gain brings the mean to its level.
-It lowers NIQE and costs segmentation accuracy on dark street frames (docs/MODEL_CARD.md, "Local weighting").
+Optionally (local weighting: ``--local-weighting``, ``Enhancer(local_weighting=True)``; off by default) the maps are
+first weighted region by region where a photo is brightened to a level (``auto`` or ``E``, not ``off``): a region
+of local brightness ``b`` gets ``(1 - b)^p`` of the lift (:func:`local_weights`, ``p`` = :data:`LOCAL_POWER`), so
+bright regions keep their detail while the gain brings the mean to its level. It lowers NIQE and costs
+segmentation accuracy on dark street frames (docs/MODEL_CARD.md, "Local weighting").
 
 The exposure setting, with one name from the command line (``--exposure``) to the API (``exposure=``), the web
 page and evaluation method specs (``scl-lle@0.45``):
@@ -66,10 +67,9 @@ MAX_GAIN = 32.0
 THUMBNAIL_SIDE = 256
 #: Regions of :func:`local_weights` along the long side of a photo (about 1/16 of it each, before smoothing).
 LOCAL_GRID = 16
-#: The power of the local weights the enhancer gives the curve maps (:func:`local_weights`); 0, the default: none,
-#: every region alike. An experiment (docs/MODEL_CARD.md, "Local weighting"): 2 lowers NIQE on dark photos and
-#: costs darkened street frames up to 0.08 mIoU.
-LOCAL_POWER = 0
+#: The power of :func:`local_weights` under local weighting (``local_weighting=True``; chosen on dark training
+#: photos, docs/MODEL_CARD.md, "Local weighting"). 0 would weight every region alike.
+LOCAL_POWER = 2
 _GRID_STEPS = 8  # gains MAX_GAIN / 2**7 = 1/4 ... MAX_GAIN tried before the bisection
 _BISECTION_STEPS = 14  # a grid interval split 2**14 times: the target within about 1e-4
 

@@ -5,8 +5,9 @@ names and specs (see :func:`get_method`): the classical baselines of :mod:`scl_l
 (``identity``, ``gamma``, ``histeq``, ``clahe``, ``lime``); parametrised specs (``gamma:2.2``, ``clahe:3.0``);
 DCE-Net weights (``dcenet:PATH``, a bare ``.pth`` / ``.safetensors`` path, named entries under ``methods:`` in the
 registry YAML such as ``scl-lle-release`` and ``zero-dce``); the project's default model ``scl-lle`` (and
-``scl-lle-curves``) when the package ships one; ``finished:SPEC`` and ``SPEC@EXPOSURE`` (``scl-lle@off``,
-``zero-dce@auto``, ``scl-lle@0.45``) around a DCE-Net spec; ``LABEL=SPEC`` names a spec's column in the report.
+``scl-lle-curves``) when the package ships one; ``finished:SPEC``, ``local-weighting:SPEC`` and ``SPEC@EXPOSURE``
+(``scl-lle@off``, ``zero-dce@auto``, ``scl-lle@0.45``) around a DCE-Net spec; ``LABEL=SPEC`` names a spec's column
+in the report.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .datasets import RegistryError, UnknownNameError, load_registry, registry_p
 __all__ = [
     "CURVES_ONLY",
     "FINISHED_PREFIX",
+    "LOCAL_WEIGHTING_PREFIX",
     "Method",
     "describe_method",
     "get_method",
@@ -37,6 +39,8 @@ Method = Callable[[torch.Tensor], torch.Tensor]
 
 #: ``finished:SPEC``: the DCE-Net method SPEC with the enhancer's finishing (:mod:`scl_lle.engine.finishing`).
 FINISHED_PREFIX = "finished:"
+#: ``local-weighting:SPEC``: the DCE-Net method SPEC with the enhancer's ``local_weighting`` (at its exposure).
+LOCAL_WEIGHTING_PREFIX = "local-weighting:"
 #: The packaged default model without the finishing: the network's curves alone.
 CURVES_ONLY = "scl-lle-curves"
 _PARAMETRISED = {
@@ -103,16 +107,23 @@ def describe_method(name: str, registry: dict[str, Any] | None) -> str:
         return "the project's default model, its curves alone (--no-finish)"
     if name.startswith(FINISHED_PREFIX):
         return describe_method(name.removeprefix(FINISHED_PREFIX), registry) + ", finished"
+    if name.startswith(LOCAL_WEIGHTING_PREFIX):
+        return describe_method(name.removeprefix(LOCAL_WEIGHTING_PREFIX), registry) + ", local weighting"
     return ""
 
 
 def _dcenet_method(
-    weights: str | os.PathLike[str] | None, device: torch.device, finish: bool = False, exposure: Exposure = OFF
+    weights: str | os.PathLike[str] | None,
+    device: torch.device,
+    finish: bool = False,
+    exposure: Exposure = OFF,
+    local_weighting: bool = False,
 ) -> Method:
     from ..engine.enhancer import Enhancer
 
     # PyTorch whatever is installed: the documented metrics come from one implementation of the network.
-    enhancer = Enhancer(weights=weights, device=device, finish=finish, backend="torch", exposure=exposure)
+    settings = {"finish": finish, "exposure": exposure, "local_weighting": local_weighting}
+    enhancer = Enhancer(weights=weights, device=device, backend="torch", **settings)
 
     def run(x: torch.Tensor) -> torch.Tensor:
         return enhancer(x)
@@ -142,7 +153,8 @@ def get_method(
     run their curves alone at full strength, as released; ``finished:SPEC`` adds the finishing
     (:mod:`scl_lle.engine.finishing`) to any of them. ``SPEC@EXPOSURE`` sets the exposure of a DCE-Net method
     (:mod:`scl_lle.engine.exposure`): ``scl-lle@off`` (the network's curves at full strength), ``scl-lle@0.45``,
-    ``zero-dce@auto``.
+    ``zero-dce@auto``. ``local-weighting:SPEC`` turns on the enhancer's ``local_weighting`` (``--local-weighting``;
+    it acts at a level only, so ``local-weighting:zero-dce@auto``, not at the ``off`` released checkpoints run at).
     Raises :class:`UnknownNameError` listing the known names.
     """
     from ..engine.backends import resolve_device
@@ -161,12 +173,14 @@ def get_method(
             return _on_device(baselines.gamma_correction, dev, gamma=value)
         return _on_device(baselines.clahe, dev, clip_limit=value)
     name, exposure = _split_exposure(name)
+    local = name.startswith(LOCAL_WEIGHTING_PREFIX)
+    name = name.removeprefix(LOCAL_WEIGHTING_PREFIX).strip()
     if name.startswith(FINISHED_PREFIX):
         weights = _dcenet_weights(name.removeprefix(FINISHED_PREFIX).strip(), registry)
-        return _dcenet_method(weights, dev, finish=True, exposure=exposure or OFF)
+        return _dcenet_method(weights, dev, finish=True, exposure=exposure or OFF, local_weighting=local)
     weights = _dcenet_weights(name, registry)
     default = AUTO if name in ("scl-lle", CURVES_ONLY) else OFF  # the packaged model as enhance runs it
-    return _dcenet_method(weights, dev, finish=name == "scl-lle", exposure=exposure or default)
+    return _dcenet_method(weights, dev, finish=name == "scl-lle", exposure=exposure or default, local_weighting=local)
 
 
 def _split_exposure(name: str) -> tuple[str, Exposure | None]:

@@ -75,7 +75,8 @@ def prepare_preview(enhancer: Enhancer, pixels: np.ndarray) -> Preview:
             base = split_detail(float_image, eps=detail_eps(float_image))[0].to(image.dtype)
         else:
             base = image
-        weights = picture_weights(TileReader(image, enhancer.device, enhancer.dtype), AUTO)  # any level: not "off"
+        reader = TileReader(image, enhancer.device, enhancer.dtype)
+        weights = picture_weights(reader, AUTO, enhancer.local_weighting)  # at any level: not "off"
     return Preview(image, base, maps, gain_image, gain_maps, weights)
 
 

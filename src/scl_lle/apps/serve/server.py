@@ -106,10 +106,11 @@ def make_server(
     device: str = "auto",
     backend: str = "auto",
     limits: ServeLimits | None = None,
+    local_weighting: bool = False,
 ) -> EnhanceServer:
     """Load the model and bind the web app's server (``port=0``: any free port); call ``serve_forever()``.
-    ``device`` and ``backend`` as for :class:`~scl_lle.engine.enhancer.Enhancer`."""
-    engine = Engine(weights, device, backend)
+    ``device``, ``backend`` and ``local_weighting`` as for :class:`~scl_lle.engine.enhancer.Enhancer`."""
+    engine = Engine(weights, device, backend, local_weighting)
     engine.enhancer("full")  # fail now, not on the first upload, if the device cannot be used
     return EnhanceServer((host, port), engine, limits or ServeLimits())
 
@@ -122,9 +123,12 @@ def serve(
     device: str = "auto",
     backend: str = "auto",
     limits: ServeLimits | None = None,
+    local_weighting: bool = False,
 ) -> None:
-    """Run the web app until interrupted (Ctrl-C) or terminated (SIGTERM); either way the scratch folder goes."""
-    server = make_server(host, port, weights=weights, device=device, backend=backend, limits=limits)
+    """Run the web app until interrupted (Ctrl-C) or terminated (SIGTERM); either way the scratch folder goes.
+    Arguments as for :func:`make_server`."""
+    settings = {"device": device, "backend": backend, "limits": limits, "local_weighting": local_weighting}
+    server = make_server(host, port, weights=weights, **settings)
     if not is_loopback(host):
         _log.warning("listening on %s, reachable from other machines; the app has no login", host)
     restore = _stop_on_sigterm(server)

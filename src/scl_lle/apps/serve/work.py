@@ -53,21 +53,28 @@ _VIDEO_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quickti
 
 
 class Engine:
-    """One network, an enhancer per speed mode (made on first use), and a lock: one enhancement at a time."""
+    """One network, an enhancer per speed mode (made on first use), and a lock: one enhancement at a time.
+    ``local_weighting``: as for :class:`~scl_lle.engine.enhancer.Enhancer`, for every photo the page enhances."""
 
-    def __init__(self, weights: str | os.PathLike[str] | DCENet | None, device: str, backend: str = "auto") -> None:
+    def __init__(
+        self,
+        weights: str | os.PathLike[str] | DCENet | None,
+        device: str,
+        backend: str = "auto",
+        local_weighting: bool = False,
+    ) -> None:
         self.model = weights if isinstance(weights, DCENet) else load_dcenet(weights)
         self.device = device
         self.backend = backend
+        self.local_weighting = local_weighting
         self.lock = threading.Lock()
         self._enhancers: dict[str, Enhancer] = {}
 
     def enhancer(self, mode: str) -> Enhancer:
         """The enhancer of speed mode ``mode`` (a key of :data:`MODES`)."""
         if mode not in self._enhancers:
-            self._enhancers[mode] = Enhancer(
-                self.model, device=self.device, scale=MODES[mode], finish=mode == "full", backend=self.backend
-            )
+            settings = {"scale": MODES[mode], "finish": mode == "full", "local_weighting": self.local_weighting}
+            self._enhancers[mode] = Enhancer(self.model, device=self.device, backend=self.backend, **settings)
         return self._enhancers[mode]
 
     @contextlib.contextmanager
