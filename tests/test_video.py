@@ -202,6 +202,27 @@ def test_videos_and_images_in_one_batch(tmp_path: Path, weights_file: Path) -> N
     assert code == 0 and (tmp_path / "png" / "night.mp4").is_file()  # --format is for images; a video stays one
 
 
+def test_videos_ignore_local_weighting(tmp_path: Path) -> None:
+    # Weights that follow each frame's bright regions (the blinking lamp) would make the static background flicker,
+    # so a video lifts every region alike whatever --local-weighting says; photos in the same batch do not.
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _write_clip(folder / "night.mp4", frames=6, audio_codec=None)
+    photo = np.full((48, 64, 3), 8, np.uint8)
+    photo[:, 32:] = 60  # a dark and a brighter half
+    Image.fromarray(photo).save(folder / "photo.png")
+    outputs = {}
+    for name, flags in (("plain", []), ("local", ["--local-weighting"])):
+        argv = ["enhance", str(folder), "-o", str(tmp_path / name), *CPU, "-q"]  # the default model: it brightens
+        assert main([*argv, "--exposure", "0.4", *flags]) == 0
+        outputs[name] = (
+            read_video_frames(tmp_path / name / "night.mp4")[0],
+            np.asarray(Image.open(tmp_path / name / "photo.png")),
+        )
+    np.testing.assert_array_equal(outputs["plain"][0], outputs["local"][0])
+    assert not np.array_equal(outputs["plain"][1], outputs["local"][1])
+
+
 def test_video_limits_leave_no_output(tmp_path: Path, weights_file: Path) -> None:
     clip = tmp_path / "clip.mp4"
     _write_clip(clip, frames=12, audio_codec=None)
