@@ -289,3 +289,5 @@ def test_evaluation_method_takes_local_weighting(tmp_path: Path) -> None:
     torch.testing.assert_close(local, expected, atol=0, rtol=0)
     assert (local - get_method("scl-lle@0.4")(image)).abs().max() > 0.05
     assert describe_method("local-weighting:scl-lle", None).endswith(", local weighting")
+    with pytest.raises(UnknownNameError, match="at a level"):
+        get_method("local-weighting:scl-lle@off")  # it would silently be scl-lle@off

@@ -153,8 +153,8 @@ def get_method(
     run their curves alone at full strength, as released; ``finished:SPEC`` adds the finishing
     (:mod:`scl_lle.engine.finishing`) to any of them. ``SPEC@EXPOSURE`` sets the exposure of a DCE-Net method
     (:mod:`scl_lle.engine.exposure`): ``scl-lle@off`` (the network's curves at full strength), ``scl-lle@0.45``,
-    ``zero-dce@auto``. ``local-weighting:SPEC`` turns on the enhancer's ``local_weighting`` (``--local-weighting``;
-    it acts at a level only, so ``local-weighting:zero-dce@auto``, not at the ``off`` released checkpoints run at).
+    ``zero-dce@auto``. ``local-weighting:SPEC`` turns on the enhancer's ``local_weighting`` (``--local-weighting``),
+    which acts at a level only: ``local-weighting:zero-dce@auto``; a spec left at ``off`` is refused.
     Raises :class:`UnknownNameError` listing the known names.
     """
     from ..engine.backends import resolve_device
@@ -176,11 +176,14 @@ def get_method(
     local = name.startswith(LOCAL_WEIGHTING_PREFIX)
     name = name.removeprefix(LOCAL_WEIGHTING_PREFIX).strip()
     if name.startswith(FINISHED_PREFIX):
-        weights = _dcenet_weights(name.removeprefix(FINISHED_PREFIX).strip(), registry)
-        return _dcenet_method(weights, dev, finish=True, exposure=exposure or OFF, local_weighting=local)
+        name, finish, default = name.removeprefix(FINISHED_PREFIX).strip(), True, OFF
+    else:  # the packaged model as enhance runs it; other weights as released
+        finish, default = name == "scl-lle", AUTO if name in ("scl-lle", CURVES_ONLY) else OFF
     weights = _dcenet_weights(name, registry)
-    default = AUTO if name in ("scl-lle", CURVES_ONLY) else OFF  # the packaged model as enhance runs it
-    return _dcenet_method(weights, dev, finish=name == "scl-lle", exposure=exposure or default, local_weighting=local)
+    exposure = exposure or default
+    if local and exposure == OFF:
+        raise UnknownNameError(f"method {name_or_spec!r}: local weighting acts at a level; add @auto or @E")
+    return _dcenet_method(weights, dev, finish=finish, exposure=exposure, local_weighting=local)
 
 
 def _split_exposure(name: str) -> tuple[str, Exposure | None]:
