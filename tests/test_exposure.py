@@ -266,6 +266,8 @@ def test_cli_and_api_take_local_weighting(tmp_path: Path) -> None:
 
     assert build_parser().parse_args(["enhance", "x.png", "-o", "out"]).local_weighting is False
     _half_dark_photo(tmp_path / "scene.png")
+    refused = ["enhance", str(tmp_path / "scene.png"), "-o", str(tmp_path / "off"), "--exposure", "off"]
+    assert main([*refused, "--local-weighting"]) == 2 and not (tmp_path / "off").exists()  # it would do nothing
     outputs = {}
     for name, flags in (("plain", []), ("local", ["--local-weighting"])):
         argv = ["enhance", str(tmp_path / "scene.png"), "-o", str(tmp_path / name), "--exposure", "0.4", "-q"]

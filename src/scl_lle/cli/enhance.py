@@ -154,7 +154,7 @@ def _add_result(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="at a level (--exposure auto or E), lift the dark regions of a photo more and the bright ones (skies, "
         "lamps) less, at the same mean brightness: more natural photos, less accurate segmentation of dark street "
-        "scenes (docs/MODEL_CARD.md). Photos only: videos lift every region alike",
+        "scenes (docs/MODEL_CARD.md). Photos only: videos lift every region alike. Not with --exposure off",
     )
 
 
@@ -233,6 +233,12 @@ def run(args: argparse.Namespace) -> int:
     from ..io.errors import one_line
     from .pipes import with_pipes
 
+    if args.local_weighting and args.exposure == "off":
+        print(
+            "scl-lle enhance: error: --local-weighting acts at a level: use it with --exposure auto or E",
+            file=sys.stderr,
+        )
+        return 2
     if "-" not in args.inputs and args.output != "-":
         return enhance_files(args, list(args.inputs), args.output)
     try:
