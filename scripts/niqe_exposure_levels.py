@@ -74,8 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| model | exposure ({len(images)} dark SICE photos, local power {args.local_power}) | NIQE | brightness |")
     print("|---|---|---:|---:|")
     for label, weights in models:
-        settings = {"device": "cpu", "threads": 2, "local_weighting": args.local_power > 0}
-        enhancer = Enhancer(weights=None if weights == "scl-lle" else weights, **settings)
+        enhancer = Enhancer(
+            weights=None if weights == "scl-lle" else weights,
+            device="cpu",
+            threads=2,
+            local_weighting=args.local_power > 0,
+        )
         for setting in settings:
             niqe, brightness = [], []
             for image in images:

@@ -168,14 +168,11 @@ def test_exposure_changes_rerender_the_kept_preview_without_upload_or_network(
     assert _json(app, "GET", "/api/stats")["uploads_received"] == 1
 
 
-@pytest.mark.parametrize("local_weighting", [False, True])
 @pytest.mark.parametrize("mode", ["full", "fast"])
-def test_preview_render_is_the_engines_apply_curve_maps(weights_file: Path, mode: str, local_weighting: bool) -> None:
-    """The quick re-render (kept maps, thumbnail gain, cached finishing base) equals Enhancer.apply_curve_maps,
-    with and without local weighting (``scl-lle serve --local-weighting``)."""
-    engine = Engine(weights_file, "cpu", local_weighting=local_weighting)
+def test_preview_render_is_the_engines_apply_curve_maps(weights_file: Path, mode: str) -> None:
+    """The quick re-render (kept maps, thumbnail gain, cached finishing base) equals Enhancer.apply_curve_maps."""
+    engine = Engine(weights_file, "cpu")
     enhancer = engine.enhancer(mode)
-    assert enhancer.local_weighting is local_weighting
     pixels = np.random.default_rng(3).integers(0, 70, (90, 140, 3), dtype=np.uint8)
     preview = prepare_preview(enhancer, pixels)
     image = torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0).float() / 255
@@ -183,6 +180,25 @@ def test_preview_render_is_the_engines_apply_curve_maps(weights_file: Path, mode
     for exposure in ("auto", "off", 0.25, 0.5):
         quick = render_preview(enhancer, preview, exposure)
         assert torch.allclose(quick, enhancer.apply_curve_maps(image, maps, exposure), atol=1e-4), exposure
+
+
+@pytest.mark.parametrize("mode", ["full", "fast"])
+def test_preview_render_with_local_weighting_is_the_engines(mode: str) -> None:
+    """Under ``scl-lle serve --local-weighting`` too (the default model, which brightens, so the weights matter; at
+    the fast mode's scale they go on the small maps before the upsampling, as in the engine)."""
+    plain, local = (Engine(None, "cpu", "torch", local_weighting=on).enhancer(mode) for on in (False, True))
+    assert local.local_weighting and not plain.local_weighting
+    pixels = np.random.default_rng(4).integers(0, 30, (90, 140, 3), dtype=np.uint8)
+    pixels[:, 70:] += 90  # a brighter right half: a sharp edge in the weights
+    preview, plain_preview = prepare_preview(local, pixels), prepare_preview(plain, pixels)
+    assert preview.weights is not None and plain_preview.weights is None
+    image = torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0).float() / 255
+    maps = local.curve_maps(image)
+    for exposure in ("auto", "off", 0.4):
+        quick = render_preview(local, preview, exposure)
+        assert torch.allclose(quick, local.apply_curve_maps(image, maps, exposure), atol=1e-4), exposure
+    weighted, alike = render_preview(local, preview, 0.4), render_preview(plain, plain_preview, 0.4)
+    assert (weighted[..., 70:] - alike[..., 70:]).mean() < -0.02  # the bright half lifted less
 
 
 def test_full_size_render_is_the_engines_result_with_tile_progress(

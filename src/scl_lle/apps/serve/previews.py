@@ -39,7 +39,7 @@ class Preview:
     gain_image: torch.Tensor  # what Enhancer.exposure_gain is given (with gain_maps): the same gain as for
     gain_maps: torch.Tensor  # (image, the maps as estimated), without shrinking full-size maps every time
     weights: torch.Tensor | None  # (1, 1, gh, gw): the maps' local weights at every exposure but "off" (the
-    # enhancer's for the full preview, which are those it finds for gain_image too); None: off (the default)
+    # enhancer's for the full preview, which are those it finds for gain_image too); None: no local weighting
     gains: dict[Exposure, float] = field(default_factory=dict)  # solved so far, by exposure
 
 
@@ -95,11 +95,21 @@ def render_preview(enhancer: Enhancer, preview: Preview, exposure: Exposure) -> 
     rows = max(1, (1 << 16) // width) if preview.image.device.type == "cpu" else None
     with torch.inference_mode():
         out = torch.empty_like(preview.base)
-        maps = weighted_maps(preview.maps, None if exposure == OFF else preview.weights)  # as the enhancer does
+        maps = _weighted(enhancer, preview, None if exposure == OFF else preview.weights)
         apply_curves_into(out, preview.base, maps, None if factor < 0 else factor, rows)
         if enhancer.finish:
             out.add_(preview.image).sub_(preview.base)  # the detail layer back at unit gain
         return out.clamp_(0.0, 1.0)
+
+
+def _weighted(enhancer: Enhancer, preview: Preview, weights: torch.Tensor | None) -> torch.Tensor:
+    """The preview's curve maps at its size with ``weights`` as the enhancer gives them: multiplied into the maps
+    the network gave (at ``scale`` > 1 the small ones, which are then upsampled), so preview and download agree."""
+    if weights is None:
+        return preview.maps
+    if enhancer.scale == 1:
+        return weighted_maps(preview.maps, weights)
+    return upsample_maps(weighted_maps(preview.gain_maps, weights), preview.maps.shape[-2:])
 
 
 def jpeg(pixels: torch.Tensor | np.ndarray) -> bytes:
