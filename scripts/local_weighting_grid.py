@@ -65,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{photos[index].name}: brightness {float(plain.mean()):.2f} / {float(weighted.mean()):.2f}, NIQE {scores}"
         )
         rows.append((label, [thumbnail(image), thumbnail(plain), thumbnail(weighted)]))
-    columns = ["input", f"{args.exposure}, regions alike", f"{args.exposure}, local weights {args.local_power}"]
+    columns = [
+        "input",
+        f"{args.exposure}, regions alike",
+        f"{args.exposure}, local weighting (power {args.local_power})",
+    ]
     path = save_grid(args.output, columns, rows, "dark SICE training photos: the local weighting of the curve maps")
     print(f"wrote {path}")
     return 0

@@ -268,6 +268,8 @@ def test_cli_and_api_take_local_weighting(tmp_path: Path) -> None:
     _half_dark_photo(tmp_path / "scene.png")
     refused = ["enhance", str(tmp_path / "scene.png"), "-o", str(tmp_path / "off"), "--exposure", "off"]
     assert main([*refused, "--local-weighting"]) == 2 and not (tmp_path / "off").exists()  # it would do nothing
+    with pytest.raises(ValueError, match="local_weighting acts at a level"):
+        enhance(tmp_path / "scene.png", tmp_path / "off", exposure="off", local_weighting=True, progress=False)
     outputs = {}
     for name, flags in (("plain", []), ("local", ["--local-weighting"])):
         argv = ["enhance", str(tmp_path / "scene.png"), "-o", str(tmp_path / name), "--exposure", "0.4", "-q"]
@@ -293,3 +295,10 @@ def test_evaluation_method_takes_local_weighting(tmp_path: Path) -> None:
     assert describe_method("local-weighting:scl-lle", None).endswith(", local weighting")
     with pytest.raises(UnknownNameError, match="at a level"):
         get_method("local-weighting:scl-lle@off")  # it would silently be scl-lle@off
+    with pytest.raises(UnknownNameError, match="DCE-Net methods only"):
+        get_method("local-weighting:gamma@0.4")
+    # with the finishing, the prefixes in either order
+    finished = Enhancer(device="cpu", backend="torch", exposure=0.4, local_weighting=True, finish=True)(image)
+    for spec in ("finished:local-weighting:scl-lle@0.4", "local-weighting:finished:scl-lle@0.4"):
+        torch.testing.assert_close(get_method(spec)(image), finished, atol=0, rtol=0)
+        assert describe_method(spec, None).startswith("the project's default model")

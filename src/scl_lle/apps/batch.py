@@ -31,7 +31,7 @@ from tqdm import tqdm
 from ..defaults import DEFAULT_SMOOTHING, DEFAULT_TILE, DEFAULT_VIDEO_BATCH, OUTPUT_FORMATS
 from ..engine.backends import shard_from_env
 from ..engine.enhancer import EnhanceError, Enhancer
-from ..engine.exposure import Exposure
+from ..engine.exposure import OFF, Exposure, parse_exposure
 from ..io.errors import one_line, show_path
 from ..io.files import remove_stale_temporaries
 from ..io.formats import RawOptions, heif_installed, missing_extra
@@ -99,11 +99,15 @@ def _shard(rank: int | None, world_size: int | None) -> tuple[int, int]:
     return rank, world_size
 
 
-def _check_options(quality: int, skip_existing: bool, overwrite: bool) -> None:
+def _check_options(
+    quality: int, skip_existing: bool, overwrite: bool, exposure: Exposure, local_weighting: bool
+) -> None:
     if skip_existing and overwrite:
         raise ValueError("skip_existing and overwrite exclude each other")
     if not 1 <= quality <= 100:
         raise ValueError(f"quality must be within 1..100, got {quality}")
+    if local_weighting and parse_exposure(exposure) == OFF:
+        raise ValueError("local_weighting acts at a level: use it with exposure 'auto' or a number, not 'off'")
 
 
 def _check_format(format: str) -> None:
@@ -249,7 +253,7 @@ def enhance(
             that is the input or whose ending disagrees with ``format``, or one input file and an ``output``
             named like a file it cannot be written as (``out.gif``; :func:`file_ending_problem`).
     """
-    _check_options(quality, skip_existing, overwrite)
+    _check_options(quality, skip_existing, overwrite, exposure, local_weighting)
     rank, world_size = _shard(rank, world_size)
     _check_format(format)
     raw = RawOptions(half_size=raw_half_size, white_balance=raw_white_balance)

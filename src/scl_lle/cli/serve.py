@@ -39,8 +39,9 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument(
         "--local-weighting",
         action="store_true",
-        help="lift the dark regions of each photo more and the bright ones less, as for scl-lle enhance "
-        "--local-weighting",
+        help="for every photo the page enhances at a level (exposure auto or a brightness, not off), lift its dark "
+        "regions more and its bright ones less, as scl-lle enhance --local-weighting does; videos lift every "
+        "region alike",
     )
     _add_limits(parser, ServeLimits())
     parser.set_defaults(run=run)
@@ -104,8 +105,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         limits = ServeLimits(**{field: getattr(args, field) for field, *_ in _LIMIT_FLAGS})
         limits = replace(limits, max_pixels=limits.max_pixels or None)  # 0: no limit, as for enhance
-        settings = {"device": args.device, "backend": args.backend, "local_weighting": args.local_weighting}
-        serve(args.host, args.port, weights=args.weights, limits=limits, **settings)
+        serve(
+            args.host,
+            args.port,
+            weights=args.weights,
+            device=args.device,
+            backend=args.backend,
+            limits=limits,
+            local_weighting=args.local_weighting,
+        )
     except KeyboardInterrupt:
         print("scl-lle serve: stopped", file=sys.stderr)
     except (WeightsError, ValueError, RuntimeError, OSError) as error:

@@ -305,19 +305,19 @@ class Enhancer:
         return auto_scale(height, width) if self.scale == "auto" else int(self.scale)
 
     def exposure_gain(
-        self, images: torch.Tensor, maps: torch.Tensor, exposure: Exposure | None = None, *, local: bool = False
+        self, images: torch.Tensor, maps: torch.Tensor, exposure: Exposure | None = None, *, as_applied: bool = False
     ) -> torch.Tensor | float:
         """The gain on ``maps`` (from :meth:`curve_maps`) that realises ``exposure`` for ``(B, 3, H, W)`` in [0, 1]:
         ``(B,)`` float32, or 1.0 for ``"off"``, for the maps as given: scale them with
-        :func:`~scl_lle.engine.exposure.scale_maps` and apply them at ``"off"`` (a video does). ``local``: the gain
-        for the maps with the local weights :meth:`apply_curve_maps` gives them under ``local_weighting`` (as the
-        web preview applies them; the same without it)."""
+        :func:`~scl_lle.engine.exposure.scale_maps` and apply them at ``"off"`` (a video does). ``as_applied``: the
+        gain for the maps as :meth:`apply_curve_maps` applies them, with the local weights it gives them under
+        ``local_weighting`` (the web preview's; the same without local weighting)."""
         setting = self._exposure(exposure)
         reader = TileReader(images, self.device, self.dtype)
         finish = self.finish and setting != OFF
 
         def gain(m: torch.Tensor) -> torch.Tensor | float:
-            weights = picture_weights(reader, setting, local and self.local_weighting)
+            weights = picture_weights(reader, setting, as_applied and self.local_weighting)
             return self._eps_and_gain(reader, m, setting, finish, weights)[1]
 
         return self._guarded(gain, maps.to(device=self.device, dtype=self.dtype))

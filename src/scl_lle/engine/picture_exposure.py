@@ -29,12 +29,12 @@ def finite_maps(maps: torch.Tensor) -> torch.Tensor:
     return maps
 
 
-def picture_weights(reader: TileReader, exposure: Exposure, local: bool) -> torch.Tensor | None:
+def picture_weights(reader: TileReader, exposure: Exposure, local_weighting: bool) -> torch.Tensor | None:
     """The :func:`~scl_lle.engine.exposure.local_weights` grid ``(B, 1, gh, gw)`` of the picture, from its
-    thumbnail, with :data:`~scl_lle.engine.exposure.LOCAL_POWER`, under local weighting (``local``); ``None``
+    thumbnail, with :data:`~scl_lle.engine.exposure.LOCAL_POWER`, under ``local_weighting``; ``None``
     without it (every region alike), at ``"off"`` (the network's curves as they are) and for a power of 0."""
     power = exposure_module.LOCAL_POWER
-    if not local or exposure == OFF or power == 0:
+    if not local_weighting or exposure == OFF or power == 0:
         return None
     return local_weights(reader.strided(thumbnail_factor(reader.height, reader.width)), power)
 

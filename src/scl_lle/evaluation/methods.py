@@ -91,6 +91,9 @@ def describe_method(name: str, registry: dict[str, Any] | None) -> str:
         spec, setting = _split_exposure(name)
         if setting is not None:
             return f"{describe_method(spec, registry)}, exposure {setting}"
+    for prefix, what in ((FINISHED_PREFIX, "finished"), (LOCAL_WEIGHTING_PREFIX, "local weighting")):
+        if name.startswith(prefix):
+            return f"{describe_method(name.removeprefix(prefix), registry)}, {what}"
     if name in _BUILTIN_HELP:
         return _BUILTIN_HELP[name]
     if registry and name in registry["methods"]:
@@ -105,10 +108,6 @@ def describe_method(name: str, registry: dict[str, Any] | None) -> str:
         return "the project's default model, finished as scl-lle enhance does"
     if name == CURVES_ONLY:
         return "the project's default model, its curves alone (--no-finish)"
-    if name.startswith(FINISHED_PREFIX):
-        return describe_method(name.removeprefix(FINISHED_PREFIX), registry) + ", finished"
-    if name.startswith(LOCAL_WEIGHTING_PREFIX):
-        return describe_method(name.removeprefix(LOCAL_WEIGHTING_PREFIX), registry) + ", local weighting"
     return ""
 
 
@@ -122,8 +121,14 @@ def _dcenet_method(
     from ..engine.enhancer import Enhancer
 
     # PyTorch whatever is installed: the documented metrics come from one implementation of the network.
-    settings = {"finish": finish, "exposure": exposure, "local_weighting": local_weighting}
-    enhancer = Enhancer(weights=weights, device=device, backend="torch", **settings)
+    enhancer = Enhancer(
+        weights=weights,
+        device=device,
+        backend="torch",
+        finish=finish,
+        exposure=exposure,
+        local_weighting=local_weighting,
+    )
 
     def run(x: torch.Tensor) -> torch.Tensor:
         return enhancer(x)
@@ -173,17 +178,30 @@ def get_method(
             return _on_device(baselines.gamma_correction, dev, gamma=value)
         return _on_device(baselines.clahe, dev, clip_limit=value)
     name, exposure = _split_exposure(name)
-    local = name.startswith(LOCAL_WEIGHTING_PREFIX)
-    name = name.removeprefix(LOCAL_WEIGHTING_PREFIX).strip()
-    if name.startswith(FINISHED_PREFIX):
-        name, finish, default = name.removeprefix(FINISHED_PREFIX).strip(), True, OFF
+    name, prefixes = _split_prefixes(name)
+    local = LOCAL_WEIGHTING_PREFIX in prefixes
+    if FINISHED_PREFIX in prefixes:
+        finish, default = True, OFF
     else:  # the packaged model as enhance runs it; other weights as released
         finish, default = name == "scl-lle", AUTO if name in ("scl-lle", CURVES_ONLY) else OFF
+    if prefixes and name in baselines.BASELINES:
+        raise UnknownNameError(
+            f"method {name_or_spec!r}: {' and '.join(sorted(prefixes))} apply to DCE-Net methods only"
+        )
     weights = _dcenet_weights(name, registry)
     exposure = exposure or default
     if local and exposure == OFF:
-        raise UnknownNameError(f"method {name_or_spec!r}: local weighting acts at a level; add @auto or @E")
+        raise UnknownNameError(f"method {name_or_spec!r}: local weighting acts at a level; use @auto or @E, not off")
     return _dcenet_method(weights, dev, finish=finish, exposure=exposure, local_weighting=local)
+
+
+def _split_prefixes(name: str) -> tuple[str, set[str]]:
+    """``"finished:local-weighting:SPEC"`` (the prefixes in either order, each optional) -> ``(SPEC, prefixes)``."""
+    prefixes: set[str] = set()
+    while prefix := next((p for p in (FINISHED_PREFIX, LOCAL_WEIGHTING_PREFIX) if name.startswith(p)), None):
+        prefixes.add(prefix)
+        name = name.removeprefix(prefix).strip()
+    return name, prefixes
 
 
 def _split_exposure(name: str) -> tuple[str, Exposure | None]:
@@ -230,5 +248,5 @@ def _dcenet_weights(name: str, registry: str | os.PathLike[str] | dict[str, Any]
         known += ["scl-lle", CURVES_ONLY]
     raise UnknownNameError(
         f"unknown method {name!r}; known: {', '.join(known)}; or a spec: gamma:G, clahe:CLIP, dcenet:PATH, "
-        f"a .pth/.safetensors path, {FINISHED_PREFIX}SPEC"
+        f"a .pth/.safetensors path, {FINISHED_PREFIX}SPEC, {LOCAL_WEIGHTING_PREFIX}SPEC, SPEC@auto|off|E"
     )

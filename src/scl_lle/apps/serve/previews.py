@@ -84,7 +84,7 @@ def render_preview(enhancer: Enhancer, preview: Preview, exposure: Exposure) -> 
     """The preview enhanced at ``exposure``: the gain solved, the kept maps scaled by it and applied (with the
     finishing's detail added back), as :meth:`Enhancer.apply_curve_maps` does; ``(1, 3, h, w)`` in [0, 1]."""
     if exposure not in preview.gains:
-        gain = enhancer.exposure_gain(preview.gain_image, preview.gain_maps, exposure, local=True)
+        gain = enhancer.exposure_gain(preview.gain_image, preview.gain_maps, exposure, as_applied=True)
         # -1: "off" (the maps as they are); 0: already at or above the target (the image as it is)
         preview.gains[exposure] = float(gain[0]) if isinstance(gain, torch.Tensor) else -1.0
     factor = preview.gains[exposure]

@@ -127,8 +127,9 @@ def serve(
 ) -> None:
     """Run the web app until interrupted (Ctrl-C) or terminated (SIGTERM); either way the scratch folder goes.
     Arguments as for :func:`make_server`."""
-    settings = {"device": device, "backend": backend, "limits": limits, "local_weighting": local_weighting}
-    server = make_server(host, port, weights=weights, **settings)
+    server = make_server(
+        host, port, weights=weights, device=device, backend=backend, limits=limits, local_weighting=local_weighting
+    )
     if not is_loopback(host):
         _log.warning("listening on %s, reachable from other machines; the app has no login", host)
     restore = _stop_on_sigterm(server)

@@ -73,8 +73,14 @@ class Engine:
     def enhancer(self, mode: str) -> Enhancer:
         """The enhancer of speed mode ``mode`` (a key of :data:`MODES`)."""
         if mode not in self._enhancers:
-            settings = {"scale": MODES[mode], "finish": mode == "full", "local_weighting": self.local_weighting}
-            self._enhancers[mode] = Enhancer(self.model, device=self.device, backend=self.backend, **settings)
+            self._enhancers[mode] = Enhancer(
+                self.model,
+                device=self.device,
+                scale=MODES[mode],
+                finish=mode == "full",
+                backend=self.backend,
+                local_weighting=self.local_weighting,
+            )
         return self._enhancers[mode]
 
     @contextlib.contextmanager
