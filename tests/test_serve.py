@@ -191,7 +191,7 @@ new MutationObserver(record).observe(document.getElementById('status'),
 _LAYOUT = """
 const title = document.getElementById('title');
 const style = getComputedStyle(title);
-const controls = ['exposure', 'brightness', 'mode', 'download', 'drop'].map(
+const controls = ['exposure', 'brightness', 'local-weighting', 'mode', 'download', 'drop'].map(
   (id) => document.getElementById(id).getBoundingClientRect());
 return {
   titleHeight: title.getBoundingClientRect().height,
@@ -201,6 +201,15 @@ return {
   left: Math.min(...controls.map((r) => r.left)),
   right: Math.max(...controls.map((r) => r.right)),
 };
+"""
+
+
+# Choose the "Regions" control's value (arguments[0]: "0" lifted alike, "1" local weighting) as a user would.
+_CHOOSE_REGIONS = """
+document.body.dataset.state = 'idle';
+const regions = document.getElementById('local-weighting');
+regions.value = arguments[0];
+regions.dispatchEvent(new Event('change'));
 """
 
 
@@ -323,6 +332,13 @@ def test_page_in_headless_chromium(tmp_path: Path, shared: Path, page_server: En
     layout = driver.execute_script(_LAYOUT)
     assert layout["titleHeight"] <= layout["lineHeight"] + 1 and layout["scrollWidth"] <= 1280, layout
 
+    # 2b. The regions control (local weighting) re-renders the kept preview too, at the same brightness.
+    driver.execute_script(_CHOOSE_REGIONS, "1")
+    settle()
+    assert driver.find_element(By.ID, "status").text.startswith("Updated in")
+    assert driver.execute_script(_SHOWN_BRIGHTNESS) == pytest.approx(0.30, abs=0.02)
+    assert (_stats(app)["uploads_received"], _stats(app)["jobs_started"]) == (1, 1)
+
     # 3. The download: the full-size photo rendered from the kept upload, with tiles counted and time left.
     driver.execute_script("window.statuses.length = 0; document.body.dataset.state = 'idle';")
     driver.find_element(By.ID, "download").click()
@@ -338,6 +354,10 @@ def test_page_in_headless_chromium(tmp_path: Path, shared: Path, page_server: En
     assert _mean_brightness(result) / 255 == pytest.approx(0.30, abs=0.03)
     assert _stats(app)["uploads_received"] == 1
     assert driver.find_element(By.ID, "download").is_enabled()  # another exposure can be downloaded
+    (full,) = [job for job in app.uploads.jobs.values() if job.kind == "full"]
+    assert full.settings.local_weighting  # rendered with the page's regions setting
+    driver.execute_script(_CHOOSE_REGIONS, "0")
+    settle()
 
     # 4. A phone: 390 px wide. The title stays on one line, nothing scrolls sideways, the controls fit.
     phone = {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True}

@@ -168,6 +168,40 @@ def test_exposure_changes_rerender_the_kept_preview_without_upload_or_network(
     assert _json(app, "GET", "/api/stats")["uploads_received"] == 1
 
 
+def test_local_weighting_is_a_request_setting(start: Callable[..., EnhanceServer], monkeypatch: pytest.MonkeyPatch):
+    # The page's "Regions" control: local_weighting=1 re-renders the kept preview (no upload, no network pass) with
+    # the bright half lifted less; the full-size render and /api/enhance take it too; 0 or 1 only.
+    app = start(trained=True)
+    assert _json(app, "GET", "/api/defaults") == {"mode": "full", "exposure": "auto", "local_weighting": False}
+    pixels = np.clip(np.random.default_rng(5).normal(12, 4, (48, 64, 3)), 0, 255).astype(np.uint8)
+    pixels[:, 32:] += 60  # a brighter right half
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    upload, first = _upload(app, buffer.getvalue(), "name=a.png&exposure=0.4")
+    assert first["local_weighting"] is False
+    network = []
+    original = Enhancer.curve_maps
+    monkeypatch.setattr(Enhancer, "curve_maps", lambda *a, **k: network.append(1) or original(*a, **k))
+    shown = {}
+    for local in ("0", "1"):
+        status, _, body = _request(app, "GET", f"/api/uploads/{upload}/preview?exposure=0.4&local_weighting={local}")
+        assert status == 200, body
+        shown[local] = _pixels(body).astype(np.float32) / 255
+    assert not network and _json(app, "GET", "/api/stats")["jobs_started"] == 1
+    assert shown["1"].mean() == pytest.approx(shown["0"].mean(), abs=0.02)  # the same level
+    assert shown["1"][:, 36:].mean() < shown["0"][:, 36:].mean() - 0.02  # the bright half lifted less
+    job = _json(app, "POST", f"/api/uploads/{upload}/render?size=full&exposure=0.4&local_weighting=1", expected=202)
+    job = _wait(app, job["job"])
+    assert job["state"] == "done" and job["local_weighting"] is True
+    full = _pixels(_request(app, "GET", job["result"])[2]).astype(np.float32) / 255
+    for half in (slice(0, 28), slice(36, 64)):  # the download is what the preview showed (JPEG aside)
+        assert full[:, half].mean() == pytest.approx(shown["1"][:, half].mean(), abs=0.01)
+    status, _, once = _request(app, "POST", "/api/enhance?name=a.png&exposure=0.4&local_weighting=1", buffer.getvalue())
+    assert status == 200 and np.abs(_pixels(once).astype(np.float32) / 255 - full).max() <= 1 / 255 + 1e-6
+    status, _, body = _request(app, "GET", f"/api/uploads/{upload}/preview?exposure=0.4&local_weighting=yes")
+    assert status == 400 and b"local_weighting" in body
+
+
 @pytest.mark.parametrize("mode", ["full", "fast"])
 def test_preview_render_is_the_engines_apply_curve_maps(weights_file: Path, mode: str) -> None:
     """The quick re-render (kept maps, thumbnail gain, cached finishing base) equals Enhancer.apply_curve_maps."""
@@ -184,20 +218,22 @@ def test_preview_render_is_the_engines_apply_curve_maps(weights_file: Path, mode
 
 @pytest.mark.parametrize("mode", ["full", "fast"])
 def test_preview_render_with_local_weighting_is_the_engines(mode: str) -> None:
-    """Under ``scl-lle serve --local-weighting`` too (the default model, which brightens, so the weights matter; at
-    the fast mode's scale they go on the small maps before the upsampling, as in the engine)."""
-    plain, local = (Engine(None, "cpu", "torch", local_weighting=on).enhancer(mode) for on in (False, True))
+    """With local weighting too (the default model, which brightens, so the weights matter; at the fast mode's
+    scale they go on the small maps before the upsampling, as in the engine). One preview serves both settings
+    (the page switches between them without a new network pass)."""
+    engine = Engine(None, "cpu", "torch")
+    plain, local = engine.enhancer(mode), engine.enhancer(mode, local_weighting=True)
     assert local.local_weighting and not plain.local_weighting
     pixels = np.random.default_rng(4).integers(0, 30, (90, 140, 3), dtype=np.uint8)
     pixels[:, 70:] += 90  # a brighter right half: a sharp edge in the weights
-    preview, plain_preview = prepare_preview(local, pixels), prepare_preview(plain, pixels)
-    assert preview.weights is not None and plain_preview.weights is None
+    preview = prepare_preview(plain, pixels)
     image = torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0).float() / 255
     maps = local.curve_maps(image)
     for exposure in ("auto", "off", 0.4):
-        quick = render_preview(local, preview, exposure)
-        assert torch.allclose(quick, local.apply_curve_maps(image, maps, exposure), atol=1e-4), exposure
-    weighted, alike = render_preview(local, preview, 0.4), render_preview(plain, plain_preview, 0.4)
+        for enhancer in (local, plain):
+            quick = render_preview(enhancer, preview, exposure)
+            assert torch.allclose(quick, enhancer.apply_curve_maps(image, maps, exposure), atol=1e-4), exposure
+    weighted, alike = render_preview(local, preview, 0.4), render_preview(plain, preview, 0.4)
     assert (weighted[..., 70:] - alike[..., 70:]).mean() < -0.02  # the bright half lifted less
 
 

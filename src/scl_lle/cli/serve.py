@@ -39,9 +39,9 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument(
         "--local-weighting",
         action="store_true",
-        help="for every photo the page enhances at a level (exposure auto or a brightness, not off), lift its dark "
-        "regions more and its bright ones less, as scl-lle enhance --local-weighting does; videos lift every "
-        "region alike",
+        help="start the page's regions control at local weighting (as scl-lle enhance --local-weighting: at a level, "
+        "dark regions lifted more and bright ones less; videos lift every region alike), also for requests that "
+        "do not set local_weighting",
     )
     _add_limits(parser, ServeLimits())
     parser.set_defaults(run=run)

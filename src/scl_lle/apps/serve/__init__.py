@@ -15,20 +15,22 @@ and the server keeps it. Every upload and every re-render is a *job* with real p
 "steps|tiles|frames", "seconds_left": s, "error": ...}``) and fetches ``GET /api/jobs/<id>/result`` when it is
 done. ``GET /api/stats`` counts uploads received, jobs started and previews re-rendered.
 
-- **Photos: a preview you can adjust at once, a full-size download rendered on demand.** The first job decodes
-  the photo, keeps a preview-sized copy (long side at most ``ServeLimits.preview_side``, 1280 px) and estimates
-  its curve maps once. Changing the exposure (auto, off, the brightness slider) then only solves the gain and
-  applies the kept curves (and the finishing) to that preview: ``GET /api/uploads/<id>/preview`` answers within
-  a fraction of a second, with no upload and no network pass. The download is rendered from the kept upload at
-  full resolution with the exposure of that moment (``POST /api/uploads/<id>/render?size=full``, a job with a
-  tile count). For photos larger than the preview, its curves are estimated on the reduced picture, so it can
-  differ from the download in fine local detail (the brightness target is the same). Changing the speed mode
-  estimates the preview's curves for that mode once (a job).
+- **Photos: a preview you can adjust at once, a full-size download rendered on demand.** The first job decodes the
+  photo, keeps a preview-sized copy (long side at most ``ServeLimits.preview_side``, 1280 px) and estimates its
+  curve maps once. Changing the exposure (auto, off, the brightness slider) or the regions (lifted alike, or local
+  weighting) then only solves the gain and applies the kept curves (and the finishing) to that preview:
+  ``GET /api/uploads/<id>/preview`` answers within a fraction of a second, with no upload and no network pass. The
+  download is rendered from the kept upload at full resolution with the settings of that moment
+  (``POST /api/uploads/<id>/render?size=full``, a job with a tile count). For photos larger than the preview, its
+  curves are estimated on the reduced picture, so it can differ from the download in fine local detail (the
+  brightness target is the same). Changing the speed mode estimates the preview's curves for that mode once (a job).
 - **Videos** are enhanced whole (frames done / total, time left); a new exposure or speed re-renders the kept
   upload (``POST /api/uploads/<id>/render``) without uploading it again.
 
-``POST /api/enhance?exposure=auto|off|E&mode=full|fast&name=FILE`` remains for scripts: the body is the file,
-the response the enhanced file, and nothing is kept once it is answered.
+``POST /api/enhance?exposure=auto|off|E&mode=full|fast&local_weighting=0|1&name=FILE`` remains for scripts: the
+body is the file, the response the enhanced file, and nothing is kept once it is answered. Every request that
+leaves a setting out gets the server's default (``GET /api/defaults``; ``local_weighting`` from ``scl-lle serve
+--local-weighting``).
 
 Safety: binds to the loopback address by default and refuses requests that name another site; uploads are
 limited in bytes (checked before reading), images in pixels (checked from the header before decoding) and

@@ -1,7 +1,7 @@
 """The web app's endpoints: routing each request to the page, the kept uploads and their jobs.
 
-``GET /`` the page; ``GET /api/limits``, ``GET /api/stats``; ``POST /api/uploads`` (keep a file, start its first
-job); ``POST /api/uploads/<id>/render``; ``GET /api/uploads/<id>/preview`` and ``.../before``;
+``GET /`` the page; ``GET /api/limits``, ``GET /api/defaults``, ``GET /api/stats``; ``POST /api/uploads`` (keep a
+file, start its first job); ``POST /api/uploads/<id>/render``; ``GET /api/uploads/<id>/preview`` and ``.../before``;
 ``DELETE /api/uploads/<id>``; ``GET /api/jobs/<id>`` and ``.../result``; ``POST /api/enhance`` (for scripts:
 the file in, the enhanced file out, nothing kept).
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from ...engine.exposure import Exposure, parse_exposure
+from ...engine.exposure import parse_exposure
 from ...io.image import ImageReadError
 from ..video import MEDIA_EXTENSIONS, VideoError, is_video_path
 from .errors import RequestError, busy
@@ -29,6 +29,7 @@ from .jobs import Job
 from .transport import SLOT_WAIT, TEXT, GuardedHandler
 from .work import (
     MODES,
+    Settings,
     check_container,
     enhance_image_file,
     enhance_video_file,
@@ -78,6 +79,8 @@ class Handler(GuardedHandler):
                 self._send(HTTPStatus.OK, page(), "text/html; charset=utf-8")
             elif parts.path == "/api/limits":
                 self._send_json(HTTPStatus.OK, self.server.limits.__dict__)
+            elif parts.path == "/api/defaults":
+                self._send_json(HTTPStatus.OK, self._defaults())
             elif parts.path == "/api/stats":
                 self._send_json(HTTPStatus.OK, store.stats())
             elif route and route.group(1) == "jobs" and route.group(3) is None:
@@ -135,7 +138,7 @@ class Handler(GuardedHandler):
         checked = self._checked_upload(query)
         if checked is None:
             return
-        name, mode, exposure, suffix, length = checked
+        name, settings, suffix, length = checked
         slots, store = self.server.slots, self.server.uploads
         upload, holding = None, False
         try:
@@ -149,7 +152,7 @@ class Handler(GuardedHandler):
                 raise busy()
             store.received(upload)
             kind = "video" if upload.kind == "video" else "preview"
-            job = self.server.jobs.submit(upload, kind, mode, exposure, slots)
+            job = self.server.jobs.submit(upload, kind, settings, slots)
         except Exception as error:  # nothing is kept of a refused or broken upload
             if holding:
                 slots.release()
@@ -164,7 +167,7 @@ class Handler(GuardedHandler):
 
     def _render(self, upload_id: str, query: str) -> None:
         """Queue a render of a kept upload (``size=preview|full`` for photos): 202 with the job."""
-        _, mode, exposure, values = self._parameters(query)
+        _, settings, values = self._parameters(query)
         size = values.get("size", ["full"])[0]
         if size not in ("preview", "full"):
             raise RequestError(HTTPStatus.BAD_REQUEST, "size must be preview or full")
@@ -174,18 +177,18 @@ class Handler(GuardedHandler):
         if not self.server.slots.acquire(timeout=SLOT_WAIT):
             self._send_busy()
             return
-        job = self.server.jobs.submit(upload, kind, mode, exposure, self.server.slots)
+        job = self.server.jobs.submit(upload, kind, settings, self.server.slots)
         self._send_json(HTTPStatus.ACCEPTED, {"job": store.describe(job)})
 
     def _send_preview(self, upload_id: str, query: str) -> None:
-        """A kept photo's preview re-rendered at the asked exposure (no network pass), or 409 if the preview for
-        that mode is not prepared (``POST /api/uploads/<id>/render?size=preview`` prepares it)."""
-        _, mode, exposure, _ = self._parameters(query)
+        """A kept photo's preview re-rendered at the asked exposure and local weighting (no network pass), or 409
+        if the preview for that mode is not prepared (``POST /api/uploads/<id>/render?size=preview`` prepares it)."""
+        _, settings, _ = self._parameters(query)
         upload = self.server.uploads.upload(upload_id)
         if upload.kind != "photo":
             raise RequestError(HTTPStatus.CONFLICT, "previews are made for photos; render the video instead")
         try:
-            rendered = self.server.jobs.render_preview(upload, mode, exposure)
+            rendered = self.server.jobs.render_preview(upload, settings)
         except Exception as error:  # the server must answer, whatever went wrong
             raise RequestError(
                 HTTPStatus.INTERNAL_SERVER_ERROR, f"enhancement failed: {type(error).__name__}: {error}"
@@ -218,17 +221,17 @@ class Handler(GuardedHandler):
         checked = self._checked_upload(query)
         if checked is None:
             return
-        name, mode, exposure, suffix, length = checked
+        name, settings, suffix, length = checked
         with contextlib.ExitStack() as held:  # the work slot, once taken, until the answer is sent
             work = Path(tempfile.mkdtemp(dir=self.server.scratch))
             try:
-                answer = self._enhance_upload(held, work, name, suffix, length, mode, exposure)
+                answer = self._enhance_upload(held, work, name, suffix, length, settings)
             finally:
                 shutil.rmtree(work, ignore_errors=True)  # before answering: nothing outlives the request
             self._send(*answer)
 
     def _enhance_upload(
-        self, held: contextlib.ExitStack, work: Path, name: str, suffix: str, length: int, mode: str, exposure: Exposure
+        self, held: contextlib.ExitStack, work: Path, name: str, suffix: str, length: int, settings: Settings
     ) -> tuple[HTTPStatus, bytes, str, dict[str, str]]:
         """Receive, check and enhance the upload inside ``work`` (a work slot, taken once the body is in, is
         released by ``held``); the answer as (status, body, type, headers)."""
@@ -241,7 +244,8 @@ class Handler(GuardedHandler):
             held.callback(self.server.slots.release)
             started = time.perf_counter()
             target, content_type = result_file(work, upload, "result")
-            enhancer, limits = self.server.engine.enhancer(mode), self.server.limits
+            enhancer = self.server.engine.enhancer(settings.mode, settings.local_weighting)
+            limits, exposure = self.server.limits, settings.exposure
             if is_video_path(upload):
                 check_container(upload)
                 with self.server.engine.turn():
@@ -262,32 +266,40 @@ class Handler(GuardedHandler):
             return HTTPStatus.INTERNAL_SERVER_ERROR, message.encode(), TEXT, {}
 
     # --------------------------------------------------------------------------------------- parameters
-    def _checked_upload(self, query: str) -> tuple[str, str, Exposure, str, int] | None:
-        """An upload's ``(name, mode, exposure, suffix, length)``, from everything that can be refused without
-        reading the body; ``None`` once a refusal has been sent."""
+    def _checked_upload(self, query: str) -> tuple[str, Settings, str, int] | None:
+        """An upload's ``(name, settings, suffix, length)``, from everything that can be refused without reading
+        the body; ``None`` once a refusal has been sent."""
         try:
-            name, mode, exposure, _ = self._parameters(query)
-            return name, mode, exposure, _suffix(name), self._upload_length()
+            name, settings, _ = self._parameters(query)
+            return name, settings, _suffix(name), self._upload_length()
         except RequestError as error:
             self._send_error(error.status, str(error))
             return None
 
-    @staticmethod
-    def _parameters(query: str) -> tuple[str, str, Exposure, dict[str, list[str]]]:
-        """``name``, ``mode`` and ``exposure`` from the query (checked), and all its fields."""
+    def _defaults(self) -> dict[str, Any]:
+        """The settings a request gets for the fields it leaves out (``GET /api/defaults``)."""
+        return {"mode": "full", "exposure": "auto", "local_weighting": self.server.engine.local_weighting}
+
+    def _parameters(self, query: str) -> tuple[str, Settings, dict[str, list[str]]]:
+        """``name`` and the :class:`~scl_lle.apps.serve.work.Settings` (``mode``, ``exposure``,
+        ``local_weighting``: 1 or 0, by default the server's) from the query (checked), and all its fields."""
         try:
             values = parse_qs(query, max_num_fields=8)
         except ValueError:  # more fields than that
             raise RequestError(HTTPStatus.BAD_REQUEST, "too many query parameters") from None
         name = values.get("name", ["upload.png"])[0][:255]
-        mode = values.get("mode", ["full"])[0]
+        defaults = self._defaults()
+        mode = values.get("mode", [defaults["mode"]])[0]
         if mode not in MODES:
             raise RequestError(HTTPStatus.BAD_REQUEST, f"mode must be one of {', '.join(MODES)}")
         try:
-            exposure = parse_exposure(values.get("exposure", ["auto"])[0])
+            exposure = parse_exposure(values.get("exposure", [defaults["exposure"]])[0])
         except ValueError as error:
             raise RequestError(HTTPStatus.BAD_REQUEST, str(error)) from None
-        return name, mode, exposure, values
+        local = values.get("local_weighting", [str(int(defaults["local_weighting"]))])[0]
+        if local not in ("0", "1"):
+            raise RequestError(HTTPStatus.BAD_REQUEST, "local_weighting must be 0 or 1")
+        return name, Settings(mode, exposure, local == "1"), values
 
 
 def _suffix(name: str) -> str:

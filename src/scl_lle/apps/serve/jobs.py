@@ -16,7 +16,6 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
-from ...engine.exposure import Exposure
 from ...io.image import ImageReadError
 from ..video import VideoError, estimated_frames
 from .errors import Cancelled, RequestError
@@ -24,6 +23,7 @@ from .previews import jpeg, prepare_preview, render_preview
 from .uploads import Upload, UploadStore
 from .work import (
     Engine,
+    Settings,
     decode_preview,
     enhance_image_file,
     enhance_video_file,
@@ -42,12 +42,11 @@ _REPLACED = "cancelled: replaced by a newer request"
 class Job:
     """One piece of work on a kept upload, with its progress; run by the server's job thread."""
 
-    def __init__(self, upload: Upload, kind: str, mode: str, exposure: Exposure, slot: threading.Semaphore) -> None:
+    def __init__(self, upload: Upload, kind: str, settings: Settings, slot: threading.Semaphore) -> None:
         self.id = secrets.token_urlsafe(16)
         self.upload = upload
         self.kind = kind
-        self.mode = mode
-        self.exposure = exposure
+        self.settings = settings
         self.unit = "frames" if kind == "video" else "steps" if kind == "preview" else "tiles"
         self.state = "queued"
         self.stage = "waiting"
@@ -67,8 +66,8 @@ class Job:
         self._slot: threading.Semaphore | None = slot
         self._rate_start: tuple[float, int] | None = None
 
-    def same_work(self, kind: str, mode: str, exposure: Exposure) -> bool:
-        return (self.kind, self.mode, self.exposure) == (kind, mode, exposure) and self.state != "failed"
+    def same_work(self, kind: str, settings: Settings) -> bool:
+        return (self.kind, self.settings) == (kind, settings) and self.state != "failed"
 
     def release_slot(self) -> None:
         slot, self._slot = self._slot, None
@@ -108,8 +107,9 @@ class Job:
             "id": self.id,
             "upload": self.upload.id,
             "kind": self.kind,
-            "mode": self.mode,
-            "exposure": self.exposure,
+            "mode": self.settings.mode,
+            "exposure": self.settings.exposure,
+            "local_weighting": self.settings.local_weighting,
             "state": self.state,
             "stage": self.stage,
             "done": self.done,
@@ -150,16 +150,16 @@ class JobRunner:
         self._thread = threading.Thread(target=self._work, name="scl-lle-jobs", daemon=True)
         self._thread.start()
 
-    def submit(self, upload: Upload, kind: str, mode: str, exposure: Exposure, slot: threading.Semaphore) -> Job:
+    def submit(self, upload: Upload, kind: str, settings: Settings, slot: threading.Semaphore) -> Job:
         """Queue ``kind`` of work on ``upload`` (holding ``slot``, released when it ends), replacing the previous
         job of that kind; the same work already queued, running or done is returned instead (``slot`` freed)."""
         store = self.store
         with store.lock:
             previous = upload.jobs.get(kind)
-            if previous is not None and previous.same_work(kind, mode, exposure) and not previous.cancelled.is_set():
+            if previous is not None and previous.same_work(kind, settings) and not previous.cancelled.is_set():
                 slot.release()
                 return previous
-            job = Job(upload, kind, mode, exposure, slot)
+            job = Job(upload, kind, settings, slot)
             if previous is not None:
                 store.drop_job(previous)
             upload.jobs[kind] = job
@@ -168,16 +168,16 @@ class JobRunner:
             self._queue.put(job)
             return job
 
-    def render_preview(self, upload: Upload, mode: str, exposure: Exposure) -> tuple[bytes, float] | None:
-        """The kept preview of ``upload`` for ``mode`` re-rendered at ``exposure`` (JPEG, seconds taken), or
-        ``None`` if it is not prepared (a preview job prepares it)."""
-        preview = self.store.preview(upload, mode)
+    def render_preview(self, upload: Upload, settings: Settings) -> tuple[bytes, float] | None:
+        """The kept preview of ``upload`` for the settings' mode re-rendered at its exposure and local weighting
+        (JPEG, seconds taken), or ``None`` if it is not prepared (a preview job prepares it)."""
+        preview = self.store.preview(upload, settings.mode)
         if preview is None:
             return None
-        enhancer = self.engine.enhancer(mode)
+        enhancer = self.engine.enhancer(settings.mode, settings.local_weighting)
         with self.preview_lock:
             started = time.perf_counter()
-            body = jpeg(render_preview(enhancer, preview, exposure))
+            body = jpeg(render_preview(enhancer, preview, settings.exposure))
             seconds = time.perf_counter() - started
         with self.store.lock:
             self.store.counts["previews"] += 1
@@ -235,9 +235,9 @@ class JobRunner:
     def _run_preview(self, job: Job) -> None:
         """Decode the photo once (its preview-sized pixels are kept), estimate the preview's curves once per mode,
         render it at the job's exposure."""
-        upload = job.upload
-        enhancer = self.engine.enhancer(job.mode)
-        preview = self.store.preview(upload, job.mode)
+        upload, settings = job.upload, job.settings
+        enhancer = self.engine.enhancer(settings.mode, settings.local_weighting)
+        preview = self.store.preview(upload, settings.mode)
         if preview is None:
             if upload.pixels is None:
                 job.stage = "decoding"
@@ -247,10 +247,10 @@ class JobRunner:
             job.stage = "estimating curves"
             job.progress(1, 3)
             preview = prepare_preview(enhancer, upload.pixels)
-            self.store.keep_preview(upload, job.mode, preview)
+            self.store.keep_preview(upload, settings.mode, preview)
         job.stage = "rendering"
         job.progress(2, 3)
-        job.result_bytes = jpeg(render_preview(enhancer, preview, job.exposure))
+        job.result_bytes = jpeg(render_preview(enhancer, preview, settings.exposure))
         job.content_type = "image/jpeg"
         job.result_name = f"{safe_stem(upload.name)}-preview.jpg"
         job.progress(3, 3)
@@ -259,9 +259,10 @@ class JobRunner:
         """Enhance the kept photo at full resolution, tile by tile."""
         upload = job.upload
         target, content_type = result_file(upload.folder, upload.path, f"full-{job.id[:8]}")
-        enhancer = self.engine.enhancer(job.mode)
+        settings = job.settings
+        enhancer = self.engine.enhancer(settings.mode, settings.local_weighting)
         enhance_image_file(
-            upload.path, target, enhancer, job.exposure, self.limits.max_pixels, job.progress, job.set_stage
+            upload.path, target, enhancer, settings.exposure, self.limits.max_pixels, job.progress, job.set_stage
         )
         self._finish_file(job, target, content_type)
 
@@ -272,12 +273,12 @@ class JobRunner:
         estimate = estimated_frames(upload.path)
         job.stage = "enhancing"
         job.progress(0, estimate)
-        enhancer = self.engine.enhancer(job.mode)
+        enhancer = self.engine.enhancer(job.settings.mode)  # videos lift every region alike
 
         def frames(done: int, total: int | None) -> None:
             job.progress(done, total or estimate)
 
-        enhance_video_file(upload.path, target, enhancer, job.exposure, self.limits, frames)
+        enhance_video_file(upload.path, target, enhancer, job.settings.exposure, self.limits, frames)
         self._finish_file(job, target, content_type)
 
     def _finish_file(self, job: Job, target: Path, content_type: str) -> None:

@@ -38,9 +38,9 @@ class Preview:
     maps: torch.Tensor  # (1, 3n, h, w): the curve maps at the preview's size
     gain_image: torch.Tensor  # what Enhancer.exposure_gain is given (with gain_maps): the same gain as for
     gain_maps: torch.Tensor  # (image, the maps as estimated), without shrinking full-size maps every time
-    weights: torch.Tensor | None  # (1, 1, gh, gw): the maps' local weights at every exposure but "off" (the
-    # enhancer's for the full preview, which are those it finds for gain_image too); None: no local weighting
-    gains: dict[Exposure, float] = field(default_factory=dict)  # solved so far, by exposure
+    weights: torch.Tensor | None  # (1, 1, gh, gw): the maps' local weights, for an enhancer with local weighting,
+    # at every exposure but "off" (the enhancer's for the full preview, which are those it finds for gain_image too)
+    gains: dict[tuple[Exposure, bool], float] = field(default_factory=dict)  # solved so far: (exposure, local)
 
 
 def preview_pixels(pixels: np.ndarray, side: int) -> np.ndarray:
@@ -75,19 +75,21 @@ def prepare_preview(enhancer: Enhancer, pixels: np.ndarray) -> Preview:
             base = split_detail(float_image, eps=detail_eps(float_image))[0].to(image.dtype)
         else:
             base = image
-        reader = TileReader(image, enhancer.device, enhancer.dtype)
-        weights = picture_weights(reader, AUTO, enhancer.local_weighting)  # at any level: not "off"
+        # Whatever the enhancer's setting: renders with and without local weighting share the preview
+        weights = picture_weights(TileReader(image, enhancer.device, enhancer.dtype), AUTO, local_weighting=True)
     return Preview(image, base, maps, gain_image, gain_maps, weights)
 
 
 def render_preview(enhancer: Enhancer, preview: Preview, exposure: Exposure) -> torch.Tensor:
     """The preview enhanced at ``exposure``: the gain solved, the kept maps scaled by it and applied (with the
-    finishing's detail added back), as :meth:`Enhancer.apply_curve_maps` does; ``(1, 3, h, w)`` in [0, 1]."""
-    if exposure not in preview.gains:
+    finishing's detail added back, and the local weights under the enhancer's ``local_weighting``), as
+    :meth:`Enhancer.apply_curve_maps` does; ``(1, 3, h, w)`` in [0, 1]."""
+    local = enhancer.local_weighting and exposure != OFF
+    if (exposure, local) not in preview.gains:
         gain = enhancer.exposure_gain(preview.gain_image, preview.gain_maps, exposure, as_applied=True)
         # -1: "off" (the maps as they are); 0: already at or above the target (the image as it is)
-        preview.gains[exposure] = float(gain[0]) if isinstance(gain, torch.Tensor) else -1.0
-    factor = preview.gains[exposure]
+        preview.gains[exposure, local] = float(gain[0]) if isinstance(gain, torch.Tensor) else -1.0
+    factor = preview.gains[exposure, local]
     if factor == 0.0:
         return preview.image  # unchanged, as the engine leaves it
     width = preview.image.shape[-1]
@@ -95,7 +97,7 @@ def render_preview(enhancer: Enhancer, preview: Preview, exposure: Exposure) -> 
     rows = max(1, (1 << 16) // width) if preview.image.device.type == "cpu" else None
     with torch.inference_mode():
         out = torch.empty_like(preview.base)
-        maps = _weighted(enhancer, preview, None if exposure == OFF else preview.weights)
+        maps = _weighted(enhancer, preview, preview.weights if local else None)
         apply_curves_into(out, preview.base, maps, None if factor < 0 else factor, rows)
         if enhancer.finish:
             out.add_(preview.image).sub_(preview.base)  # the detail layer back at unit gain

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Iterator
 from http import HTTPStatus
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -35,6 +36,7 @@ from .previews import preview_pixels
 __all__ = [
     "MODES",
     "Engine",
+    "Settings",
     "check_container",
     "decode_preview",
     "enhance_image_file",
@@ -52,9 +54,19 @@ _IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/web
 _VIDEO_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime", ".webm": "video/webm"}
 
 
+class Settings(NamedTuple):
+    """What a request asks for: the speed ``mode`` (a key of :data:`MODES`), the ``exposure`` and
+    ``local_weighting`` (as for :class:`~scl_lle.engine.enhancer.Enhancer`)."""
+
+    mode: str
+    exposure: Exposure
+    local_weighting: bool
+
+
 class Engine:
-    """One network, an enhancer per speed mode (made on first use), and a lock: one enhancement at a time.
-    ``local_weighting``: as for :class:`~scl_lle.engine.enhancer.Enhancer`, for every photo the page enhances."""
+    """One network, an enhancer per speed mode and local weighting (made on first use), and a lock: one
+    enhancement at a time. ``local_weighting``: the setting of requests that do not give one (``scl-lle serve
+    --local-weighting``)."""
 
     def __init__(
         self,
@@ -68,20 +80,22 @@ class Engine:
         self.backend = backend
         self.local_weighting = local_weighting
         self.lock = threading.Lock()
-        self._enhancers: dict[str, Enhancer] = {}
+        self._enhancers: dict[tuple[str, bool], Enhancer] = {}
 
-    def enhancer(self, mode: str) -> Enhancer:
-        """The enhancer of speed mode ``mode`` (a key of :data:`MODES`)."""
-        if mode not in self._enhancers:
-            self._enhancers[mode] = Enhancer(
+    def enhancer(self, mode: str, local_weighting: bool | None = None) -> Enhancer:
+        """The enhancer of speed mode ``mode`` (a key of :data:`MODES`) and ``local_weighting`` (``None``: the
+        engine's)."""
+        local = self.local_weighting if local_weighting is None else local_weighting
+        if (mode, local) not in self._enhancers:
+            self._enhancers[mode, local] = Enhancer(
                 self.model,
                 device=self.device,
                 scale=MODES[mode],
                 finish=mode == "full",
                 backend=self.backend,
-                local_weighting=self.local_weighting,
+                local_weighting=local,
             )
-        return self._enhancers[mode]
+        return self._enhancers[mode, local]
 
     @contextlib.contextmanager
     def turn(self) -> Iterator[None]:
