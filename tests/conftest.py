@@ -174,17 +174,20 @@ def serving(app: Any) -> Iterator[Any]:
 
 @pytest.fixture()
 def server_factory(weights_file: Path) -> Iterator[Any]:
-    """Make ``scl-lle serve`` apps: ``make(limits, trained=False, serving=True)``, ``limits`` a dict of
-    ``ServeLimits`` fields, on any free port, with random weights (or with ``trained`` the embedded default model,
-    which brightens dark photos to the exposure asked), serving on a thread unless ``serving=False``; all shut
-    down and closed after the test."""
+    """Make ``scl-lle serve`` apps: ``make(limits, trained=False, serving=True, local_weighting=False)``,
+    ``limits`` a dict of ``ServeLimits`` fields, on any free port, with random weights (or with ``trained`` the
+    embedded default model, which brightens dark photos to the exposure asked), serving on a thread unless
+    ``serving=False``; all shut down and closed after the test."""
     from scl_lle.apps.serve import ServeLimits, make_server
 
     started: list[tuple[Any, threading.Thread]] = []
 
-    def make(limits: dict[str, Any], *, trained: bool = False, serving: bool = True) -> Any:
+    def make(
+        limits: dict[str, Any], *, trained: bool = False, serving: bool = True, local_weighting: bool = False
+    ) -> Any:
         weights = None if trained else weights_file
-        app = make_server("127.0.0.1", 0, weights=weights, device="cpu", limits=ServeLimits(**limits))
+        settings = {"device": "cpu", "limits": ServeLimits(**limits), "local_weighting": local_weighting}
+        app = make_server("127.0.0.1", 0, weights=weights, **settings)
         thread = threading.Thread(target=app.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         if serving:
             thread.start()

@@ -134,7 +134,7 @@ def test_temporary_folder_is_removed_on_close(weights_file: Path) -> None:
     assert not scratch.exists()
 
 
-def test_serve_local_weighting_reaches_every_enhancer(weights_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_serve_local_weighting_sets_the_engines_default(weights_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from scl_lle.apps.serve import server as server_module
     from scl_lle.cli import main
 
@@ -298,7 +298,8 @@ def test_page_in_headless_chromium(tmp_path: Path, shared: Path, page_server: En
     if not photo.is_file():
         pytest.skip(f"{photo} is absent")
     app, driver, downloads = page_server, chrome, tmp_path / "downloads"
-    app.engine.enhancer("full").tile = 256  # the 600 x 396 photo in 3 x 2 tiles (the same pixels)
+    for local_weighting in (False, True):  # the 600 x 396 photo in 3 x 2 tiles (the same pixels)
+        app.engine.enhancer("full", local_weighting).tile = 256
     write = os.environ.get("SCL_LLE_WRITE_SCREENSHOT") == "1"
     driver.get(app.url)
     driver.execute_script(_RECORD_STATUS)

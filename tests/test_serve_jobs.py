@@ -33,7 +33,9 @@ SMALL_LIMITS = {"max_upload_mb": 400_000 / 2**20, "max_pixels": 200_000, "max_vi
 def start(server_factory: Callable[..., EnhanceServer]) -> Callable[..., EnhanceServer]:
     """Make servers (small limits, any free port), closed after the test: random weights, or with
     ``trained=True`` the embedded default model (which brightens dark photos to the exposure asked)."""
-    return lambda trained=False, **limits: server_factory({**SMALL_LIMITS, **limits}, trained=trained)
+    return lambda trained=False, local_weighting=False, **limits: server_factory(
+        {**SMALL_LIMITS, **limits}, trained=trained, local_weighting=local_weighting
+    )
 
 
 def _json(app: EnhanceServer, method: str, path: str, body: bytes | None = None, expected: int = 200) -> Any:
@@ -202,6 +204,23 @@ def test_local_weighting_is_a_request_setting(start: Callable[..., EnhanceServer
     assert status == 400 and b"local_weighting" in body
 
 
+def test_serve_local_weighting_is_the_default_of_requests(start: Callable[..., EnhanceServer]) -> None:
+    # scl-lle serve --local-weighting: requests that leave the field out get it (and the page starts with it); a
+    # request that sets it is its own work (a full-size render with the other setting is a new job).
+    app = start(trained=True, local_weighting=True)
+    assert _json(app, "GET", "/api/defaults")["local_weighting"] is True
+    upload, first = _upload(app, _png(64, 48, value=20), "name=a.png&exposure=0.4")
+    assert first["local_weighting"] is True
+    jobs = {}
+    for local in ("", "&local_weighting=0", "&local_weighting=1"):
+        job = _json(app, "POST", f"/api/uploads/{upload}/render?size=full&exposure=0.4{local}", expected=202)
+        jobs[local] = _wait(app, job["job"])
+    assert jobs[""]["local_weighting"] is True and jobs["&local_weighting=0"]["local_weighting"] is False
+    assert len({job["id"] for job in jobs.values()}) == 3  # each a new job: the setting is part of the work
+    again = _json(app, "POST", f"/api/uploads/{upload}/render?size=full&exposure=0.4", expected=202)
+    assert again["job"]["id"] == jobs["&local_weighting=1"]["id"]  # the default given or left out: the same work
+
+
 @pytest.mark.parametrize("mode", ["full", "fast"])
 def test_preview_render_is_the_engines_apply_curve_maps(weights_file: Path, mode: str) -> None:
     """The quick re-render (kept maps, thumbnail gain, cached finishing base) equals Enhancer.apply_curve_maps."""
@@ -224,6 +243,7 @@ def test_preview_render_with_local_weighting_is_the_engines(mode: str) -> None:
     engine = Engine(None, "cpu", "torch")
     plain, local = engine.enhancer(mode), engine.enhancer(mode, local_weighting=True)
     assert local.local_weighting and not plain.local_weighting
+    assert local._pool is plain._pool  # the second is a view of the first: no second set of threads or sessions
     pixels = np.random.default_rng(4).integers(0, 30, (90, 140, 3), dtype=np.uint8)
     pixels[:, 70:] += 90  # a brighter right half: a sharp edge in the weights
     preview = prepare_preview(plain, pixels)
@@ -424,5 +444,8 @@ def test_video_progress_in_frames_and_rerender_without_upload(
     again = _json(app, "POST", f"/api/uploads/{upload}/render?mode=fast&exposure=0.4", expected=202)["job"]
     assert again["kind"] == "video" and again["id"] != job["id"]
     assert _wait(app, again)["state"] == "done"
+    # videos lift every region alike: asking for local weighting is the same work, not a new render
+    same = _json(app, "POST", f"/api/uploads/{upload}/render?mode=fast&exposure=0.4&local_weighting=1", expected=202)
+    assert same["job"]["id"] == again["id"] and same["job"]["local_weighting"] is False
     stats = _json(app, "GET", "/api/stats")
     assert (stats["uploads_received"], stats["jobs_started"]) == (1, 2)

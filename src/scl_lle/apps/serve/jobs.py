@@ -154,6 +154,8 @@ class JobRunner:
         """Queue ``kind`` of work on ``upload`` (holding ``slot``, released when it ends), replacing the previous
         job of that kind; the same work already queued, running or done is returned instead (``slot`` freed)."""
         store = self.store
+        if kind == "video":  # videos lift every region alike: a change of local weighting is the same work
+            settings = settings._replace(local_weighting=self.engine.local_weighting)
         with store.lock:
             previous = upload.jobs.get(kind)
             if previous is not None and previous.same_work(kind, settings) and not previous.cancelled.is_set():

@@ -109,7 +109,8 @@ def make_server(
     local_weighting: bool = False,
 ) -> EnhanceServer:
     """Load the model and bind the web app's server (``port=0``: any free port); call ``serve_forever()``.
-    ``device``, ``backend`` and ``local_weighting`` as for :class:`~scl_lle.engine.enhancer.Enhancer`."""
+    ``device`` and ``backend`` as for :class:`~scl_lle.engine.enhancer.Enhancer`; ``local_weighting``: the setting
+    of requests that leave it out (the page's starting choice)."""
     engine = Engine(weights, device, backend, local_weighting)
     engine.enhancer("full")  # fail now, not on the first upload, if the device cannot be used
     return EnhanceServer((host, port), engine, limits or ServeLimits())

@@ -8,6 +8,7 @@ handed back to the system afterwards (glibc's ``malloc_trim``).
 from __future__ import annotations
 
 import contextlib
+import copy
 import ctypes
 import os
 import re
@@ -81,21 +82,30 @@ class Engine:
         self.local_weighting = local_weighting
         self.lock = threading.Lock()
         self._enhancers: dict[tuple[str, bool], Enhancer] = {}
+        self._making = threading.Lock()  # enhancers are made by the job thread and by requests
 
     def enhancer(self, mode: str, local_weighting: bool | None = None) -> Enhancer:
         """The enhancer of speed mode ``mode`` (a key of :data:`MODES`) and ``local_weighting`` (``None``: the
         engine's)."""
         local = self.local_weighting if local_weighting is None else local_weighting
-        if (mode, local) not in self._enhancers:
-            self._enhancers[mode, local] = Enhancer(
-                self.model,
-                device=self.device,
-                scale=MODES[mode],
-                finish=mode == "full",
-                backend=self.backend,
-                local_weighting=local,
-            )
-        return self._enhancers[mode, local]
+        with self._making:
+            if (mode, local) in self._enhancers:
+                return self._enhancers[mode, local]
+            other = self._enhancers.get((mode, not local))
+            if other is not None:  # the same network, sessions and worker threads: only the setting differs
+                enhancer = copy.copy(other)
+                enhancer.local_weighting = local
+            else:
+                enhancer = Enhancer(
+                    self.model,
+                    device=self.device,
+                    scale=MODES[mode],
+                    finish=mode == "full",
+                    backend=self.backend,
+                    local_weighting=local,
+                )
+            self._enhancers[mode, local] = enhancer
+            return enhancer
 
     @contextlib.contextmanager
     def turn(self) -> Iterator[None]:
