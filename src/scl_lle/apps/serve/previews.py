@@ -41,6 +41,7 @@ class Preview:
     weights: torch.Tensor | None  # (1, 1, gh, gw): the maps' local weights, for an enhancer with local weighting,
     # at every exposure but "off" (the enhancer's for the full preview, which are those it finds for gain_image too)
     gains: dict[tuple[Exposure, bool], float] = field(default_factory=dict)  # solved so far: (exposure, local)
+    local_maps: torch.Tensor | None = None  # ``maps`` weighted as the enhancer applies them (made once; as large)
 
 
 def preview_pixels(pixels: np.ndarray, side: int) -> np.ndarray:
@@ -106,12 +107,16 @@ def render_preview(enhancer: Enhancer, preview: Preview, exposure: Exposure) -> 
 
 def _weighted(enhancer: Enhancer, preview: Preview, weights: torch.Tensor | None) -> torch.Tensor:
     """The preview's curve maps at its size with ``weights`` as the enhancer gives them: multiplied into the maps
-    the network gave (at ``scale`` > 1 the small ones, which are then upsampled), so preview and download agree."""
+    the network gave (at ``scale`` > 1 the small ones, which are then upsampled), so preview and download agree.
+    Made at the first render with the weights and kept, so later exposure changes cost no more than without."""
     if weights is None:
         return preview.maps
-    if enhancer.scale == 1:
-        return weighted_maps(preview.maps, weights)
-    return upsample_maps(weighted_maps(preview.gain_maps, weights), preview.maps.shape[-2:])
+    if preview.local_maps is None:
+        if enhancer.scale == 1:
+            preview.local_maps = weighted_maps(preview.maps, weights)
+        else:
+            preview.local_maps = upsample_maps(weighted_maps(preview.gain_maps, weights), preview.maps.shape[-2:])
+    return preview.local_maps
 
 
 def jpeg(pixels: torch.Tensor | np.ndarray) -> bytes:
