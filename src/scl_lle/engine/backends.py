@@ -27,6 +27,7 @@ from ..models.graph_cache import graph_key, load_graph, store_graph
 from ..models.hub import WeightsError, _first_line, check_probe, is_onnx_file, load_dcenet, probe_image
 from ..models.onnx import _model_of, build_onnx, read_onnx, require
 from ..models.quantize import PROBE_TOLERANCE, QuantizationError, quantize_onnx
+from .threads import cpu_threads
 
 __all__ = [
     "CurveEstimator",
@@ -120,7 +121,7 @@ def resolve_backend(
 
 def _session_options(ort: Any, threads: int | None) -> Any:
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.intra_op_num_threads = threads or cpu_threads()
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # A memory pattern is planned (and kept) per input shape, and tiles come in several shapes: without it the

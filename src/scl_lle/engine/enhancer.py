@@ -31,6 +31,7 @@ from .exposure import OFF, Exposure, keep_input, parse_exposure, scale_maps
 from .finishing import BASE_REACH, read_detail_eps, split_detail
 from .fused_pass import upsampled_curves, upsampled_curves_into
 from .picture_exposure import EnhanceError, finite_maps, picture_gain, picture_weights, weighted_maps
+from .threads import cpu_threads, set_cpu_threads
 from .tiling import Progress, Region, TilePool, TileReader, TileWriter
 
 __all__ = ["EnhanceError", "Enhancer"]
@@ -60,7 +61,7 @@ class Enhancer:
         threads: CPU threads: the worker threads that share the tiles (``torch.set_num_threads`` is also
             set, process-wide); ``None``: PyTorch's setting (its default, or ``OMP_NUM_THREADS``, which
             ``torchrun`` sets to 1 per process). With more than one, PyTorch's own threads are held at one while
-            a picture is enhanced (:mod:`scl_lle.engine.tiling`) and restored after.
+            a picture is enhanced (:mod:`scl_lle.engine.threads`) and restored after.
         channels_last: run the network on channels-last tensors; ``None``: on the CPU (measured faster) and on
             CUDA in half precision.
         compile: ``torch.compile`` the network (torch backend) and the fused upsample-and-curves pass
@@ -108,7 +109,7 @@ class Enhancer:
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1 or None, got {threads}")
         if threads is not None:
-            torch.set_num_threads(threads)
+            set_cpu_threads(threads)
         self.device = resolve_device(device, backend)
         if self.device.type == "cpu":
             # Subnormal floats (below about 1e-38), which the network's activations reach on some photos, take a
@@ -121,7 +122,7 @@ class Enhancer:
         self.threads = threads
         self.compile = bool(compile)
         # Tile-parallel on the CPU (compiled graphs keep PyTorch's own threading).
-        self._pool = TilePool((threads or torch.get_num_threads()) if self.device.type == "cpu" and not compile else 1)
+        self._pool = TilePool((threads or cpu_threads()) if self.device.type == "cpu" and not compile else 1)
         self.finish = bool(finish)
         if channels_last is None:
             half = dtype in (torch.float16, torch.bfloat16)

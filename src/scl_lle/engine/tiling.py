@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from ..core.colour import luminance
 from ..io.pixels import from_unit, peak_value, tensor_view, to_unit
 from .fused_pass import area_average_into
+from .threads import single_thread
 
 __all__ = ["Progress", "Region", "TilePool", "TileReader", "TileWriter", "regions"]
 
@@ -61,17 +62,6 @@ def _cuts(size: int, most: int) -> list[tuple[int, int]]:
     count = -(-size // most)
     bounds = [i * size // count for i in range(count + 1)]
     return list(itertools.pairwise(bounds))
-
-
-@contextlib.contextmanager
-def _torch_threads(count: int) -> Iterator[None]:
-    """PyTorch's intra-op threads (process-wide) set to ``count`` for the block, then restored."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _worker_setup() -> None:
@@ -108,7 +98,7 @@ class TilePool:
         """A block with PyTorch's own threads held at one when this pool has several workers: for a picture's
         whole-picture steps between the tiles (noise estimate, exposure solve: small operations, whose barriers
         stall on a busy machine; on one core they cost little more on a quiet one)."""
-        return _torch_threads(1) if self.workers > 1 else contextlib.nullcontext()
+        return single_thread() if self.workers > 1 else contextlib.nullcontext()
 
     def run(self, work: Callable[[Region], None], pieces: Sequence[Region], progress: Progress | None = None) -> None:
         """``work(region)`` for every region of ``pieces`` (PyTorch's own threads held at one meanwhile).
@@ -149,8 +139,8 @@ class TilePool:
                 done[0] += 1
                 return done[0]
 
-        def helper() -> None:
-            with torch.inference_mode():
+        def helper() -> None:  # holds itself at one thread: it may have started while another thread restored more
+            with torch.inference_mode(), single_thread():
                 while (region := take()) is not None:
                     try:
                         work(region)
@@ -163,7 +153,7 @@ class TilePool:
         # This thread works too (its allocator arena stays in use: less memory) and reports progress.
         if self._helpers is None:
             self._helpers = ThreadPoolExecutor(self.workers - 1, "scl-lle-tiles", initializer=_worker_setup)
-        with _torch_threads(1):
+        with single_thread():
             helpers = [self._helpers.submit(helper) for _ in range(self.workers - 1)]
             try:
                 while (region := take()) is not None:

@@ -24,6 +24,7 @@ import numpy as np
 from ...defaults import FAST_SCALE
 from ...engine.enhancer import Enhancer
 from ...engine.exposure import Exposure
+from ...engine.threads import cpu_threads
 from ...engine.tiling import Progress
 from ...io.image import read_image, write_image
 from ...io.sniff import image_named_as_video
@@ -80,6 +81,8 @@ class Engine:
         self.device = device
         self.backend = backend
         self.local_weighting = local_weighting
+        # Fixed now: a request thread started while a job holds PyTorch at one thread finds one (engine/threads)
+        self.threads = cpu_threads()
         self.lock = threading.Lock()
         self._enhancers: dict[tuple[str, bool], Enhancer] = {}
         self._making = threading.Lock()  # enhancers are made by the job thread and by requests
@@ -102,6 +105,7 @@ class Engine:
                     scale=MODES[mode],
                     finish=mode == "full",
                     backend=self.backend,
+                    threads=self.threads,
                     local_weighting=local,
                 )
             self._enhancers[mode, local] = enhancer
