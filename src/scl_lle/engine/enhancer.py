@@ -58,10 +58,10 @@ class Enhancer:
             faster, within two 8-bit levels) or ``"auto"``: int8 on the CPU when ONNX Runtime is installed (but
             float32 for numpy pictures of more than 8 bits), PyTorch otherwise (:func:`~scl_lle.engine.backends.
             resolve_backend`; the name is in ``.backend``). Tiling, ``scale``, curves and finishing are shared.
-        threads: CPU threads: the worker threads that share the tiles (``torch.set_num_threads`` is also
-            set, process-wide); ``None``: PyTorch's setting (its default, or ``OMP_NUM_THREADS``, which
-            ``torchrun`` sets to 1 per process). With more than one, PyTorch's own threads are held at one while
-            a picture is enhanced (:mod:`scl_lle.engine.threads`) and restored after.
+        threads: CPU threads: the worker threads that share the tiles (PyTorch's count is also set,
+            :func:`~scl_lle.engine.threads.set_cpu_threads`); ``None``: PyTorch's setting (its default, or
+            ``OMP_NUM_THREADS``, which ``torchrun`` sets to 1 per process). With more than one, PyTorch's own
+            threads are held at one while a picture is enhanced (:mod:`scl_lle.engine.threads`) and restored after.
         channels_last: run the network on channels-last tensors; ``None``: on the CPU (measured faster) and on
             CUDA in half precision.
         compile: ``torch.compile`` the network (torch backend) and the fused upsample-and-curves pass
