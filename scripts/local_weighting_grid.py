@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     columns = [
         "input",
         f"{args.exposure}, regions alike",
-        f"{args.exposure}, local weighting (power {args.local_power})",
+        f"{args.exposure}, local weighting (power {args.local_power}, {exposure_module.LOCAL_GRID} regions)",
     ]
     path = save_grid(args.output, columns, rows, "dark SICE training photos: the local weighting of the curve maps")
     print(f"wrote {path}")

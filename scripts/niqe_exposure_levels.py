@@ -10,6 +10,7 @@ the level photo by photo. ``--models`` compares several models (``LABEL=WEIGHTS`
 at the same settings: at ``auto`` or a fixed level every model's outputs have the same brightness, so what differs
 is the shape of its curves. ``--local-power P`` turns on local weighting with that power (docs/MODEL_CARD.md, "Local
 weighting"; ``--local-weighting`` of ``scl-lle enhance`` uses 2); 0, the default, weights every region alike.
+``--local-grid N`` sets its regions along the long side (local weighting's: 8; 16 before 2026-12-02).
 
     SCL_LLE_SHARED=../shared python scripts/niqe_exposure_levels.py [--photos 40]
     SCL_LLE_SHARED=../shared python scripts/niqe_exposure_levels.py --settings auto,0.4,off \
@@ -62,9 +63,16 @@ def main(argv: list[str] | None = None) -> int:
         help="with local weighting (--local-weighting) of this power (default: 0, without it, as enhance's default; "
         f"local weighting's power is {exposure_module.LOCAL_POWER})",
     )
+    parser.add_argument(
+        "--local-grid",
+        type=int,
+        default=exposure_module.LOCAL_GRID,
+        help=f"regions of the local weights along the long side (default: {exposure_module.LOCAL_GRID})",
+    )
     args = parser.parse_args(argv)
     if args.local_power:
         exposure_module.LOCAL_POWER = args.local_power
+    exposure_module.LOCAL_GRID = args.local_grid
     settings = [parse_exposure(value) for value in args.settings.split(",")]
     models = [model.partition("=")[::2] if "=" in model else (model, model) for model in args.models.split(",")]
     root = sequences_root(args.shared)

@@ -14,6 +14,7 @@ from scl_lle.core.colour import mean_brightness
 from scl_lle.core.curves import apply_curves
 from scl_lle.engine.exposure import (
     AUTO_LEVEL,
+    LOCAL_GRID,
     MAX_GAIN,
     auto_target,
     exposure_features,
@@ -136,9 +137,9 @@ def test_local_weights_fall_with_the_local_brightness() -> None:
     image = torch.zeros(1, 3, 32, 64)
     image[..., 32:] = 0.8  # a dark left half, a bright right half
     weights = local_weights(image, power=2)
-    assert weights.shape == (1, 1, 8, 16)  # 16 regions along the long side
+    assert weights.shape == (1, 1, LOCAL_GRID // 2, LOCAL_GRID)  # LOCAL_GRID regions along the long side
     assert weights[..., :3].eq(1.0).all()  # dark: the full lift
-    torch.testing.assert_close(weights[..., -3:], torch.full((1, 1, 8, 3), 0.2**2))  # (1 - 0.8)^2
+    torch.testing.assert_close(weights[..., -3:], torch.full((1, 1, LOCAL_GRID // 2, 3), 0.2**2))  # (1 - 0.8)^2
     assert (weights[..., 1:] <= weights[..., :-1]).all()  # falling towards the bright side
     torch.testing.assert_close(local_weights(torch.full((2, 3, 5, 7), 0.5), 2), torch.full((2, 1, 5, 7), 0.25))
     torch.testing.assert_close(local_weights(image, power=1), weights.sqrt())
